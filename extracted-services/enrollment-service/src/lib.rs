@@ -1,0 +1,1 @@
+//! The enrollment business service orchestrating students, finance and gamification (not built yet).

@@ -1,0 +1,1 @@
+//! The students service extracted from the monolith, with its own database (not built yet).

@@ -1,0 +1,281 @@
+//! Finance: invoices, payment (at most once) and cancellation.
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use participant::{ApiError, ApiResult, Database, JsonBody, Write, WriteMode};
+use rusqlite::{Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use crate::{fields, students};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invoice {
+    pub id: String,
+    pub student_id: String,
+    pub enrollment_id: Option<String>,
+    pub term: Option<String>,
+    pub description: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    /// `open`, `paid` or `cancelled`.
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub paid_at: Option<String>,
+    pub cancelled_at: Option<String>,
+}
+
+pub(crate) const COLUMNS: &str = "id, student_id, enrollment_id, term, description, amount_cents, currency, \
+                       status, created_at, updated_at, paid_at, cancelled_at";
+
+impl Invoice {
+    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get("id")?,
+            student_id: row.get("student_id")?,
+            enrollment_id: row.get("enrollment_id")?,
+            term: row.get("term")?,
+            description: row.get("description")?,
+            amount_cents: row.get("amount_cents")?,
+            currency: row.get("currency")?,
+            status: row.get("status")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+            paid_at: row.get("paid_at")?,
+            cancelled_at: row.get("cancelled_at")?,
+        })
+    }
+}
+
+pub fn routes(db: Database) -> Router {
+    Router::new()
+        .route("/finance/invoices", post(create))
+        .route("/finance/invoices/{id}", get(fetch))
+        .route("/finance/invoices/{id}/pay", post(pay))
+        .route("/finance/invoices/{id}/cancel", post(cancel))
+        .route("/students/{id}/invoices", get(list_for_student))
+        .with_state(db)
+}
+
+pub fn find(conn: &Connection, id: &str) -> ApiResult<Option<Invoice>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM invoices WHERE id = ?1"),
+            [id],
+            Invoice::from_row,
+        )
+        .optional()?)
+}
+
+pub fn for_student(conn: &Connection, student_id: &str) -> ApiResult<Vec<Invoice>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM invoices WHERE student_id = ?1 ORDER BY created_at, id"
+    ))?;
+    let invoices = stmt
+        .query_map([student_id], Invoice::from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(invoices)
+}
+
+pub fn upsert(conn: &Connection, invoice: &Invoice) -> ApiResult<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO invoices ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (id) DO UPDATE SET student_id = excluded.student_id,
+                 enrollment_id = excluded.enrollment_id, term = excluded.term,
+                 description = excluded.description, amount_cents = excluded.amount_cents,
+                 currency = excluded.currency, status = excluded.status,
+                 created_at = excluded.created_at, updated_at = excluded.updated_at,
+                 paid_at = excluded.paid_at, cancelled_at = excluded.cancelled_at"
+        ),
+        rusqlite::params![
+            invoice.id,
+            invoice.student_id,
+            invoice.enrollment_id,
+            invoice.term,
+            invoice.description,
+            invoice.amount_cents,
+            invoice.currency,
+            invoice.status,
+            invoice.created_at,
+            invoice.updated_at,
+            invoice.paid_at,
+            invoice.cancelled_at,
+        ],
+    )?;
+    Ok(())
+}
+
+/// What a new invoice is for.
+pub struct InvoiceRequest {
+    pub student_id: String,
+    pub enrollment_id: Option<String>,
+    pub term: Option<String>,
+    pub description: String,
+    pub amount_cents: i64,
+    pub currency: String,
+}
+
+/// Creates an open invoice and records `invoice.created`.
+pub fn issue(w: &mut Write<'_>, request: InvoiceRequest) -> ApiResult<Invoice> {
+    let now = participant::now();
+    let invoice = Invoice {
+        id: participant::new_id(),
+        student_id: request.student_id,
+        enrollment_id: request.enrollment_id,
+        term: request.term,
+        description: request.description,
+        amount_cents: request.amount_cents,
+        currency: request.currency,
+        status: "open".to_string(),
+        created_at: now.clone(),
+        updated_at: now,
+        paid_at: None,
+        cancelled_at: None,
+    };
+    upsert(w.tx(), &invoice)?;
+    w.record("invoice.created", &invoice.id, &invoice)?;
+    Ok(invoice)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewInvoice {
+    student_id: String,
+    amount_cents: i64,
+    description: String,
+    currency: Option<String>,
+    term: Option<String>,
+}
+
+fn currency(value: Option<&str>) -> ApiResult<String> {
+    match value {
+        None => Ok("EUR".to_string()),
+        Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) => Ok(c.to_string()),
+        Some(_) => Err(ApiError::invalid_field(
+            "currency",
+            "must be a three-letter ISO 4217 code like EUR",
+        )),
+    }
+}
+
+async fn create(
+    State(db): State<Database>,
+    mode: WriteMode,
+    JsonBody(body): JsonBody<NewInvoice>,
+) -> ApiResult<impl IntoResponse> {
+    let request = InvoiceRequest {
+        student_id: body.student_id,
+        enrollment_id: None,
+        term: body
+            .term
+            .as_deref()
+            .map(|t| fields::term("term", t))
+            .transpose()?,
+        description: fields::text("description", &body.description, 500)?,
+        amount_cents: fields::amount_cents(body.amount_cents)?,
+        currency: currency(body.currency.as_deref())?,
+    };
+    let invoice = db
+        .write(mode, move |w| {
+            if students::find(w.tx(), &request.student_id)?.is_none() {
+                return Err(ApiError::rule(
+                    "unknown_student",
+                    format!("student {} does not exist", request.student_id),
+                ));
+            }
+            issue(w, request)
+        })
+        .await?;
+    let location = format!("/finance/invoices/{}", invoice.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(invoice),
+    ))
+}
+
+async fn fetch(State(db): State<Database>, Path(id): Path<String>) -> ApiResult<Json<Invoice>> {
+    db.read(move |conn| find(conn, &id)?.ok_or_else(|| ApiError::not_found("invoice", &id)))
+        .await
+        .map(Json)
+}
+
+#[derive(Serialize)]
+struct InvoiceList {
+    invoices: Vec<Invoice>,
+}
+
+async fn list_for_student(
+    State(db): State<Database>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    db.read(move |conn| {
+        students::get_existing(conn, &id)?;
+        Ok(Json(InvoiceList {
+            invoices: for_student(conn, &id)?,
+        }))
+    })
+    .await
+}
+
+/// Paying an open invoice marks it paid; paying a paid one answers it unchanged (no second
+/// charge); a cancelled one cannot be paid.
+async fn pay(
+    State(db): State<Database>,
+    Path(id): Path<String>,
+    mode: WriteMode,
+) -> ApiResult<Json<Invoice>> {
+    db.write(mode, move |w| {
+        let mut invoice = find(w.tx(), &id)?.ok_or_else(|| ApiError::not_found("invoice", &id))?;
+        match invoice.status.as_str() {
+            "paid" => Ok(Json(invoice)),
+            "cancelled" => Err(ApiError::rule(
+                "invoice_cancelled",
+                format!("invoice {id} is cancelled and cannot be paid"),
+            )),
+            _ => {
+                let now = participant::now();
+                invoice.status = "paid".to_string();
+                invoice.paid_at = Some(now.clone());
+                invoice.updated_at = now;
+                upsert(w.tx(), &invoice)?;
+                w.record("invoice.paid", &invoice.id, &invoice)?;
+                Ok(Json(invoice))
+            }
+        }
+    })
+    .await
+}
+
+/// Cancels an open invoice (idempotently); a paid invoice cannot be cancelled.
+pub fn cancel_in(w: &mut Write<'_>, id: &str) -> ApiResult<Invoice> {
+    let mut invoice = find(w.tx(), id)?.ok_or_else(|| ApiError::not_found("invoice", id))?;
+    match invoice.status.as_str() {
+        "cancelled" => Ok(invoice),
+        "paid" => Err(ApiError::rule(
+            "invoice_paid",
+            format!("invoice {id} is paid and cannot be cancelled"),
+        )),
+        _ => {
+            let now = participant::now();
+            invoice.status = "cancelled".to_string();
+            invoice.cancelled_at = Some(now.clone());
+            invoice.updated_at = now;
+            upsert(w.tx(), &invoice)?;
+            w.record("invoice.cancelled", &invoice.id, &invoice)?;
+            Ok(invoice)
+        }
+    }
+}
+
+async fn cancel(
+    State(db): State<Database>,
+    Path(id): Path<String>,
+    mode: WriteMode,
+) -> ApiResult<Json<Invoice>> {
+    db.write(mode, move |w| cancel_in(w, &id).map(Json)).await
+}

@@ -1,0 +1,284 @@
+//! Gamification: points granted with a reason (at most once per idempotency key), levels and
+//! badges derived from the total.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use participant::{ApiError, ApiQuery, ApiResult, Database, JsonBody, Write, WriteMode};
+use rusqlite::{Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use crate::{fields, students};
+
+/// Points needed per level: level 1 at 0 points, level 2 at 100, and so on.
+const POINTS_PER_LEVEL: i64 = 100;
+/// Badges and the total points that earn them, lowest first.
+const BADGES: &[(i64, &str)] = &[
+    (1, "first-steps"),
+    (100, "achiever"),
+    (500, "scholar"),
+    (1000, "legend"),
+];
+/// Most points a single reward may grant.
+const MAX_POINTS: i64 = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reward {
+    pub id: String,
+    pub student_id: String,
+    pub points: i64,
+    pub reason: String,
+    pub term: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub created_at: String,
+}
+
+pub(crate) const COLUMNS: &str =
+    "id, student_id, points, reason, term, idempotency_key, created_at";
+
+impl Reward {
+    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get("id")?,
+            student_id: row.get("student_id")?,
+            points: row.get("points")?,
+            reason: row.get("reason")?,
+            term: row.get("term")?,
+            idempotency_key: row.get("idempotency_key")?,
+            created_at: row.get("created_at")?,
+        })
+    }
+}
+
+/// A student's standing: total points, the level and badges they earn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Points {
+    pub student_id: String,
+    pub points: i64,
+    pub level: i64,
+    pub badges: Vec<String>,
+}
+
+impl Points {
+    pub fn from_total(student_id: String, points: i64) -> Self {
+        Self {
+            student_id,
+            points,
+            level: 1 + points.max(0) / POINTS_PER_LEVEL,
+            badges: BADGES
+                .iter()
+                .filter(|(needed, _)| points >= *needed)
+                .map(|(_, name)| (*name).to_string())
+                .collect(),
+        }
+    }
+}
+
+pub fn routes(db: Database) -> Router {
+    Router::new()
+        .route("/gamification/rewards", post(create))
+        .route("/students/{id}/points", get(points))
+        .route("/students/{id}/rewards", get(list_for_student))
+        .with_state(db)
+}
+
+pub fn upsert(conn: &Connection, reward: &Reward) -> ApiResult<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO rewards ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (id) DO UPDATE SET student_id = excluded.student_id,
+                 points = excluded.points, reason = excluded.reason, term = excluded.term,
+                 idempotency_key = excluded.idempotency_key, created_at = excluded.created_at"
+        ),
+        rusqlite::params![
+            reward.id,
+            reward.student_id,
+            reward.points,
+            reward.reason,
+            reward.term,
+            reward.idempotency_key,
+            reward.created_at,
+        ],
+    )?;
+    Ok(())
+}
+
+fn find_by_key(conn: &Connection, key: &str) -> ApiResult<Option<Reward>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM rewards WHERE idempotency_key = ?1"),
+            [key],
+            Reward::from_row,
+        )
+        .optional()?)
+}
+
+pub fn total_points(conn: &Connection, student_id: &str, term: Option<&str>) -> ApiResult<i64> {
+    Ok(conn.query_row(
+        "SELECT COALESCE(SUM(points), 0) FROM rewards
+         WHERE student_id = ?1 AND (?2 IS NULL OR term = ?2)",
+        (student_id, term),
+        |r| r.get(0),
+    )?)
+}
+
+/// What to grant.
+pub struct RewardRequest {
+    pub student_id: String,
+    pub points: i64,
+    pub reason: String,
+    pub term: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Whether a grant created a reward or found the one its idempotency key already made.
+pub enum Granted {
+    New(Reward),
+    Existing(Reward),
+}
+
+/// Grants points and records `reward.granted`; with a known idempotency key, answers the
+/// earlier reward instead (or 409 when the key was used for a different grant).
+pub fn grant(w: &mut Write<'_>, request: RewardRequest) -> ApiResult<Granted> {
+    if let Some(key) = &request.idempotency_key
+        && let Some(existing) = find_by_key(w.tx(), key)?
+    {
+        let same = existing.student_id == request.student_id
+            && existing.points == request.points
+            && existing.reason == request.reason
+            && existing.term == request.term;
+        return if same {
+            Ok(Granted::Existing(existing))
+        } else {
+            Err(ApiError::conflict(
+                "idempotency_key_reused",
+                format!("idempotency_key {key} was used for a different reward"),
+            ))
+        };
+    }
+    let reward = Reward {
+        id: participant::new_id(),
+        student_id: request.student_id,
+        points: request.points,
+        reason: request.reason,
+        term: request.term,
+        idempotency_key: request.idempotency_key,
+        created_at: participant::now(),
+    };
+    upsert(w.tx(), &reward)?;
+    w.record("reward.granted", &reward.id, &reward)?;
+    Ok(Granted::New(reward))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewReward {
+    student_id: String,
+    points: i64,
+    reason: String,
+    term: Option<String>,
+    idempotency_key: Option<String>,
+}
+
+async fn create(
+    State(db): State<Database>,
+    mode: WriteMode,
+    JsonBody(body): JsonBody<NewReward>,
+) -> ApiResult<(StatusCode, Json<Reward>)> {
+    if !(1..=MAX_POINTS).contains(&body.points) {
+        return Err(ApiError::invalid_field(
+            "points",
+            format!("must be between 1 and {MAX_POINTS}"),
+        ));
+    }
+    let request = RewardRequest {
+        student_id: body.student_id,
+        points: body.points,
+        reason: fields::text("reason", &body.reason, 200)?,
+        term: body
+            .term
+            .as_deref()
+            .map(|t| fields::term("term", t))
+            .transpose()?,
+        idempotency_key: body
+            .idempotency_key
+            .as_deref()
+            .map(|k| fields::text("idempotency_key", k, 200))
+            .transpose()?,
+    };
+    db.write(mode, move |w| {
+        if students::find(w.tx(), &request.student_id)?.is_none() {
+            return Err(ApiError::rule(
+                "unknown_student",
+                format!("student {} does not exist", request.student_id),
+            ));
+        }
+        Ok(match grant(w, request)? {
+            Granted::New(reward) => (StatusCode::CREATED, Json(reward)),
+            Granted::Existing(reward) => (StatusCode::OK, Json(reward)),
+        })
+    })
+    .await
+}
+
+async fn points(State(db): State<Database>, Path(id): Path<String>) -> ApiResult<Json<Points>> {
+    db.read(move |conn| {
+        students::get_existing(conn, &id)?;
+        let total = total_points(conn, &id, None)?;
+        Ok(Json(Points::from_total(id, total)))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewardFilter {
+    term: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RewardList {
+    rewards: Vec<Reward>,
+}
+
+async fn list_for_student(
+    State(db): State<Database>,
+    Path(id): Path<String>,
+    ApiQuery(filter): ApiQuery<RewardFilter>,
+) -> ApiResult<Json<RewardList>> {
+    let term = filter
+        .term
+        .filter(|t| !t.is_empty())
+        .map(|t| fields::term("term", &t))
+        .transpose()?;
+    db.read(move |conn| {
+        students::get_existing(conn, &id)?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM rewards WHERE student_id = ?1 AND (?2 IS NULL OR term = ?2)
+             ORDER BY created_at, id"
+        ))?;
+        let rewards = stmt
+            .query_map((&id, &term), Reward::from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Json(RewardList { rewards }))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Points;
+
+    #[test]
+    fn levels_and_badges_follow_the_total() {
+        let p = Points::from_total("s".into(), 0);
+        assert_eq!((p.level, p.badges.len()), (1, 0));
+        let p = Points::from_total("s".into(), 150);
+        assert_eq!(p.level, 2);
+        assert_eq!(p.badges, ["first-steps", "achiever"]);
+        let p = Points::from_total("s".into(), 1000);
+        assert_eq!(p.level, 11);
+        assert_eq!(p.badges.last().map(String::as_str), Some("legend"));
+    }
+}

@@ -1,1 +1,45 @@
-//! The strangler toolkit: migration proxy, control plane, shadow diffing, sync relay and CLI (not built yet).
+//! The strangler toolkit: a migration proxy in front of a monolith that moves routes one at
+//! a time to new services, with instant rollback.
+//!
+//! Layout:
+//! - [`plan`]: the migration plan file, parsed and validated with file, line and field;
+//! - [`stage`]: a route's migration stages;
+//! - [`path`]: request path normalization and path templates;
+//! - [`routing`]: the route table (most specific template wins) and the canary split;
+//! - [`upstream`]: service instances, round-robin, passive health;
+//! - [`forward`]: the forwarding path (headers, body cap, timeouts, JSON errors);
+//! - [`server`]: a running proxy: data-plane and admin listeners, graceful shutdown;
+//! - [`control`]: the thread that watches the state store and swaps the route table;
+//! - [`store`]: the SQLite state store (stages, audit log, live proxies, counters);
+//! - [`rollout`]: stage changes as the CLI makes them, and waiting for every proxy;
+//! - [`admin`]: the admin API and its token;
+//! - [`metrics`]: counters and histograms, Prometheus text;
+//! - [`cli`]: the `strangler` command line.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod control;
+pub mod forward;
+pub mod metrics;
+pub mod path;
+pub mod plan;
+pub mod rollout;
+pub mod routing;
+pub mod server;
+pub mod stage;
+pub mod store;
+pub mod upstream;
+
+use std::io::IsTerminal;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `default_level`).
+pub fn init_tracing(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}

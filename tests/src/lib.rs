@@ -4,6 +4,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -228,4 +230,215 @@ where
         assert!(start.elapsed() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A stand-in upstream on port 0 that answers every request with what it received:
+/// `{"service", "method", "path", "headers", "body_len"}`. `GET /slow/{ms}` waits first.
+pub struct EchoUpstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Requests received so far.
+    hits: Arc<AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl EchoUpstream {
+    pub async fn start(name: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(name, listener).await
+    }
+
+    /// Serves on a given listener (e.g. to come back on the same port).
+    pub async fn serve(name: &str, listener: tokio::net::TcpListener) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let service = name.to_string();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let service = service.clone();
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move { echo(service, request).await }
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            name: name.to_string(),
+            addr,
+            hits,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops serving and waits until the port is closed.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+async fn echo(service: String, request: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    if let Some(ms) = path
+        .strip_prefix("/slow/")
+        .and_then(|ms| ms.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let headers: serde_json::Map<String, Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                Value::String(v.to_str().unwrap_or("?").to_string()),
+            )
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "service": service,
+        "method": parts.method.as_str(),
+        "path": path,
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body_len": body.len(),
+    }))
+    .into_response()
+}
+
+/// A plan for tests: listeners on port 0, the store in `dir`, the given services (the first
+/// is the legacy one) and routes (TOML `[[routes]]` blocks).
+pub fn plan_toml(dir: &std::path::Path, services: &[(&str, String)], extra: &str) -> String {
+    let mut plan = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate = \"{}\"\n{extra}\n",
+        dir.join("strangler.db").display()
+    );
+    for (i, (name, url)) in services.iter().enumerate() {
+        plan.push_str(&format!("[services.{name}]\nurls = [{url}]\n"));
+        if i == 0 {
+            plan.push_str("legacy = true\n");
+        }
+    }
+    plan
+}
+
+/// A proxy started in this process from a plan file in a temp dir.
+pub struct TestProxy {
+    pub proxy: Option<strangler_proxy::server::Proxy>,
+    pub plan_path: PathBuf,
+    pub url: String,
+    pub admin_url: String,
+    pub token: String,
+    pub client: Client,
+    pub dir: TempDir,
+}
+
+impl TestProxy {
+    /// Writes `plan` (which must name its state inside `dir`) and starts a proxy on it.
+    pub async fn start(dir: TempDir, plan: &str) -> Self {
+        let plan_path = dir.path().join("migration-plan.toml");
+        std::fs::write(&plan_path, plan).unwrap();
+        Self::start_on(dir, plan_path).await
+    }
+
+    pub async fn start_on(dir: TempDir, plan_path: PathBuf) -> Self {
+        let plan = strangler_proxy::plan::load(&plan_path).unwrap();
+        let proxy = strangler_proxy::server::Proxy::start(plan).await.unwrap();
+        let url = format!("http://{}", proxy.listen);
+        Self {
+            admin_url: format!("http://{}", proxy.admin),
+            token: proxy.token.clone(),
+            client: Client::new(&url),
+            url,
+            proxy: Some(proxy),
+            plan_path,
+            dir,
+        }
+    }
+
+    /// Another proxy on the same plan and store.
+    pub async fn replica(&self) -> strangler_proxy::server::Proxy {
+        let plan = strangler_proxy::plan::load(&self.plan_path).unwrap();
+        strangler_proxy::server::Proxy::start(plan).await.unwrap()
+    }
+
+    /// Stops gracefully and starts again on the same plan and store.
+    pub async fn restart(mut self) -> Self {
+        if let Some(proxy) = self.proxy.take() {
+            proxy.stop().await;
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Self::start_on(dir, self.plan_path.clone()).await
+    }
+
+    /// Runs a `strangler` command (in this process) against this proxy's plan.
+    pub async fn strangler(&self, args: &[&str]) -> Result<(), strangler_proxy::cli::CliError> {
+        use clap::Parser;
+        let mut argv = vec!["strangler", "--plan", self.plan_path.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let cli = strangler_proxy::cli::Cli::try_parse_from(argv).unwrap();
+        strangler_proxy::cli::run(cli).await
+    }
+
+    /// A request to the admin API, with or without the token.
+    pub async fn admin(&self, method: Method, path: &str, with_token: bool) -> Answer {
+        let admin = Client::new(&self.admin_url);
+        let mut request = admin.request(method, path);
+        if with_token {
+            request = request.bearer_auth(&self.token);
+        }
+        admin.send(request).await
+    }
+}
+
+/// Sends `raw` bytes as one HTTP/1.1 request on a new connection and returns the status
+/// line's code, the headers (lower-cased names) and the body. For paths a URL library would
+/// rewrite before sending.
+pub async fn raw_request(addr: &str, raw: &str) -> (u16, Vec<(String, String)>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(raw.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
 }

@@ -5,3 +5,6 @@ mod monolith_api;
 mod monolith_enrollment;
 mod monolith_feed;
 mod monolith_openapi;
+mod proxy_control;
+mod proxy_forwarding;
+mod proxy_routing;

@@ -1,0 +1,541 @@
+//! The `strangler` command line: every command reads the plan (`--plan`, `STRANGLER_PLAN`,
+//! or `./migration-plan.toml`), fails with a one-line reason and a non-zero exit code.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::plan::{self, DEFAULT_PLAN, Plan};
+use crate::rollout::{self, Move, Outcome, Request, RolloutError};
+use crate::routing::UNMATCHED;
+use crate::server::Proxy;
+use crate::stage::Stage;
+use crate::store::{Store, now_ms};
+
+/// Exit code of a refused or failed command.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code of a command naming a route the plan does not have (and of usage errors).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code when a change was made but not every live proxy confirmed it within the bound.
+pub const EXIT_UNCONFIRMED: i32 = 3;
+
+/// Strangler-fig migrations: move a monolith to services route by route, with instant rollback.
+#[derive(Debug, Parser)]
+#[command(name = "strangler", version)]
+pub struct Cli {
+    /// The migration plan.
+    #[arg(long, global = true, env = "STRANGLER_PLAN", default_value = DEFAULT_PLAN)]
+    pub plan: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (data plane and admin API) until Ctrl-C or SIGTERM.
+    Serve,
+    /// Routes, stages, traffic split and counters; the live proxies.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Legacy answers; the new service is sent a compared copy (serves as legacy until
+    /// shadow diffing is built).
+    Shadow {
+        route: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Send PERCENT of the route's traffic (sticky by key) to the new service.
+    Canary {
+        route: String,
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: u8,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// The new service answers the route.
+    Cutover {
+        route: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Back to legacy, at once, on every proxy.
+    Rollback {
+        /// The route to roll back (or --all).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        route: Option<String>,
+        /// Roll back every route that is not in legacy.
+        #[arg(long)]
+        all: bool,
+        /// Roll back a retired route too.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Declare a cut-over route's legacy path gone (rollback then needs --force).
+    Retire {
+        route: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// The audit log of stage changes.
+    History {
+        route: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a plan.
+    Plan {
+        #[command(subcommand)]
+        command: PlanCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Check a plan file (default: --plan) and print a summary.
+    Check { file: Option<PathBuf> },
+}
+
+#[derive(Debug, Args)]
+pub struct ChangeArgs {
+    /// Who makes the change (default: $USER).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Why, for the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// How long to wait for every live proxy to apply the change (e.g. 2s, 500ms).
+    #[arg(long, default_value = "2s", value_parser = parse_wait)]
+    pub wait: Duration,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_wait(raw: &str) -> Result<Duration, String> {
+    plan::parse_duration(raw).ok_or_else(|| format!("`{raw}` is not a duration like 2s or 500ms"))
+}
+
+/// A failed command: its one-line reason and exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    fn failed(message: impl Into<String>) -> Self {
+        Self {
+            code: EXIT_FAILED,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<RolloutError> for CliError {
+    fn from(err: RolloutError) -> Self {
+        let code = match err {
+            RolloutError::UnknownRoute { .. } => EXIT_USAGE,
+            _ => EXIT_FAILED,
+        };
+        Self {
+            code,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for CliError {
+    fn from(err: crate::store::StoreError) -> Self {
+        Self::failed(err.to_string())
+    }
+}
+
+fn load_plan(file: &std::path::Path) -> Result<Plan, CliError> {
+    plan::load(file).map_err(|err| CliError::failed(err.to_string()))
+}
+
+/// Runs a command, printing its output; returns the exit code.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Plan {
+            command: PlanCommand::Check { file },
+        } => {
+            let file = file.unwrap_or(cli.plan);
+            let plan = load_plan(&file)?;
+            println!(
+                "{}: ok ({} services, legacy = {}; {} routes; {} sync links)",
+                file.display(),
+                plan.services.len(),
+                plan.legacy,
+                plan.routes.len(),
+                plan.sync.len()
+            );
+            Ok(())
+        }
+        Command::Serve => serve(load_plan(&cli.plan)?).await,
+        Command::Status { json } => status(&load_plan(&cli.plan)?, json),
+        Command::History { route, limit, json } => {
+            history(&load_plan(&cli.plan)?, route, limit, json)
+        }
+        Command::Shadow { route, change } => {
+            change_one(&load_plan(&cli.plan)?, route, Move::Shadow, false, change).await
+        }
+        Command::Canary {
+            route,
+            percent,
+            change,
+        } => {
+            change_one(
+                &load_plan(&cli.plan)?,
+                route,
+                Move::Canary(percent),
+                false,
+                change,
+            )
+            .await
+        }
+        Command::Cutover { route, change } => {
+            change_one(&load_plan(&cli.plan)?, route, Move::Cutover, false, change).await
+        }
+        Command::Retire { route, change } => {
+            change_one(&load_plan(&cli.plan)?, route, Move::Retire, false, change).await
+        }
+        Command::Rollback {
+            route,
+            all,
+            force,
+            change,
+        } => {
+            let plan = load_plan(&cli.plan)?;
+            if all {
+                rollback_all(&plan, force, change).await
+            } else {
+                let route = route.unwrap_or_default();
+                change_one(&plan, route, Move::Rollback, force, change).await
+            }
+        }
+    }
+}
+
+async fn serve(plan: Plan) -> Result<(), CliError> {
+    let proxy = Proxy::start(plan)
+        .await
+        .map_err(|err| CliError::failed(err.to_string()))?;
+    eprintln!(
+        "strangler: proxy on http://{} (admin http://{}, token in ${} or the token file); Ctrl-C stops",
+        proxy.listen,
+        proxy.admin,
+        crate::admin::TOKEN_ENV
+    );
+    shutdown_signal().await;
+    proxy.stop().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn actor(args: &ChangeArgs) -> String {
+    args.actor
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+async fn change_one(
+    plan: &Plan,
+    route: String,
+    wanted: Move,
+    force: bool,
+    args: ChangeArgs,
+) -> Result<(), CliError> {
+    let request = Request {
+        route,
+        wanted,
+        force,
+        actor: actor(&args),
+        reason: args.reason.clone(),
+        wait: args.wait,
+    };
+    let outcome = rollout::change_stage(plan, &request).await?;
+    report(&request.route, &outcome, args.json)
+}
+
+fn report(route: &str, outcome: &Outcome, json_out: bool) -> Result<(), CliError> {
+    match outcome {
+        Outcome::Unchanged { stage } => {
+            if json_out {
+                println!(
+                    "{}",
+                    json!({ "route": route, "changed": false, "stage": stage.to_string() })
+                );
+            } else {
+                println!("{route} is already in {stage}; nothing changed");
+            }
+            Ok(())
+        }
+        Outcome::Changed {
+            change,
+            propagation,
+        } => {
+            let ms = propagation.elapsed.as_secs_f64() * 1000.0;
+            if json_out {
+                println!(
+                    "{}",
+                    json!({
+                        "route": route, "changed": true, "from": change.from.to_string(), "to": change.to.to_string(),
+                        "generation": change.generation,
+                        "applied_by": propagation.applied.iter().map(|p| &p.id).collect::<Vec<_>>(),
+                        "pending": propagation.pending.iter().map(|p| &p.id).collect::<Vec<_>>(),
+                        "elapsed_ms": ms,
+                    })
+                );
+            } else {
+                let shadow_note = if change.to == Stage::Shadow {
+                    " (shadow serves as legacy until shadow diffing is built)"
+                } else {
+                    ""
+                };
+                let applied = match (propagation.applied.len(), propagation.pending.len()) {
+                    (0, 0) => {
+                        "no proxy is running on this store; it applies when one starts".to_string()
+                    }
+                    (n, 0) => format!(
+                        "applied by {n} prox{} in {ms:.0} ms",
+                        if n == 1 { "y" } else { "ies" }
+                    ),
+                    (n, _) => format!("applied by {n} prox{}", if n == 1 { "y" } else { "ies" }),
+                };
+                println!(
+                    "{route}: {} → {}{shadow_note}; {applied}",
+                    change.from, change.to
+                );
+            }
+            if propagation.pending.is_empty() {
+                Ok(())
+            } else {
+                let names: Vec<String> = propagation
+                    .pending
+                    .iter()
+                    .map(|p| format!("{} (pid {}, {})", p.id, p.pid, p.listen))
+                    .collect();
+                Err(CliError {
+                    code: EXIT_UNCONFIRMED,
+                    message: format!(
+                        "{route}: the change is stored but not confirmed within {ms:.0} ms by: {}",
+                        names.join(", ")
+                    ),
+                })
+            }
+        }
+    }
+}
+
+async fn rollback_all(plan: &Plan, force: bool, args: ChangeArgs) -> Result<(), CliError> {
+    let store = Store::open(&plan.proxy.state)?;
+    let stages = store.stages()?;
+    drop(store);
+    let mut first_error = None;
+    let mut any = false;
+    for route in &plan.routes {
+        let stage = stages
+            .get(&route.name)
+            .copied()
+            .unwrap_or(route.initial_stage);
+        if stage == Stage::Legacy {
+            continue;
+        }
+        any = true;
+        let request = Request {
+            route: route.name.clone(),
+            wanted: Move::Rollback,
+            force,
+            actor: actor(&args),
+            reason: args.reason.clone(),
+            wait: args.wait,
+        };
+        let result = match rollout::change_stage(plan, &request).await {
+            Ok(outcome) => report(&route.name, &outcome, args.json),
+            Err(err) => Err(CliError::from(err)),
+        };
+        if let Err(err) = result {
+            eprintln!("strangler: {}", err.message);
+            first_error.get_or_insert(err);
+        }
+    }
+    if !any && !args.json {
+        println!("every route is already in legacy; nothing changed");
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
+    let store = Store::open(&plan.proxy.state)?;
+    let stages = store.stages()?;
+    let now = now_ms();
+    let proxies: Vec<_> = store
+        .proxies()?
+        .into_iter()
+        .filter(|p| p.is_live(now))
+        .collect();
+    let ids: Vec<String> = proxies.iter().map(|p| p.id.clone()).collect();
+    let counters = store.counters(&ids)?;
+    let generation = store.generation()?;
+    let mut rows: Vec<Value> = Vec::new();
+    for route in &plan.routes {
+        let stage = stages
+            .get(&route.name)
+            .copied()
+            .unwrap_or(route.initial_stage);
+        let c = counters.get(&route.name).cloned().unwrap_or_default();
+        rows.push(json!({
+            "route": route.name, "service": route.service, "stage": stage.name(),
+            "percent_new": stage.percent_new(),
+            "requests": c.requests, "errors": c.errors,
+            "served_legacy": c.served_legacy, "served_new": c.served_new,
+        }));
+    }
+    let unmatched = counters.get(UNMATCHED).cloned().unwrap_or_default();
+    rows.push(json!({
+        "route": UNMATCHED, "service": plan.legacy, "stage": "legacy", "percent_new": 0,
+        "requests": unmatched.requests, "errors": unmatched.errors,
+        "served_legacy": unmatched.served_legacy, "served_new": unmatched.served_new,
+    }));
+    if json_out {
+        let proxies: Vec<Value> = proxies
+            .iter()
+            .map(|p| {
+                json!({
+                    "id": p.id, "pid": p.pid, "listen": p.listen, "admin": p.admin,
+                    "generation": p.generation, "current": p.generation >= generation,
+                    "heartbeat_ms_ago": now - p.heartbeat_ms, "started_at": p.started_at,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({ "generation": generation, "routes": rows, "proxies": proxies })
+            )
+            .unwrap_or_default()
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<14} {:<9} {:>14} {:>10} {:>8} {:>16}",
+        "ROUTE", "SERVICE", "STAGE", "LEGACY/NEW %", "REQUESTS", "ERRORS", "SERVED LEG/NEW"
+    );
+    let mut shadow = false;
+    for row in &rows {
+        let stage = row["stage"].as_str().unwrap_or_default();
+        shadow |= stage == "shadow";
+        let p = row["percent_new"].as_u64().unwrap_or(0);
+        println!(
+            "{:<16} {:<14} {:<9} {:>14} {:>10} {:>8} {:>16}",
+            row["route"].as_str().unwrap_or_default(),
+            row["service"].as_str().unwrap_or_default(),
+            if stage == "shadow" { "shadow*" } else { stage },
+            format!("{}/{}", 100 - p, p),
+            row["requests"].as_u64().unwrap_or(0),
+            row["errors"].as_u64().unwrap_or(0),
+            format!("{}/{}", row["served_legacy"], row["served_new"]),
+        );
+    }
+    if shadow {
+        println!("* shadow serves as legacy until shadow diffing is built");
+    }
+    if proxies.is_empty() {
+        println!(
+            "\nno live proxy on {} (start one with `strangler serve`)",
+            plan.proxy.state.display()
+        );
+    } else {
+        println!("\nlive proxies (store generation {generation}):");
+        for p in &proxies {
+            println!(
+                "  {}  pid {}  {}  admin {}  generation {}{}  heartbeat {} ms ago",
+                p.id,
+                p.pid,
+                p.listen,
+                p.admin,
+                p.generation,
+                if p.generation >= generation {
+                    ""
+                } else {
+                    " (behind)"
+                },
+                now - p.heartbeat_ms
+            );
+        }
+    }
+    Ok(())
+}
+
+fn history(plan: &Plan, route: Option<String>, limit: u32, json_out: bool) -> Result<(), CliError> {
+    if let Some(route) = &route
+        && !plan.routes.iter().any(|r| &r.name == route)
+    {
+        return Err(RolloutError::UnknownRoute {
+            route: route.clone(),
+            known: plan::route_names(plan),
+        }
+        .into());
+    }
+    let store = Store::open(&plan.proxy.state)?;
+    let entries = store.history(route.as_deref(), limit)?;
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entries).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("no stage changes yet");
+    }
+    for e in &entries {
+        println!(
+            "{}  {:<14} {} → {}  by {}{}{}",
+            e.at,
+            e.route,
+            e.from,
+            e.to,
+            e.actor,
+            if e.forced { " (forced)" } else { "" },
+            e.reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,540 @@
+//! The forwarding path: one client request in, one upstream request out, the answer back.
+//! Reads the route table without a lock (one atomic load), never touches the store.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Either, Empty, Full, Limited};
+use hyper::body::{Body, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use serde_json::json;
+
+use crate::metrics::Side;
+use crate::path::{normalize, split};
+use crate::routing::{RouteTable, Service, UNMATCHED, choose_side};
+use crate::upstream::Upstream;
+
+/// Body sent upstream: the client's, capped, or nothing.
+pub type UpstreamBody = Either<Limited<Incoming>, Empty<Bytes>>;
+/// Body sent to the client: the upstream's, streamed, or the proxy's own JSON.
+pub type ClientBody = Either<Incoming, Full<Bytes>>;
+
+/// Idle upstream connections are closed after this; below the upstreams' own idle timeouts
+/// so the proxy, not the upstream, closes an idle connection.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Idle connections kept per upstream instance.
+const POOL_MAX_IDLE_PER_HOST: usize = 512;
+/// Connecting to an upstream that does not answer fails after this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub const ROUTE_HEADER: HeaderName = HeaderName::from_static("x-strangler-route");
+pub const SERVED_BY_HEADER: HeaderName = HeaderName::from_static("x-strangler-served-by");
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Longest client-supplied request id that is kept.
+const MAX_REQUEST_ID: usize = 200;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Rewrites a client's request headers for the upstream: hop-by-hop removed, `Host` moved to
+/// `X-Forwarded-Host`, the peer appended to `X-Forwarded-For` (a client's own list is kept
+/// before it, never in its place), `X-Forwarded-Proto`, and the request id.
+pub fn rewrite_request_headers(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    request_id: &HeaderValue,
+) {
+    strip_hop_by_hop(headers);
+    if let Some(host) = headers.remove(header::HOST) {
+        headers.insert(X_FORWARDED_HOST, host);
+    } else {
+        headers.remove(X_FORWARDED_HOST);
+    }
+    let peer_ip = peer.ip().to_string();
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer_ip}"),
+        _ => peer_ip,
+    };
+    headers.remove(&X_FORWARDED_FOR);
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(REQUEST_ID_HEADER, request_id.clone());
+}
+
+/// Why the proxy answered a request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardErrorKind {
+    /// The path cannot be normalized (encoded slash, NUL, …).
+    BadPath,
+    /// The request body is over the plan's cap.
+    BodyTooLarge,
+    /// No connection could be made to any instance.
+    ConnectFailed,
+    /// The upstream did not answer within the route's timeout.
+    Timeout,
+    /// The connection failed after the request was sent.
+    UpstreamFailed,
+}
+
+impl ForwardErrorKind {
+    fn status(self) -> StatusCode {
+        match self {
+            Self::BadPath => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ConnectFailed | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            Self::BadPath => "bad_path",
+            Self::BodyTooLarge => "body_too_large",
+            Self::ConnectFailed => "upstream_unreachable",
+            Self::Timeout => "upstream_timeout",
+            Self::UpstreamFailed => "upstream_failed",
+        }
+    }
+}
+
+/// An answer the proxy gives itself, with where it happened.
+#[derive(Debug)]
+pub struct ForwardError {
+    pub kind: ForwardErrorKind,
+    pub message: String,
+    pub route: String,
+    pub service: Option<String>,
+}
+
+impl ForwardError {
+    fn into_response(self) -> Response<ClientBody> {
+        let body = json!({ "error": {
+            "code": self.kind.code(),
+            "message": self.message,
+            "route": self.route,
+            "service": self.service,
+        }});
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
+        *response.status_mut() = self.kind.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+/// The forwarding half of a proxy: the route table it serves and its upstream client.
+pub struct Forwarder {
+    /// The table requests are routed by; swapped whole by the control plane.
+    pub table: Arc<ArcSwap<RouteTable>>,
+    client: Client<HttpConnector, UpstreamBody>,
+    /// Prefix of generated request ids (unique per proxy process).
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+impl Forwarder {
+    pub fn new(table: Arc<ArcSwap<RouteTable>>, proxy_id: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Self {
+            table,
+            client,
+            id_prefix: proxy_id
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(8)
+                .collect(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
+        if let Some(id) = headers.get(REQUEST_ID_HEADER)
+            && !id.is_empty()
+            && id.len() <= MAX_REQUEST_ID
+            && id.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        {
+            return id.clone();
+        }
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n:x}", self.id_prefix))
+            .unwrap_or_else(|_| HeaderValue::from_static("strangler"))
+    }
+
+    /// Handles one client request. Never fails: errors become JSON answers.
+    pub async fn handle(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        request: Request<Incoming>,
+    ) -> Result<Response<ClientBody>, Infallible> {
+        let started = Instant::now();
+        let table = self.table.load_full();
+        let (mut parts, body) = request.into_parts();
+        let request_id = self.request_id(&parts.headers);
+
+        let path = match normalize(parts.uri.path()) {
+            Ok(path) => path,
+            Err(err) => {
+                let error = ForwardError {
+                    kind: ForwardErrorKind::BadPath,
+                    message: format!("{err}: {}", parts.uri.path()),
+                    route: UNMATCHED.to_string(),
+                    service: None,
+                };
+                table.unmatched.record(None, 400, started.elapsed());
+                return Ok(finish(
+                    error.into_response(),
+                    UNMATCHED,
+                    None,
+                    &request_id,
+                    table.served_by_headers,
+                ));
+            }
+        };
+        let segments = split(&path);
+        let (route_name, route_metrics, side, service, timeout) =
+            match table.find(&parts.method, &segments) {
+                Some((route, template)) => {
+                    let side = choose_side(route, template, &segments, &parts.headers);
+                    let service = match side {
+                        Side::Legacy => &table.legacy,
+                        Side::New => &route.target,
+                    };
+                    (
+                        route.spec.name.as_str(),
+                        &route.metrics,
+                        side,
+                        service,
+                        route.spec.timeout,
+                    )
+                }
+                None => (
+                    UNMATCHED,
+                    &table.unmatched,
+                    Side::Legacy,
+                    &table.legacy,
+                    table.default_timeout,
+                ),
+            };
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let result = if declared.is_some_and(|n| n > table.max_body_bytes) {
+            Err(ForwardError {
+                kind: ForwardErrorKind::BodyTooLarge,
+                message: format!("request body over {} bytes", table.max_body_bytes),
+                route: route_name.to_string(),
+                service: None,
+            })
+        } else {
+            rewrite_request_headers(&mut parts.headers, peer, &request_id);
+            let body = if body.is_end_stream() {
+                Either::Right(Empty::new())
+            } else {
+                let cap = usize::try_from(table.max_body_bytes).unwrap_or(usize::MAX);
+                Either::Left(Limited::new(body, cap))
+            };
+            self.send(
+                parts.method.clone(),
+                parts.headers,
+                body,
+                &path_and_query,
+                route_name,
+                service,
+                timeout,
+            )
+            .await
+        };
+        let response = match result {
+            Ok(mut response) => {
+                strip_hop_by_hop(response.headers_mut());
+                response.map(Either::Left)
+            }
+            Err(err) => {
+                if err.kind != ForwardErrorKind::BodyTooLarge {
+                    tracing::warn!(
+                        route = %err.route,
+                        service = err.service.as_deref().unwrap_or("-"),
+                        request_id = request_id.to_str().unwrap_or("-"),
+                        error = %err.message,
+                        "request failed"
+                    );
+                }
+                err.into_response()
+            }
+        };
+        let served = Some(service.upstream.name.as_str());
+        route_metrics.record(Some(side), response.status().as_u16(), started.elapsed());
+        Ok(finish(
+            response,
+            route_name,
+            served,
+            &request_id,
+            table.served_by_headers,
+        ))
+    }
+
+    /// Sends the request to an instance of `service`; an idempotent request without a body
+    /// is tried once more (on the next instance) when the first attempt fails to connect or
+    /// its reused connection breaks.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        method: Method,
+        headers: HeaderMap,
+        body: UpstreamBody,
+        path_and_query: &str,
+        route: &str,
+        service: &Service,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let retryable = matches!(body, Either::Right(_)) && is_idempotent(&method);
+        let fail = |kind, message: String| ForwardError {
+            kind,
+            message,
+            route: route.to_string(),
+            service: Some(service.upstream.name.clone()),
+        };
+        let mut body = Some(body);
+        let mut headers = Some(headers);
+        for attempt in 0..2 {
+            let Some((index, instance)) = service.upstream.pick() else {
+                return Err(fail(
+                    ForwardErrorKind::ConnectFailed,
+                    format!("service {} has no instance", service.upstream.name),
+                ));
+            };
+            let uri = Upstream::uri(instance, path_and_query).map_err(|err| {
+                fail(
+                    ForwardErrorKind::BadPath,
+                    format!("cannot build the upstream URI: {err}"),
+                )
+            })?;
+            let last = !retryable || attempt == 1;
+            let (attempt_headers, attempt_body) = if last {
+                (
+                    headers.take().unwrap_or_default(),
+                    body.take().unwrap_or(Either::Right(Empty::new())),
+                )
+            } else {
+                (
+                    headers.clone().unwrap_or_default(),
+                    Either::Right(Empty::new()),
+                )
+            };
+            let mut request = Request::new(attempt_body);
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = uri;
+            *request.headers_mut() = attempt_headers;
+
+            let sent = Instant::now();
+            let outcome = tokio::time::timeout(timeout, self.client.request(request)).await;
+            let elapsed = sent.elapsed();
+            match outcome {
+                Ok(Ok(response)) => {
+                    service.upstream.mark_ok(index);
+                    service
+                        .metrics
+                        .record(!response.status().is_server_error(), elapsed);
+                    return Ok(response);
+                }
+                Ok(Err(err)) => {
+                    service.metrics.record(false, elapsed);
+                    if is_body_too_large(&err) {
+                        return Err(ForwardError {
+                            kind: ForwardErrorKind::BodyTooLarge,
+                            message: "request body over the proxy's limit".to_string(),
+                            route: route.to_string(),
+                            service: None,
+                        });
+                    }
+                    let connect = err.is_connect();
+                    if connect {
+                        service.upstream.mark_failed(index);
+                    }
+                    if !last {
+                        tracing::debug!(route, service = %service.upstream.name, error = %err, "retrying idempotent request");
+                        continue;
+                    }
+                    let (kind, what) = if connect {
+                        (ForwardErrorKind::ConnectFailed, "cannot connect to")
+                    } else {
+                        (ForwardErrorKind::UpstreamFailed, "connection failed with")
+                    };
+                    return Err(fail(
+                        kind,
+                        format!(
+                            "{what} service {} at {}: {}",
+                            service.upstream.name,
+                            instance.authority,
+                            error_chain(&err)
+                        ),
+                    ));
+                }
+                Err(_) => {
+                    service.metrics.record(false, elapsed);
+                    return Err(fail(
+                        ForwardErrorKind::Timeout,
+                        format!(
+                            "service {} at {} did not answer within {} ms",
+                            service.upstream.name,
+                            instance.authority,
+                            timeout.as_millis()
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(fail(
+            ForwardErrorKind::UpstreamFailed,
+            "no attempt left".to_string(),
+        ))
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(e) = source {
+        parts.push(e.to_string());
+        source = e.source();
+    }
+    parts.dedup();
+    parts.join(": ")
+}
+
+/// Adds the headers that tell a user where the request went.
+fn finish(
+    mut response: Response<ClientBody>,
+    route: &str,
+    served_by: Option<&str>,
+    request_id: &HeaderValue,
+    served_by_headers: bool,
+) -> Response<ClientBody> {
+    let headers = response.headers_mut();
+    headers.insert(REQUEST_ID_HEADER, request_id.clone());
+    if served_by_headers {
+        if let Ok(v) = HeaderValue::from_str(route) {
+            headers.insert(ROUTE_HEADER, v);
+        }
+        if let Some(Ok(v)) = served_by.map(HeaderValue::from_str) {
+            headers.insert(SERVED_BY_HEADER, v);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_with_those_connection_names() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, X-Secret".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_headers_append_the_peer() {
+        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let id = HeaderValue::from_static("req-1");
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "shop.example".parse().unwrap());
+        h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        rewrite_request_headers(&mut h, peer, &id);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert!(h.get(header::HOST).is_none());
+        assert_eq!(h["x-request-id"], "req-1");
+
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-host", "spoofed".parse().unwrap());
+        rewrite_request_headers(&mut h, peer, &id);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert!(h.get("x-forwarded-host").is_none());
+    }
+}

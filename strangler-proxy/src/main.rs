@@ -1,0 +1,17 @@
+use clap::Parser;
+use strangler_proxy::cli::{self, Cli, Command};
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    // The proxy logs what it does; a one-shot command prints its result and logs only trouble.
+    let default_level = match cli.command {
+        Command::Serve => "info",
+        _ => "warn",
+    };
+    strangler_proxy::init_tracing(default_level);
+    if let Err(err) = cli::run(cli).await {
+        eprintln!("strangler: {}", err.message);
+        std::process::exit(err.code);
+    }
+}

@@ -1,0 +1,164 @@
+//! Request counters and latency histograms, lock-free on the request path, rendered in the
+//! Prometheus text format and snapshotted into the state store.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A latency histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last is above every bound.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// Which side answered a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Legacy,
+    New,
+}
+
+/// Counters of one route (or of unmatched requests).
+#[derive(Debug, Default)]
+pub struct RouteMetrics {
+    pub requests: AtomicU64,
+    /// Answers with status 5xx, the proxy's own included.
+    pub errors: AtomicU64,
+    pub served_legacy: AtomicU64,
+    pub served_new: AtomicU64,
+    pub latency: Histogram,
+}
+
+/// Counters of one upstream service.
+#[derive(Debug, Default)]
+pub struct ServiceMetrics {
+    pub requests: AtomicU64,
+    /// Connect failures, timeouts and 5xx answers.
+    pub errors: AtomicU64,
+    pub latency: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn record(&self, side: Option<Side>, status: u16, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        match side {
+            Some(Side::Legacy) => self.served_legacy.fetch_add(1, Ordering::Relaxed),
+            Some(Side::New) => self.served_new.fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
+        self.latency.observe(elapsed);
+    }
+
+    pub fn snapshot(&self, route: &str) -> RouteCounters {
+        RouteCounters {
+            route: route.to_string(),
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            served_legacy: self.served_legacy.load(Ordering::Relaxed),
+            served_new: self.served_new.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn render(&self, out: &mut String, route: &str, stage: &str) {
+        let l = format!("route=\"{route}\"");
+        let _ = writeln!(
+            out,
+            "strangler_route_requests_total{{{l}}} {}",
+            self.requests.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "strangler_route_errors_total{{{l}}} {}",
+            self.errors.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "strangler_route_served_total{{{l},side=\"legacy\"}} {}",
+            self.served_legacy.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "strangler_route_served_total{{{l},side=\"new\"}} {}",
+            self.served_new.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "strangler_route_stage{{{l},stage=\"{stage}\"}} 1");
+        self.latency
+            .render(out, "strangler_route_latency_seconds", &l);
+    }
+}
+
+impl ServiceMetrics {
+    pub fn record(&self, ok: bool, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency.observe(elapsed);
+    }
+
+    pub fn render(&self, out: &mut String, service: &str) {
+        let l = format!("service=\"{service}\"");
+        let _ = writeln!(
+            out,
+            "strangler_service_requests_total{{{l}}} {}",
+            self.requests.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "strangler_service_errors_total{{{l}}} {}",
+            self.errors.load(Ordering::Relaxed)
+        );
+        self.latency
+            .render(out, "strangler_service_latency_seconds", &l);
+    }
+}
+
+/// A route's counters at one moment, as stored by each proxy and summed by `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteCounters {
+    pub route: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub served_legacy: u64,
+    pub served_new: u64,
+}

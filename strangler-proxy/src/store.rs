@@ -1,0 +1,571 @@
+//! The state store: what changes while a migration runs. Each route's stage, the append-only
+//! audit log, the live proxies (which table generation each serves, with a heartbeat) and
+//! their counters. SQLite in WAL mode, so the CLI writes while proxies read.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+
+use crate::metrics::RouteCounters;
+use crate::stage::Stage;
+
+/// A proxy whose heartbeat is older than this is not live.
+pub const LIVE_WINDOW: Duration = Duration::from_secs(3);
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Schema steps, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE route_status (
+        route TEXT PRIMARY KEY,
+        stage TEXT NOT NULL,
+        percent INTEGER,
+        generation INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        route TEXT NOT NULL,
+        from_stage TEXT NOT NULL,
+        to_stage TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT,
+        forced INTEGER NOT NULL DEFAULT 0,
+        generation INTEGER NOT NULL
+    );
+    CREATE TABLE control (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    INSERT INTO control (key, value) VALUES ('generation', 1);
+    CREATE TABLE proxies (
+        id TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        listen TEXT NOT NULL,
+        admin TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        applied_at_ms INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        heartbeat_ms INTEGER NOT NULL
+    );
+    CREATE TABLE proxy_counters (
+        proxy_id TEXT NOT NULL,
+        route TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        served_legacy INTEGER NOT NULL,
+        served_new INTEGER NOT NULL,
+        PRIMARY KEY (proxy_id, route)
+    );
+"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the state store's directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state store {path} has a stage it cannot read for route {route}: {message}")]
+    Corrupt {
+        path: PathBuf,
+        route: String,
+        message: String,
+    },
+}
+
+/// One stage change, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    pub route: String,
+    pub from: String,
+    pub to: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub forced: bool,
+    pub generation: i64,
+}
+
+/// A running proxy as it registered itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProxyRecord {
+    pub id: String,
+    pub pid: u32,
+    pub listen: String,
+    pub admin: String,
+    /// Generation of the route table it serves.
+    pub generation: i64,
+    /// When it started serving that generation (Unix ms).
+    pub applied_at_ms: i64,
+    pub started_at: String,
+    pub heartbeat_ms: i64,
+}
+
+impl ProxyRecord {
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        now_ms - self.heartbeat_ms <= LIVE_WINDOW.as_millis() as i64
+    }
+}
+
+/// What a stage change wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub route: String,
+    pub from: Stage,
+    pub to: Stage,
+    /// The store generation that carries the change; proxies serving it have applied it.
+    pub generation: i64,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// RFC 3339 UTC, second precision is not enough for an audit log: milliseconds.
+pub fn timestamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A connection to the state store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it and its directory if needed.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let err = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let applied: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        for (i, step) in (1i64..).zip(MIGRATIONS.iter()) {
+            if i > applied {
+                tx.execute_batch(step).map_err(err)?;
+                tx.pragma_update(None, "user_version", i).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Changes whenever another connection commits (cheap to poll).
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// The generation of the newest stage change.
+    pub fn generation(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM control WHERE key = 'generation'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every route's stored stage.
+    pub fn stages(&self) -> Result<HashMap<String, Stage>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT route, stage, percent FROM route_status")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<u8>>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(route, stage, percent)| {
+                let stage =
+                    Stage::from_parts(&stage, percent).map_err(|message| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        route: route.clone(),
+                        message,
+                    })?;
+                Ok((route, stage))
+            })
+            .collect()
+    }
+
+    /// Sets `route` to `to` and appends the audit entry, in one transaction that also bumps
+    /// the generation. `current` is what the caller believes the stage is (the store's value,
+    /// or the plan's initial stage): the change is refused if another writer moved it since.
+    pub fn set_stage(
+        &mut self,
+        route: &str,
+        current: Stage,
+        to: Stage,
+        actor: &str,
+        reason: Option<&str>,
+        forced: bool,
+    ) -> Result<Result<Change, Stage>, StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let stored: Option<(String, Option<u8>)> = tx
+            .query_row(
+                "SELECT stage, percent FROM route_status WHERE route = ?1",
+                [route],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(err)?;
+        if let Some((name, percent)) = stored {
+            let now = Stage::from_parts(&name, percent).map_err(|message| StoreError::Corrupt {
+                path: path.clone(),
+                route: route.to_string(),
+                message,
+            })?;
+            if now != current {
+                return Ok(Err(now));
+            }
+        }
+        let generation: i64 = tx
+            .query_row(
+                "UPDATE control SET value = value + 1 WHERE key = 'generation' RETURNING value",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        let at = timestamp(now_ms());
+        let percent = match to {
+            Stage::Canary { percent } => Some(percent),
+            _ => None,
+        };
+        tx.execute(
+            "INSERT INTO route_status (route, stage, percent, generation, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (route) DO UPDATE SET stage = excluded.stage, percent = excluded.percent,
+                 generation = excluded.generation, updated_at = excluded.updated_at",
+            (route, to.name(), percent, generation, &at),
+        )
+        .map_err(err)?;
+        tx.execute(
+            "INSERT INTO audit_log (at, route, from_stage, to_stage, actor, reason, forced, generation)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            (&at, route, current.to_string(), to.to_string(), actor, reason, forced, generation),
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(Ok(Change {
+            route: route.to_string(),
+            from: current,
+            to,
+            generation,
+        }))
+    }
+
+    /// The audit log, oldest first, optionally for one route, the last `limit` entries.
+    pub fn history(&self, route: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT * FROM (
+                    SELECT id, at, route, from_stage, to_stage, actor, reason, forced, generation
+                    FROM audit_log WHERE ?1 IS NULL OR route = ?1 ORDER BY id DESC LIMIT ?2
+                 ) ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map((route, limit), |r| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    route: r.get(2)?,
+                    from: r.get(3)?,
+                    to: r.get(4)?,
+                    actor: r.get(5)?,
+                    reason: r.get(6)?,
+                    forced: r.get(7)?,
+                    generation: r.get(8)?,
+                })
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Registers (or re-registers) a running proxy.
+    pub fn register_proxy(&self, record: &ProxyRecord) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO proxies (id, pid, listen, admin, generation, applied_at_ms, started_at, heartbeat_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (id) DO UPDATE SET generation = excluded.generation,
+                     applied_at_ms = excluded.applied_at_ms, heartbeat_ms = excluded.heartbeat_ms",
+                (
+                    &record.id,
+                    record.pid,
+                    &record.listen,
+                    &record.admin,
+                    record.generation,
+                    record.applied_at_ms,
+                    &record.started_at,
+                    record.heartbeat_ms,
+                ),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records that proxy `id` now serves `generation`.
+    pub fn applied(&self, id: &str, generation: i64) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.conn
+            .execute(
+                "UPDATE proxies SET generation = ?2, applied_at_ms = ?3, heartbeat_ms = ?3 WHERE id = ?1",
+                (id, generation, now),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Heartbeat with the proxy's counters since it started.
+    pub fn heartbeat(&mut self, id: &str, counters: &[RouteCounters]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        tx.execute(
+            "UPDATE proxies SET heartbeat_ms = ?2 WHERE id = ?1",
+            (id, now_ms()),
+        )
+        .map_err(err)?;
+        for c in counters {
+            tx.execute(
+                "INSERT INTO proxy_counters (proxy_id, route, requests, errors, served_legacy, served_new)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (proxy_id, route) DO UPDATE SET requests = excluded.requests,
+                     errors = excluded.errors, served_legacy = excluded.served_legacy,
+                     served_new = excluded.served_new",
+                (id, &c.route, c.requests as i64, c.errors as i64, c.served_legacy as i64, c.served_new as i64),
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(())
+    }
+
+    /// Removes a proxy that is shutting down.
+    pub fn deregister_proxy(&self, id: &str) -> Result<(), StoreError> {
+        for sql in [
+            "DELETE FROM proxy_counters WHERE proxy_id = ?1",
+            "DELETE FROM proxies WHERE id = ?1",
+        ] {
+            self.conn.execute(sql, [id]).map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Every registered proxy, live or not, newest heartbeat first.
+    pub fn proxies(&self) -> Result<Vec<ProxyRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, pid, listen, admin, generation, applied_at_ms, started_at, heartbeat_ms
+                 FROM proxies ORDER BY heartbeat_ms DESC",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ProxyRecord {
+                    id: r.get(0)?,
+                    pid: r.get(1)?,
+                    listen: r.get(2)?,
+                    admin: r.get(3)?,
+                    generation: r.get(4)?,
+                    applied_at_ms: r.get(5)?,
+                    started_at: r.get(6)?,
+                    heartbeat_ms: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Counters summed over the proxies in `ids`.
+    pub fn counters(&self, ids: &[String]) -> Result<HashMap<String, RouteCounters>, StoreError> {
+        let mut sums: HashMap<String, RouteCounters> = HashMap::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT proxy_id, route, requests, errors, served_legacy, served_new FROM proxy_counters",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    RouteCounters {
+                        route: r.get(1)?,
+                        requests: r.get::<_, i64>(2)? as u64,
+                        errors: r.get::<_, i64>(3)? as u64,
+                        served_legacy: r.get::<_, i64>(4)? as u64,
+                        served_new: r.get::<_, i64>(5)? as u64,
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))?;
+        for (proxy, c) in rows {
+            if !ids.contains(&proxy) {
+                continue;
+            }
+            let sum = sums
+                .entry(c.route.clone())
+                .or_insert_with(|| RouteCounters {
+                    route: c.route.clone(),
+                    ..RouteCounters::default()
+                });
+            sum.requests += c.requests;
+            sum.errors += c.errors;
+            sum.served_legacy += c.served_legacy;
+            sum.served_new += c.served_new;
+        }
+        Ok(sums)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        assert_eq!(timestamp(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn stage_changes_are_audited_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let g0 = store.generation().unwrap();
+        let change = store
+            .set_stage(
+                "students",
+                Stage::Legacy,
+                Stage::Canary { percent: 10 },
+                "ana",
+                Some("first step"),
+                false,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(change.generation, g0 + 1);
+        assert_eq!(
+            store.stages().unwrap()["students"],
+            Stage::Canary { percent: 10 }
+        );
+        // A writer that thinks it is still legacy lost the race.
+        let lost = store
+            .set_stage(
+                "students",
+                Stage::Legacy,
+                Stage::Cutover,
+                "bob",
+                None,
+                false,
+            )
+            .unwrap();
+        assert_eq!(lost, Err(Stage::Canary { percent: 10 }));
+        let history = store.history(None, 10).unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].from, "legacy");
+        assert_eq!(history[0].to, "canary 10%");
+        assert_eq!(history[0].actor, "ana");
+        // Reopening keeps everything and runs no migration twice.
+        drop(store);
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        assert_eq!(store.generation().unwrap(), g0 + 1);
+    }
+}

@@ -34,6 +34,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start the demo stack: every service with a `run` command, then the proxy.
+    Up,
     /// Run the proxy (data plane and admin API) until Ctrl-C or SIGTERM.
     Serve,
     /// Routes, stages, traffic split and counters; the live proxies.
@@ -180,6 +182,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Serve => serve(load_plan(&cli.plan)?).await,
+        Command::Up => crate::up::up(load_plan(&cli.plan)?)
+            .await
+            .map_err(|err| CliError::failed(err.to_string())),
         Command::Status { json } => status(&load_plan(&cli.plan)?, json),
         Command::History { route, limit, json } => {
             history(&load_plan(&cli.plan)?, route, limit, json)

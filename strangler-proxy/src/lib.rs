@@ -14,6 +14,7 @@
 //! - [`rollout`]: stage changes as the CLI makes them, and waiting for every proxy;
 //! - [`admin`]: the admin API and its token;
 //! - [`metrics`]: counters and histograms, Prometheus text;
+//! - [`up`]: `strangler up`, the demo stack as child processes;
 //! - [`cli`]: the `strangler` command line.
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod routing;
 pub mod server;
 pub mod stage;
 pub mod store;
+pub mod up;
 pub mod upstream;
 
 use std::io::IsTerminal;

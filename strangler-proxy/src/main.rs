@@ -6,7 +6,7 @@ async fn main() {
     let cli = Cli::parse();
     // The proxy logs what it does; a one-shot command prints its result and logs only trouble.
     let default_level = match cli.command {
-        Command::Serve => "info",
+        Command::Serve | Command::Up => "info",
         _ => "warn",
     };
     strangler_proxy::init_tracing(default_level);

@@ -81,6 +81,7 @@ struct RawService {
     urls: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     legacy: bool,
+    run: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +149,9 @@ pub struct ServiceSpec {
     /// Base URLs of its instances (`http://host:port`), used round-robin.
     pub urls: Vec<Uri>,
     pub legacy: bool,
+    /// Command line that starts it for `strangler up` (dev mode): program, then arguments,
+    /// run in the plan's directory. Services without one are expected to be running.
+    pub run: Option<Vec<String>>,
 }
 
 /// How a canary keeps the same caller on the same side.
@@ -363,6 +367,19 @@ impl Ctx<'_> {
                     name: name.clone(),
                     urls,
                     legacy: svc.legacy,
+                    run: match &svc.run {
+                        None => None,
+                        Some(run)
+                            if run.get_ref().is_empty() || run.get_ref()[0].trim().is_empty() =>
+                        {
+                            return Err(self.at(
+                                run,
+                                &format!("{field}.run"),
+                                "must start with the program to run",
+                            ));
+                        }
+                        Some(run) => Some(run.get_ref().clone()),
+                    },
                 },
             );
         }

@@ -165,6 +165,7 @@ fn missing_service(name: &str) -> Service {
             name: name.to_string(),
             urls: Vec::new(),
             legacy: false,
+            run: None,
         })),
         metrics: Arc::default(),
     }

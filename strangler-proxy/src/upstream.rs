@@ -121,6 +121,7 @@ mod tests {
                 .map(|i| format!("http://127.0.0.1:{}", 7000 + i).parse().unwrap())
                 .collect(),
             legacy: false,
+            run: None,
         })
     }
 

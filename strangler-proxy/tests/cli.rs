@@ -205,3 +205,130 @@ fn a_proxy_process_serves_changes_and_stops_on_sigterm() {
         "a stopped proxy deregisters"
     );
 }
+
+/// A free port on 127.0.0.1 (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn up_starts_the_services_serves_and_stops_them() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    // The "service" is another strangler proxy: any HTTP server does, and this one is built.
+    let service_port = free_port();
+    std::fs::write(
+        dir.path().join("service.toml"),
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:{service_port}\"\nadmin_listen = \"127.0.0.1:0\"\nstate = \"service.db\"\n\
+             [services.nothing]\nurls = [\"http://127.0.0.1:9\"]\nlegacy = true\n"
+        ),
+    )
+    .unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate = \"up.db\"\n\
+             [services.legacy]\nurls = [\"http://127.0.0.1:{service_port}\"]\nlegacy = true\n\
+             run = [\"{BIN}\", \"--plan\", \"service.toml\", \"serve\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut up = Command::new(BIN)
+        .arg("--plan")
+        .arg(&plan)
+        .arg("up")
+        .env_remove("STRANGLER_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = up.stdout.take().unwrap();
+    let err = up.stderr.take().unwrap();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx2.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let proxy_url = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("up prints where to send requests");
+        lines.push(line.clone());
+        if let Some(rest) = line.trim().strip_prefix("proxy  ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    assert!(
+        lines.iter().any(|l| l.starts_with("[legacy] ")),
+        "child logs are prefixed: {lines:?}"
+    );
+
+    // Through the demo proxy to the started service (which answers with its own 502 JSON).
+    let addr = proxy_url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /students HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.contains("x-strangler-served-by: legacy"),
+        "{response}"
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = up.wait().unwrap();
+    assert!(exit.success(), "{exit}");
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(
+        rest.iter().any(|l| l.contains("legacy stopped")),
+        "{rest:?}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", service_port)).is_err(),
+        "the service process is gone"
+    );
+}
+
+#[test]
+fn up_reports_a_service_that_cannot_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    let base = "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate = \"up.db\"\n[services.legacy]\nurls = [\"http://127.0.0.1:9\"]\nlegacy = true\n";
+    std::fs::write(&plan, format!("{base}run = [\"no-such-program-here\"]\n")).unwrap();
+    let out = strangler(&plan, &["up"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("service legacy: cannot find `no-such-program-here`"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(&plan, format!("{base}run = [\"false\"]\n")).unwrap();
+    let out = strangler(&plan, &["up"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("service legacy exited during start"),
+        "{}",
+        stderr(&out)
+    );
+}

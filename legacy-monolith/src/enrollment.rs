@@ -3,7 +3,6 @@
 //! and the term report aggregate the other domains' data.
 
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -276,11 +275,7 @@ async fn enroll(
         })
         .await?;
     let location = format!("/enrollments/{}", confirmation.enrollment.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(confirmation),
-    ))
+    Ok(participant::server::created(location, confirmation))
 }
 
 async fn fetch(State(db): State<Database>, Path(id): Path<String>) -> ApiResult<Json<Enrollment>> {
@@ -381,9 +376,5 @@ async fn renew(
         })
         .await?;
     let location = format!("/enrollments/{}", renewal.enrollment.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(renewal),
-    ))
+    Ok(participant::server::created(location, renewal))
 }

@@ -1,7 +1,6 @@
 //! Finance: invoices, payment (at most once) and cancellation.
 
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -191,11 +190,7 @@ async fn create(
         })
         .await?;
     let location = format!("/finance/invoices/{}", invoice.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(invoice),
-    ))
+    Ok(participant::server::created(location, invoice))
 }
 
 async fn fetch(State(db): State<Database>, Path(id): Path<String>) -> ApiResult<Json<Invoice>> {

@@ -1,7 +1,6 @@
 //! Students: registration, lookup, listing, full and partial update, deactivation.
 
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -150,11 +149,7 @@ async fn create(
         })
         .await?;
     let location = format!("/students/{}", student.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(student),
-    ))
+    Ok(participant::server::created(location, student))
 }
 
 async fn fetch(State(db): State<Database>, Path(id): Path<String>) -> ApiResult<Json<Student>> {

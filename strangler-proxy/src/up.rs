@@ -151,7 +151,7 @@ pub async fn up(plan: Plan) -> Result<(), UpError> {
     }
     loop {
         tokio::select! {
-            () = crate::cli::shutdown_signal() => break,
+            () = participant::server::shutdown_signal() => break,
             Some((name, status)) = exits.recv() => {
                 eprintln!("strangler: service {name} exited ({status}); the proxy keeps running, requests routed to {name} fail until it is back");
             }

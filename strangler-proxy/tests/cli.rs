@@ -298,7 +298,11 @@ fn up_starts_the_services_serves_and_stops_them() {
     assert!(killed.success());
     let exit = up.wait().unwrap();
     assert!(exit.success(), "{exit}");
-    let rest: Vec<String> = rx.try_iter().collect();
+    // The log threads end when `up`'s pipes close.
+    let mut rest = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        rest.push(line);
+    }
     assert!(
         rest.iter().any(|l| l.contains("legacy stopped")),
         "{rest:?}"

@@ -38,16 +38,7 @@ impl Monolith {
         let db = legacy_monolith::open(&db_path).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let app = legacy_monolith::app(db);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let (stop, server) = spawn_server(listener, legacy_monolith::app(db));
         let url = format!("http://{addr}");
         Self {
             client: Client::new(&url),
@@ -88,6 +79,23 @@ impl Monolith {
             .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
             .unwrap()
     }
+}
+
+/// Serves `app` on `listener` until the returned sender fires (or is dropped).
+fn spawn_server(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (stop, server)
 }
 
 /// An answer: status, headers and the body parsed as JSON (`Value::Null` when it is not).
@@ -260,15 +268,7 @@ impl EchoUpstream {
             counter.fetch_add(1, Ordering::SeqCst);
             async move { echo(service, request).await }
         });
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let (stop, server) = spawn_server(listener, app);
         Self {
             name: name.to_string(),
             addr,
@@ -345,6 +345,27 @@ pub fn plan_toml(dir: &std::path::Path, services: &[(&str, String)], extra: &str
         }
     }
     plan
+}
+
+/// A proxy whose plan has two services, `legacy` and `new` (at the given upstreams' URLs),
+/// `proxy_extra` lines in `[proxy]`, and `routes` (TOML `[[routes]]` blocks).
+pub async fn two_sided_proxy(
+    legacy: &EchoUpstream,
+    new_urls: &str,
+    proxy_extra: &str,
+    routes: &str,
+) -> TestProxy {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = plan_toml(
+        dir.path(),
+        &[
+            ("legacy", format!("\"{}\"", legacy.url())),
+            ("new", new_urls.to_string()),
+        ],
+        proxy_extra,
+    );
+    plan.push_str(routes);
+    TestProxy::start(dir, &plan).await
 }
 
 /// A proxy started in this process from a plan file in a temp dir.

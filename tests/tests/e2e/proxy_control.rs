@@ -6,23 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::{EchoUpstream, TestProxy, plan_toml};
+use e2e::{EchoUpstream, TestProxy};
 use reqwest::Method;
 
 const ROUTES: &str = "[[routes]]\nname = \"students\"\npaths = [\"/students\", \"/students/{id}\"]\nservice = \"new\"\n\n[[routes]]\nname = \"finance\"\npaths = [\"/finance/{*rest}\"]\nservice = \"new\"\n";
 
 async fn start(legacy: &EchoUpstream, new: &EchoUpstream) -> TestProxy {
-    let dir = tempfile::tempdir().unwrap();
-    let mut plan = plan_toml(
-        dir.path(),
-        &[
-            ("legacy", format!("\"{}\"", legacy.url())),
-            ("new", format!("\"{}\"", new.url())),
-        ],
-        "",
-    );
-    plan.push_str(ROUTES);
-    TestProxy::start(dir, &plan).await
+    e2e::two_sided_proxy(legacy, &format!("\"{}\"", new.url()), "", ROUTES).await
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

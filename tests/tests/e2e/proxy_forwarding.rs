@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::{EchoUpstream, TestProxy, plan_toml, raw_request};
+use e2e::{EchoUpstream, TestProxy, raw_request};
 use reqwest::Method;
 
 async fn proxy_with(
@@ -12,17 +12,7 @@ async fn proxy_with(
     proxy_extra: &str,
     routes: &str,
 ) -> TestProxy {
-    let dir = tempfile::tempdir().unwrap();
-    let mut plan = plan_toml(
-        dir.path(),
-        &[
-            ("legacy", format!("\"{}\"", legacy.url())),
-            ("new", new_url.to_string()),
-        ],
-        proxy_extra,
-    );
-    plan.push_str(routes);
-    TestProxy::start(dir, &plan).await
+    e2e::two_sided_proxy(legacy, new_url, proxy_extra, routes).await
 }
 
 const STUDENTS: &str = "[[routes]]\nname = \"students\"\npaths = [\"/students\", \"/students/{id}\", \"/slow/{ms}\"]\nservice = \"new\"\ntimeout = \"300ms\"\n";

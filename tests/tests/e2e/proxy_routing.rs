@@ -2,7 +2,7 @@
 //! filter, every stage sends traffic where it says, canary splits and sticks, and the path
 //! is normalized once for both routing and forwarding.
 
-use e2e::{EchoUpstream, TestProxy, plan_toml, raw_request};
+use e2e::{EchoUpstream, TestProxy, raw_request};
 use serde_json::Value;
 
 struct Stack {
@@ -45,18 +45,8 @@ canary = { sticky = "cookie:sid" }
 async fn stack() -> Stack {
     let legacy = EchoUpstream::start("legacy").await;
     let new = EchoUpstream::start("new").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut plan = plan_toml(
-        dir.path(),
-        &[
-            ("legacy", format!("\"{}\"", legacy.url())),
-            ("new", format!("\"{}\"", new.url())),
-        ],
-        "",
-    );
-    plan.push_str(ROUTES);
     Stack {
-        proxy: TestProxy::start(dir, &plan).await,
+        proxy: e2e::two_sided_proxy(&legacy, &format!("\"{}\"", new.url()), "", ROUTES).await,
         _legacy: legacy,
         _new: new,
     }

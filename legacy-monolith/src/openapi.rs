@@ -190,7 +190,7 @@ fn schemas() -> Value {
       "Event": { "type": "object", "required": ["id", "origin", "type", "key", "version", "at", "data"], "properties": {
           "id": s("string"), "seq": s("integer"), "origin": s("string"), "type": s("string"), "key": s("string"),
           "version": s("integer"), "at": s("string"), "data": s("object") } },
-      "FeedPage": { "type": "object", "properties": { "events": array_of("Event"), "next": s("integer") } },
+      "FeedPage": { "type": "object", "properties": { "events": array_of("Event"), "next": s("integer"), "head": s("integer") } },
       "EventBatch": { "type": "object", "required": ["events"], "properties": { "events": array_of("Event") } },
       "ApplyReport": { "type": "object", "properties": {
           "received": s("integer"), "applied": s("integer"), "duplicates": s("integer"), "stale": s("integer") } }

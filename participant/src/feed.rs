@@ -43,6 +43,10 @@ pub struct FeedPage {
     pub events: Vec<Event>,
     /// Pass as `after` to read on: the last `seq` served, or `after` when none was.
     pub next: i64,
+    /// The newest committed `seq` when the page was read, so a reader knows how far behind
+    /// it is.
+    #[serde(default)]
+    pub head: i64,
 }
 
 /// A batch pushed to `POST /_events`.
@@ -84,7 +88,8 @@ async fn read(
         }
     }
     let next = events.last().map_or(after, |e| e.seq);
-    Ok(Json(FeedPage { events, next }))
+    let head = (*state.db.subscribe().borrow()).max(next);
+    Ok(Json(FeedPage { events, next, head }))
 }
 
 async fn apply(

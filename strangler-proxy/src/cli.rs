@@ -92,10 +92,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the plan's sync links in the foreground (`strangler serve` runs them too), or
+    /// show their progress.
+    Sync {
+        #[command(subcommand)]
+        command: Option<SyncCommand>,
+    },
     /// Validate a plan.
     Plan {
         #[command(subcommand)]
         command: PlanCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Each link's checkpoint, lag (events and seconds), counters and last error.
+    Status {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -182,6 +197,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Serve => serve(load_plan(&cli.plan)?).await,
+        Command::Sync { command: None } => run_sync(load_plan(&cli.plan)?).await,
+        Command::Sync {
+            command: Some(SyncCommand::Status { json }),
+        } => sync_status(&load_plan(&cli.plan)?, json),
         Command::Up => crate::up::up(load_plan(&cli.plan)?)
             .await
             .map_err(|err| CliError::failed(err.to_string())),
@@ -241,6 +260,90 @@ async fn serve(plan: Plan) -> Result<(), CliError> {
     );
     participant::server::shutdown_signal().await;
     proxy.stop().await;
+    Ok(())
+}
+
+async fn run_sync(plan: Plan) -> Result<(), CliError> {
+    let relays =
+        crate::sync::Relays::start(&plan).map_err(|err| CliError::failed(err.to_string()))?;
+    if relays.is_empty() {
+        return Err(CliError::failed(format!(
+            "{} declares no [[sync]] links",
+            plan.file.display()
+        )));
+    }
+    eprintln!(
+        "strangler: relaying {} sync link(s); `strangler sync status` shows progress; Ctrl-C stops",
+        plan.sync.len()
+    );
+    participant::server::shutdown_signal().await;
+    relays.stop().await;
+    Ok(())
+}
+
+/// Rows of `sync status`: every plan link, with its stored progress if it ever ran.
+fn link_rows(plan: &Plan, store: &Store) -> Result<Vec<crate::store::LinkProgress>, CliError> {
+    let stored = store.links()?;
+    Ok(plan
+        .sync
+        .iter()
+        .map(|link| {
+            let name = crate::sync::link_name(link);
+            stored
+                .iter()
+                .find(|p| p.link == name)
+                .cloned()
+                .unwrap_or(crate::store::LinkProgress {
+                    link: name,
+                    ..Default::default()
+                })
+        })
+        .collect())
+}
+
+fn print_links(rows: &[crate::store::LinkProgress]) {
+    println!(
+        "{:<28} {:>10} {:>10} {:>9} {:>9} {:>9}  LAST ERROR",
+        "LINK", "CHECKPOINT", "LAG EVTS", "LAG S", "APPLIED", "SKIPPED"
+    );
+    for p in rows {
+        println!(
+            "{:<28} {:>10} {:>10} {:>9.1} {:>9} {:>9}  {}",
+            p.link,
+            p.checkpoint,
+            p.lag_events(),
+            p.lag_seconds,
+            p.applied,
+            p.skipped,
+            p.last_error.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+fn sync_status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
+    let store = Store::open(&plan.proxy.state)?;
+    let rows = link_rows(plan, &store)?;
+    if json_out {
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|p| {
+                json!({
+                    "link": p.link, "checkpoint": p.checkpoint, "head": p.head,
+                    "lag_events": p.lag_events(), "lag_seconds": p.lag_seconds,
+                    "applied": p.applied, "duplicates": p.duplicates, "skipped": p.skipped,
+                    "last_error": p.last_error, "updated_ms": p.updated_ms,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+    } else if rows.is_empty() {
+        println!("{} declares no [[sync]] links", plan.file.display());
+    } else {
+        print_links(&rows);
+    }
     Ok(())
 }
 

@@ -11,6 +11,7 @@
 //! - [`server`]: a running proxy: data-plane and admin listeners, graceful shutdown;
 //! - [`control`]: the thread that watches the state store and swaps the route table;
 //! - [`store`]: the SQLite state store (stages, audit log, live proxies, counters);
+//! - [`sync`]: the sync relay between participants' event feeds;
 //! - [`rollout`]: stage changes as the CLI makes them, and waiting for every proxy;
 //! - [`admin`]: the admin API and its token;
 //! - [`metrics`]: counters and histograms, Prometheus text;
@@ -30,6 +31,7 @@ pub mod routing;
 pub mod server;
 pub mod stage;
 pub mod store;
+pub mod sync;
 pub mod up;
 pub mod upstream;
 

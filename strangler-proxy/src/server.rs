@@ -19,6 +19,7 @@ use crate::control::{ControlPlane, proxy_record};
 use crate::forward::Forwarder;
 use crate::plan::Plan;
 use crate::store::StoreError;
+use crate::sync::Relays;
 
 /// Longest a graceful shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -39,6 +40,8 @@ pub enum ServeError {
     },
     #[error("cannot start the control thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
 }
 
 /// A proxy serving a plan.
@@ -55,6 +58,8 @@ pub struct Proxy {
     data_plane: JoinHandle<()>,
     admin_server: JoinHandle<()>,
     control: ControlPlane,
+    /// The plan's sync links, relayed by this proxy.
+    relays: Relays,
 }
 
 impl Proxy {
@@ -75,6 +80,7 @@ impl Proxy {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let header_read_timeout = plan.proxy.header_read_timeout;
+        let relays = Relays::start(&plan)?;
         let record = proxy_record(&id, &listen.to_string(), &admin_addr.to_string());
         let (control, table, current_plan) = ControlPlane::start(plan, record)?;
 
@@ -112,6 +118,7 @@ impl Proxy {
             data_plane,
             admin_server,
             control,
+            relays,
         })
     }
 
@@ -119,6 +126,7 @@ impl Proxy {
     /// deregisters from the store.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
+        self.relays.stop().await;
         let _ = self.data_plane.await;
         let _ = self.admin_server.await;
         let control = self.control;

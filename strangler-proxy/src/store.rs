@@ -17,7 +17,8 @@ pub const LIVE_WINDOW: Duration = Duration::from_secs(3);
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema steps, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE route_status (
         route TEXT PRIMARY KEY,
         stage TEXT NOT NULL,
@@ -60,7 +61,21 @@ const MIGRATIONS: &[&str] = &["
         served_new INTEGER NOT NULL,
         PRIMARY KEY (proxy_id, route)
     );
-"];
+",
+    "
+    CREATE TABLE sync_links (
+        link TEXT PRIMARY KEY,
+        checkpoint INTEGER NOT NULL DEFAULT 0,
+        head INTEGER NOT NULL DEFAULT 0,
+        lag_seconds REAL NOT NULL DEFAULT 0,
+        applied INTEGER NOT NULL DEFAULT 0,
+        duplicates INTEGER NOT NULL DEFAULT 0,
+        skipped INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        updated_ms INTEGER NOT NULL DEFAULT 0
+    );
+",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -155,6 +170,34 @@ pub fn timestamp(ms: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Parses what [`timestamp`] writes (and any `YYYY-MM-DDTHH:MM:SS[.fff]Z`) to Unix ms.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !text.ends_with('Z') {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let fraction = text.get(19..text.len() - 1)?;
+    let millis = match fraction.strip_prefix('.') {
+        None if fraction.is_empty() => 0,
+        Some(digits) if !digits.is_empty() && digits.bytes().all(|d| d.is_ascii_digit()) => {
+            format!("{digits:0<3}").get(..3)?.parse::<i64>().ok()?
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1000) + millis)
 }
 
 /// A connection to the state store.
@@ -514,6 +557,104 @@ impl Store {
     }
 }
 
+/// A sync link's progress, as its relay records it after every batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LinkProgress {
+    /// `from->to`.
+    pub link: String,
+    /// Highest source `seq` acknowledged by the target (or filtered out).
+    pub checkpoint: i64,
+    /// Source head when last read.
+    pub head: i64,
+    /// Age of the oldest event not yet delivered (0 when caught up).
+    pub lag_seconds: f64,
+    /// Events the target applied, acknowledged as duplicates, and not sent (origin or type).
+    pub applied: i64,
+    pub duplicates: i64,
+    pub skipped: i64,
+    pub last_error: Option<String>,
+    pub updated_ms: i64,
+}
+
+impl LinkProgress {
+    pub fn lag_events(&self) -> i64 {
+        (self.head - self.checkpoint).max(0)
+    }
+}
+
+impl Store {
+    /// The checkpoint of `link` (0 when it never ran).
+    pub fn checkpoint(&self, link: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT checkpoint FROM sync_links WHERE link = ?1",
+                [link],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .unwrap_or(0))
+    }
+
+    /// Records a delivered batch: the new checkpoint and counters, the error cleared.
+    pub fn advance(&self, p: &LinkProgress) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO sync_links (link, checkpoint, head, lag_seconds, applied, duplicates, skipped, last_error, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8)
+                 ON CONFLICT (link) DO UPDATE SET checkpoint = MAX(checkpoint, excluded.checkpoint),
+                     head = excluded.head, lag_seconds = excluded.lag_seconds,
+                     applied = applied + excluded.applied, duplicates = duplicates + excluded.duplicates,
+                     skipped = skipped + excluded.skipped, last_error = NULL, updated_ms = excluded.updated_ms",
+                (&p.link, p.checkpoint, p.head, p.lag_seconds, p.applied, p.duplicates, p.skipped, now_ms()),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records a failed attempt; the checkpoint stays.
+    pub fn link_failed(&self, link: &str, error: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO sync_links (link, last_error, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (link) DO UPDATE SET last_error = excluded.last_error, updated_ms = excluded.updated_ms",
+                (link, error, now_ms()),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every link's progress.
+    pub fn links(&self) -> Result<Vec<LinkProgress>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT link, checkpoint, head, lag_seconds, applied, duplicates, skipped, last_error, updated_ms
+                 FROM sync_links ORDER BY link",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(LinkProgress {
+                    link: r.get(0)?,
+                    checkpoint: r.get(1)?,
+                    head: r.get(2)?,
+                    lag_seconds: r.get(3)?,
+                    applied: r.get(4)?,
+                    duplicates: r.get(5)?,
+                    skipped: r.get(6)?,
+                    last_error: r.get(7)?,
+                    updated_ms: r.get(8)?,
+                })
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,6 +664,14 @@ mod tests {
         assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(timestamp(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
         assert_eq!(timestamp(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        for ms in [0, 951_782_400_000, 1_795_000_000_123, 1_700_000_000_001] {
+            assert_eq!(parse_timestamp(&timestamp(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_timestamp("2026-11-23T23:52:22Z"),
+            Some(1_795_477_942_000)
+        );
+        assert_eq!(parse_timestamp("yesterday"), None);
     }
 
     #[test]

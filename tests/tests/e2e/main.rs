@@ -8,3 +8,4 @@ mod monolith_openapi;
 mod proxy_control;
 mod proxy_forwarding;
 mod proxy_routing;
+mod sync_relay;

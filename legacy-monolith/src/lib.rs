@@ -1,21 +1,20 @@
 //! The legacy monolith: students, enrollment, finance and gamification in one axum service
 //! over one SQLite database, the system the strangler toolkit migrates.
 //!
-//! Layout: one module per domain ([`students`], [`finance`], [`gamification`], and
-//! [`enrollment`], the process that spans them, with renewal and the term report); [`schema`]
-//! holds the shared schema's migrations; [`sync`] applies other participants' events and
+//! Layout: the domains (students, finance, gamification, enrollment records) come from the
+//! `domains` crate, mounted here over one database; [`enrollment`] is the process that spans
+//! them in one transaction, with renewal and the term report; [`schema`] composes the shared
+//! schema's migrations; [`sync`] applies other participants' events and
 //! backfills events for imported rows; [`openapi`] describes the API; [`seed`] fills a
 //! running monolith through its API. The outbox, feed and error body come from `participant`.
 
 pub mod enrollment;
-pub mod fields;
-pub mod finance;
-pub mod gamification;
 pub mod openapi;
 pub mod schema;
 pub mod seed;
-pub mod students;
 pub mod sync;
+
+pub use domains::{fields, finance, gamification, students};
 
 use std::path::Path;
 

@@ -103,6 +103,10 @@ pub fn document() -> Value {
             "responses": { "201": ok("granted", "Reward"), "200": ok("already granted with this idempotency_key", "Reward"),
                            "400": error("invalid field"), "409": error("idempotency_key reused for another grant"), "422": error("unknown student") } }
         },
+        "/gamification/rewards/{id}/revoke": {
+          "post": { "summary": "Revoke a reward (idempotently): it stays on record, its points stop counting", "parameters": [id_param("reward id"), dry_run_param()],
+            "responses": { "200": ok("revoked", "Reward"), "404": error("unknown id") } }
+        },
         "/enrollments": {
           "post": { "summary": "Enroll a student: enrollment, invoice and welcome reward in one transaction", "parameters": [dry_run_param()], "requestBody": body("NewEnrollment"),
             "responses": { "201": ok("confirmation", "Confirmation"), "400": error("invalid field"), "409": error("already enrolled"),
@@ -161,11 +165,13 @@ fn schemas() -> Value {
           "created_at": s("string"), "updated_at": s("string"), "paid_at": nullable("string"), "cancelled_at": nullable("string") } },
       "NewInvoice": { "type": "object", "additionalProperties": false, "required": ["student_id", "amount_cents", "description"], "properties": {
           "student_id": s("string"), "amount_cents": { "type": "integer", "minimum": 1, "maximum": 100_000_000 },
-          "description": s("string"), "currency": { "type": "string", "default": "EUR" }, "term": s("string") } },
+          "description": s("string"), "currency": { "type": "string", "default": "EUR" }, "term": s("string"),
+          "enrollment_id": s("string") } },
       "InvoiceList": { "type": "object", "properties": { "invoices": array_of("Invoice") } },
       "Reward": { "type": "object", "properties": {
           "id": s("string"), "student_id": s("string"), "points": s("integer"), "reason": s("string"),
-          "term": nullable("string"), "idempotency_key": nullable("string"), "created_at": s("string") } },
+          "term": nullable("string"), "idempotency_key": nullable("string"), "created_at": s("string"),
+          "revoked_at": nullable("string") } },
       "NewReward": { "type": "object", "additionalProperties": false, "required": ["student_id", "points", "reason"], "properties": {
           "student_id": s("string"), "points": { "type": "integer", "minimum": 1, "maximum": 10000 }, "reason": s("string"),
           "term": s("string"), "idempotency_key": s("string") } },

@@ -2,37 +2,22 @@
 //! and giving rows that have no event yet (an imported database) their first one.
 
 use participant::outbox::Applier;
-use participant::{ApiError, ApiResult, Event, Write};
+use participant::{ApiResult, Event, Write};
 use rusqlite::{Connection, Row};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use crate::enrollment::{self, Enrollment};
-use crate::finance::{self, Invoice};
-use crate::gamification::{self, Reward};
-use crate::students::{self, Student};
+use domains::Kind;
+use domains::enrollments::{self as enrollment, Enrollment};
+use domains::finance::{self, Invoice};
+use domains::gamification::{self, Reward};
+use domains::students::{self, Student};
 
-fn state<T: DeserializeOwned>(event: &Event) -> ApiResult<T> {
-    serde_json::from_value(event.data.clone()).map_err(|err| {
-        ApiError::invalid_field("data", format!("not a valid {}: {err}", event.kind()))
-    })
-}
+/// The kinds of entity the monolith holds: all of them.
+const HOLDS: &[Kind] = &[Kind::Student, Kind::Invoice, Kind::Reward, Kind::Enrollment];
 
 /// Writes the entity state an event carries into the monolith's tables.
 pub fn apply(conn: &Connection, event: &Event) -> ApiResult<()> {
-    match event.kind() {
-        "student" => students::upsert(conn, &state::<Student>(event)?),
-        "invoice" => finance::upsert(conn, &state::<Invoice>(event)?),
-        "reward" => gamification::upsert(conn, &state::<Reward>(event)?),
-        "enrollment" => enrollment::upsert(conn, &state::<Enrollment>(event)?),
-        other => Err(ApiError::rule(
-            "unknown_event_type",
-            format!(
-                "the monolith holds no {other} entities ({})",
-                event.event_type
-            ),
-        )),
-    }
+    domains::apply(conn, event, HOLDS, "the monolith")
 }
 
 pub fn applier() -> std::sync::Arc<Applier> {

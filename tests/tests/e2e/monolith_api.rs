@@ -397,6 +397,43 @@ async fn rewards_are_granted_once_per_idempotency_key() {
         .expect(200);
     assert_eq!(fall["rewards"].as_array().unwrap().len(), 1);
 
+    // Revoking takes the points back, once.
+    let fall_id = fall["rewards"][0]["id"].as_str().unwrap();
+    let revoked = c
+        .post(
+            &format!("/gamification/rewards/{fall_id}/revoke"),
+            json!({}),
+        )
+        .await
+        .expect(200);
+    assert!(revoked["revoked_at"].is_string());
+    let again = c
+        .post(
+            &format!("/gamification/rewards/{fall_id}/revoke"),
+            json!({}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(again["revoked_at"], revoked["revoked_at"]);
+    assert_eq!(
+        c.get(&format!("/students/{student}/points"))
+            .await
+            .expect(200)["points"],
+        120
+    );
+    c.post(
+        "/gamification/rewards/01900000-0000-7000-8000-000000000000/revoke",
+        json!({}),
+    )
+    .await
+    .expect_error(404, "not_found");
+    c.post(
+        "/gamification/rewards",
+        json!({ "student_id": student, "points": 400, "reason": "peer review", "term": "2026-fall" }),
+    )
+    .await
+    .expect(201);
+
     c.post(
         "/gamification/rewards",
         json!({ "student_id": student, "points": 0, "reason": "nothing" }),
@@ -428,8 +465,8 @@ async fn health_ready_and_restart_keep_data() {
         .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
         .unwrap();
     assert_eq!(
-        migrations, 5,
-        "outbox + four domain migrations, each applied once"
+        migrations, 6,
+        "outbox + five domain migrations, each applied once"
     );
 }
 

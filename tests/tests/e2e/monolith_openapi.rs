@@ -22,6 +22,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/finance/invoices/{id}/pay"),
     ("POST", "/finance/invoices/{id}/cancel"),
     ("POST", "/gamification/rewards"),
+    ("POST", "/gamification/rewards/{id}/revoke"),
     ("POST", "/enrollments"),
     ("GET", "/enrollments/{id}"),
     ("POST", "/enrollments/{id}/renew"),

@@ -27,11 +27,30 @@ pub struct Invoice {
     pub cancelled_at: Option<String>,
 }
 
-pub(crate) const COLUMNS: &str = "id, student_id, enrollment_id, term, description, amount_cents, currency, \
+/// The invoices table.
+pub const SCHEMA: &str = "
+            CREATE TABLE invoices (
+                id TEXT PRIMARY KEY,
+                student_id TEXT NOT NULL,
+                enrollment_id TEXT,
+                term TEXT,
+                description TEXT NOT NULL,
+                amount_cents INTEGER NOT NULL,
+                currency TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('open', 'paid', 'cancelled')),
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                paid_at TEXT,
+                cancelled_at TEXT
+            );
+            CREATE INDEX invoices_by_student ON invoices (student_id, created_at);
+        ";
+
+pub const COLUMNS: &str = "id, student_id, enrollment_id, term, description, amount_cents, currency, \
                        status, created_at, updated_at, paid_at, cancelled_at";
 
 impl Invoice {
-    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+    pub fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             id: row.get("id")?,
             student_id: row.get("student_id")?,
@@ -148,6 +167,8 @@ struct NewInvoice {
     description: String,
     currency: Option<String>,
     term: Option<String>,
+    /// The enrollment this invoice bills, when the enrollment process issues it.
+    enrollment_id: Option<String>,
 }
 
 fn currency(value: Option<&str>) -> ApiResult<String> {
@@ -168,7 +189,11 @@ async fn create(
 ) -> ApiResult<impl IntoResponse> {
     let request = InvoiceRequest {
         student_id: body.student_id,
-        enrollment_id: None,
+        enrollment_id: body
+            .enrollment_id
+            .as_deref()
+            .map(|e| fields::text("enrollment_id", e, 100))
+            .transpose()?,
         term: body
             .term
             .as_deref()

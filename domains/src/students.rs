@@ -10,7 +10,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::fields;
 
-pub(crate) const COLUMNS: &str = "id, email, name, status, created_at, updated_at";
+pub const COLUMNS: &str = "id, email, name, status, created_at, updated_at";
+
+/// The students table (in the students service, and as a read model beside finance and
+/// gamification).
+pub const SCHEMA: &str = "
+            CREATE TABLE students (
+                id TEXT PRIMARY KEY,
+                email TEXT NOT NULL UNIQUE,
+                name TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('active', 'inactive')),
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            );
+        ";
 
 /// Longest page `GET /students` serves.
 const MAX_PAGE: u32 = 200;
@@ -31,7 +44,7 @@ impl Student {
         self.status == "active"
     }
 
-    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+    pub fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             id: row.get("id")?,
             email: row.get("email")?,

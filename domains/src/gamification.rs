@@ -32,13 +32,33 @@ pub struct Reward {
     pub term: Option<String>,
     pub idempotency_key: Option<String>,
     pub created_at: String,
+    /// When the grant was taken back (it no longer counts); absent while it stands.
+    #[serde(default)]
+    pub revoked_at: Option<String>,
 }
 
-pub(crate) const COLUMNS: &str =
-    "id, student_id, points, reason, term, idempotency_key, created_at";
+/// The rewards table.
+pub const SCHEMA: &str = "
+            CREATE TABLE rewards (
+                id TEXT PRIMARY KEY,
+                student_id TEXT NOT NULL,
+                points INTEGER NOT NULL,
+                reason TEXT NOT NULL,
+                term TEXT,
+                idempotency_key TEXT UNIQUE,
+                created_at TEXT NOT NULL
+            );
+            CREATE INDEX rewards_by_student ON rewards (student_id);
+        ";
+
+/// Revocation, added after the first release: a revoked reward no longer counts.
+pub const REVOCATION: &str = "ALTER TABLE rewards ADD COLUMN revoked_at TEXT;";
+
+pub const COLUMNS: &str =
+    "id, student_id, points, reason, term, idempotency_key, created_at, revoked_at";
 
 impl Reward {
-    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+    pub fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             id: row.get("id")?,
             student_id: row.get("student_id")?,
@@ -47,6 +67,7 @@ impl Reward {
             term: row.get("term")?,
             idempotency_key: row.get("idempotency_key")?,
             created_at: row.get("created_at")?,
+            revoked_at: row.get("revoked_at")?,
         })
     }
 }
@@ -78,6 +99,7 @@ impl Points {
 pub fn routes(db: Database) -> Router {
     Router::new()
         .route("/gamification/rewards", post(create))
+        .route("/gamification/rewards/{id}/revoke", post(revoke))
         .route("/students/{id}/points", get(points))
         .route("/students/{id}/rewards", get(list_for_student))
         .with_state(db)
@@ -86,10 +108,11 @@ pub fn routes(db: Database) -> Router {
 pub fn upsert(conn: &Connection, reward: &Reward) -> ApiResult<()> {
     conn.execute(
         &format!(
-            "INSERT INTO rewards ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO rewards ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (id) DO UPDATE SET student_id = excluded.student_id,
                  points = excluded.points, reason = excluded.reason, term = excluded.term,
-                 idempotency_key = excluded.idempotency_key, created_at = excluded.created_at"
+                 idempotency_key = excluded.idempotency_key, created_at = excluded.created_at,
+                 revoked_at = excluded.revoked_at"
         ),
         rusqlite::params![
             reward.id,
@@ -99,6 +122,7 @@ pub fn upsert(conn: &Connection, reward: &Reward) -> ApiResult<()> {
             reward.term,
             reward.idempotency_key,
             reward.created_at,
+            reward.revoked_at,
         ],
     )?;
     Ok(())
@@ -117,7 +141,7 @@ fn find_by_key(conn: &Connection, key: &str) -> ApiResult<Option<Reward>> {
 pub fn total_points(conn: &Connection, student_id: &str, term: Option<&str>) -> ApiResult<i64> {
     Ok(conn.query_row(
         "SELECT COALESCE(SUM(points), 0) FROM rewards
-         WHERE student_id = ?1 AND (?2 IS NULL OR term = ?2)",
+         WHERE student_id = ?1 AND (?2 IS NULL OR term = ?2) AND revoked_at IS NULL",
         (student_id, term),
         |r| r.get(0),
     )?)
@@ -165,6 +189,7 @@ pub fn grant(w: &mut Write<'_>, request: RewardRequest) -> ApiResult<Granted> {
         term: request.term,
         idempotency_key: request.idempotency_key,
         created_at: participant::now(),
+        revoked_at: None,
     };
     upsert(w.tx(), &reward)?;
     w.record("reward.granted", &reward.id, &reward)?;
@@ -229,6 +254,33 @@ async fn points(State(db): State<Database>, Path(id): Path<String>) -> ApiResult
         Ok(Json(Points::from_total(id, total)))
     })
     .await
+}
+
+/// Takes a grant back (idempotently): the reward stays on record, its points stop counting.
+pub fn revoke_in(w: &mut Write<'_>, id: &str) -> ApiResult<Reward> {
+    let mut reward = w
+        .tx()
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM rewards WHERE id = ?1"),
+            [id],
+            Reward::from_row,
+        )
+        .optional()?
+        .ok_or_else(|| ApiError::not_found("reward", id))?;
+    if reward.revoked_at.is_none() {
+        reward.revoked_at = Some(participant::now());
+        upsert(w.tx(), &reward)?;
+        w.record("reward.revoked", &reward.id, &reward)?;
+    }
+    Ok(reward)
+}
+
+async fn revoke(
+    State(db): State<Database>,
+    Path(id): Path<String>,
+    mode: WriteMode,
+) -> ApiResult<Json<Reward>> {
+    db.write(mode, move |w| revoke_in(w, &id).map(Json)).await
 }
 
 #[derive(Deserialize)]

@@ -6,7 +6,8 @@
 //! - [`finance`]: invoices, payment at most once, cancellation;
 //! - [`gamification`]: rewards (idempotent grants, revocation), points, levels, badges;
 //! - [`enrollments`]: enrollment records and the answers of the enrollment process;
-//! - [`fields`]: the validation rules they share.
+//! - [`fields`]: the validation rules they share;
+//! - [`service`]: a data service, one domain over its own database.
 //!
 //! The legacy monolith mounts all of them over one database. Each extracted data service
 //! mounts one over a database of its own, which also holds a read model of the students it
@@ -16,6 +17,7 @@ pub mod enrollments;
 pub mod fields;
 pub mod finance;
 pub mod gamification;
+pub mod service;
 pub mod students;
 
 use participant::{ApiError, ApiResult, Event};

@@ -87,6 +87,20 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Binds `addr` and serves `router` until SIGINT or SIGTERM, logging where.
+pub async fn listen_and_serve(
+    addr: std::net::SocketAddr,
+    router: Router,
+    what: &str,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await.map_err(|err| {
+        std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}"))
+    })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "{what} listening");
+    serve(listener, router).await
+}
+
 /// Serves `router` on `listener` until SIGINT or SIGTERM, then finishes in-flight requests.
 pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
     axum::serve(listener, router)

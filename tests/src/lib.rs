@@ -463,3 +463,246 @@ pub async fn raw_request(addr: &str, raw: &str) -> (u16, Vec<(String, String)>, 
         .collect();
     (status, headers, body.to_string())
 }
+
+/// Builds a participant's HTTP API over the database at a path.
+type MakeApp = Box<dyn Fn(&std::path::Path) -> axum::Router + Send + Sync>;
+
+/// An extracted service served in this process on an ephemeral port (stoppable and
+/// restartable on the same port and database, to play a service going down).
+pub struct Service {
+    pub name: String,
+    pub url: String,
+    pub addr: SocketAddr,
+    pub db_path: PathBuf,
+    pub client: Client,
+    make: MakeApp,
+    _dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl Service {
+    async fn start_with(name: &str, make: MakeApp) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join(format!("{name}.db"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, server) = spawn_server(listener, make(&db_path));
+        let url = format!("http://{addr}");
+        Self {
+            name: name.to_string(),
+            client: Client::new(&url),
+            url,
+            addr,
+            db_path,
+            make,
+            _dir: dir,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// A data service (students, finance, gamification).
+    pub async fn data(service: &'static domains::service::DataService) -> Self {
+        Self::start_with(
+            service.origin,
+            Box::new(move |path| service.app(service.open(path).unwrap())),
+        )
+        .await
+    }
+
+    /// The enrollment service, calling the given services.
+    pub async fn enrollment(students: &str, finance: &str, gamification: &str) -> Self {
+        let upstreams = enrollment_service::Upstreams {
+            students: students.to_string(),
+            finance: finance.to_string(),
+            gamification: gamification.to_string(),
+        };
+        Self::start_with(
+            "enrollment",
+            Box::new(move |path| {
+                enrollment_service::app(enrollment_service::open(path).unwrap(), upstreams.clone())
+                    .unwrap()
+            }),
+        )
+        .await
+    }
+
+    /// Stops serving (the port refuses connections until [`Service::resume`]).
+    pub async fn halt(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
+    /// Serves again on the same port and database.
+    pub async fn resume(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        let (stop, server) = spawn_server(listener, (self.make)(&self.db_path));
+        self.stop = Some(stop);
+        self.server = Some(server);
+    }
+
+    pub fn sql(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(&self.db_path).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        self.sql()
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+}
+
+/// The whole system in one process: the monolith, the four services, and a proxy whose plan
+/// routes each domain and syncs data both ways, as the demo plan does.
+pub struct Stack {
+    pub legacy: Monolith,
+    pub students: Service,
+    pub finance: Service,
+    pub gamification: Service,
+    pub enrollment: Service,
+    pub proxy: TestProxy,
+}
+
+/// The demo plan's routes and sync links (services and proxy settings come from the test).
+pub const DEMO_ROUTES_AND_SYNC: &str = r#"
+[[routes]]
+name = "students"
+paths = ["/students", "/students/{id}"]
+service = "students"
+canary = { sticky = "path:id" }
+
+[[routes]]
+name = "finance"
+paths = ["/finance/{*rest}", "/students/{id}/invoices"]
+service = "finance"
+
+[[routes]]
+name = "gamification"
+paths = ["/gamification/{*rest}", "/students/{id}/points", "/students/{id}/rewards"]
+service = "gamification"
+
+[[routes]]
+name = "enrollment"
+paths = ["/enrollments", "/enrollments/{id}", "/enrollments/{id}/renew", "/students/{id}/enrollments", "/students/{id}/report"]
+service = "enrollment"
+
+[[sync]]
+from = "legacy"
+to = "students"
+types = ["student.*"]
+
+[[sync]]
+from = "legacy"
+to = "finance"
+types = ["student.*", "invoice.*"]
+
+[[sync]]
+from = "legacy"
+to = "gamification"
+types = ["student.*", "reward.*"]
+
+[[sync]]
+from = "legacy"
+to = "enrollment"
+types = ["enrollment.*"]
+
+[[sync]]
+from = "students"
+to = "legacy"
+types = ["student.*"]
+
+[[sync]]
+from = "finance"
+to = "legacy"
+types = ["invoice.*"]
+
+[[sync]]
+from = "gamification"
+to = "legacy"
+types = ["reward.*"]
+
+[[sync]]
+from = "enrollment"
+to = "legacy"
+types = ["enrollment.*"]
+"#;
+
+impl Stack {
+    pub async fn start() -> Self {
+        let legacy = Monolith::start().await;
+        let students = Service::data(&students_service::SERVICE).await;
+        let finance = Service::data(&finance_service::SERVICE).await;
+        let gamification = Service::data(&gamification_service::SERVICE).await;
+        let enrollment = Service::enrollment(&students.url, &finance.url, &gamification.url).await;
+        let dir = tempfile::tempdir().unwrap();
+        let quoted = |url: &str| format!("\"{url}\"");
+        let mut plan = plan_toml(
+            dir.path(),
+            &[
+                ("legacy", quoted(&legacy.url)),
+                ("students", quoted(&students.url)),
+                ("finance", quoted(&finance.url)),
+                ("gamification", quoted(&gamification.url)),
+                ("enrollment", quoted(&enrollment.url)),
+            ],
+            "",
+        );
+        plan.push_str(DEMO_ROUTES_AND_SYNC);
+        let proxy = TestProxy::start(dir, &plan).await;
+        Self {
+            legacy,
+            students,
+            finance,
+            gamification,
+            enrollment,
+            proxy,
+        }
+    }
+
+    /// Every link's progress from the store.
+    pub fn links(&self) -> Vec<strangler_proxy::store::LinkProgress> {
+        strangler_proxy::store::Store::open(&self.proxy.dir.path().join("strangler.db"))
+            .unwrap()
+            .links()
+            .unwrap()
+    }
+
+    /// Waits until every sync link has delivered everything its source has committed
+    /// (checked against each source's feed head, not just the link's last read).
+    pub async fn synced(&self) {
+        let heads = [
+            ("legacy", self.legacy.client.clone()),
+            ("students", self.students.client.clone()),
+            ("finance", self.finance.client.clone()),
+            ("gamification", self.gamification.client.clone()),
+            ("enrollment", self.enrollment.client.clone()),
+        ];
+        eventually(
+            Duration::from_secs(30),
+            "every sync link caught up",
+            || async {
+                let mut head_of = std::collections::HashMap::new();
+                for (name, client) in &heads {
+                    let page = client.get("/_events?after=0&limit=1").await.body;
+                    head_of.insert(*name, page["head"].as_i64().unwrap_or(0));
+                }
+                let links = self.links();
+                let all = links.len() == 8
+                    && links.iter().all(|l| {
+                        let from = l.link.split("->").next().unwrap_or_default();
+                        l.last_error.is_none()
+                            && l.checkpoint >= head_of.get(from).copied().unwrap_or(i64::MAX)
+                    });
+                all.then_some(())
+            },
+        )
+        .await;
+    }
+}

@@ -8,4 +8,5 @@ mod monolith_openapi;
 mod proxy_control;
 mod proxy_forwarding;
 mod proxy_routing;
+mod services;
 mod sync_relay;

@@ -1,0 +1,43 @@
+//! A data service extracted from the monolith: one domain over a database of its own.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use participant::db::OpenError;
+use participant::{Database, Migration};
+
+use crate::Kind;
+
+/// What makes a data service: its name, schema, the entity kinds it holds (its own and the
+/// read models it keeps) and its routes.
+pub struct DataService {
+    /// Its name in the event feed (`origin`) and the schema component.
+    pub origin: &'static str,
+    pub migrations: &'static [Migration],
+    /// Kinds whose events it applies.
+    pub holds: &'static [Kind],
+    /// Its public routes (the same as the monolith's for this domain).
+    pub routes: fn(Database) -> Router,
+}
+
+impl DataService {
+    /// Opens (creating and migrating) the service's database.
+    pub fn open(&self, path: &Path) -> Result<Database, OpenError> {
+        Database::open(path, self.origin, self.origin, self.migrations)
+    }
+
+    /// The whole HTTP API: the domain's routes, the event feed, health and readiness.
+    pub fn app(&self, db: Database) -> Router {
+        let holds = self.holds;
+        let origin = self.origin;
+        let applier = Arc::new(
+            move |conn: &rusqlite::Connection, event: &participant::Event| {
+                crate::apply(conn, event, holds, origin)
+            },
+        );
+        let router =
+            (self.routes)(db.clone()).merge(participant::feed::routes(db.clone(), applier));
+        participant::server::finish(router, db)
+    }
+}

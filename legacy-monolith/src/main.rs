@@ -67,10 +67,11 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         None => {
-            let db = legacy_monolith::open(&cli.db).await?;
+            // Bind first: a busy port should fail before a database file is created.
             let listener = tokio::net::TcpListener::bind(cli.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", cli.listen))?;
+            let db = legacy_monolith::open(&cli.db).await?;
             let addr = listener.local_addr()?;
             tracing::info!(%addr, db = %cli.db.display(), "legacy monolith listening");
             participant::server::serve(listener, legacy_monolith::app(db)).await?;

@@ -38,11 +38,21 @@ where
 
 /// Parses `bytes` as `T`, naming the field on a shape error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "malformed_json",
-            "request body is empty, expected a JSON object",
-        ));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::bad_request(
+                "malformed_json",
+                "request body is empty, expected a JSON object",
+            ));
+        }
+        // serde would also read a struct from an array; the API takes objects only.
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "malformed_json",
+                "request body must be a JSON object",
+            ));
+        }
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {

@@ -77,9 +77,15 @@ async fn read(
         .read(move |conn| outbox::read_after(conn, after, limit))
         .await?;
     if events.is_empty() && !wait.is_zero() {
-        let woke = tokio::time::timeout(wait, head.wait_for(|&seq| seq > after))
-            .await
-            .is_ok_and(|changed| changed.is_ok());
+        let new_event = async {
+            tokio::time::timeout(wait, head.wait_for(|&seq| seq > after))
+                .await
+                .is_ok_and(|changed| changed.is_ok())
+        };
+        let woke = tokio::select! {
+            woke = new_event => woke,
+            () = crate::server::shutting_down() => false,
+        };
         if woke {
             events = state
                 .db

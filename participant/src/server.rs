@@ -108,6 +108,19 @@ pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()>
         .await
 }
 
+/// Set once a shutdown signal arrives, so long waits (feed long-polls) end early instead of
+/// holding a graceful shutdown for their whole timeout.
+fn shutdown_flag() -> &'static tokio::sync::watch::Sender<bool> {
+    static FLAG: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| tokio::sync::watch::channel(false).0)
+}
+
+/// Resolves once this process is shutting down.
+pub async fn shutting_down() {
+    let mut flag = shutdown_flag().subscribe();
+    let _ = flag.wait_for(|down| *down).await;
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -130,5 +143,6 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+    shutdown_flag().send_replace(true);
     tracing::info!("shutdown requested, finishing in-flight requests");
 }

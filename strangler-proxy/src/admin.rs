@@ -96,6 +96,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/refresh", post(refresh))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "that method is not allowed on this admin endpoint",
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
@@ -121,8 +128,9 @@ async fn authorize(State(state): State<AdminState>, request: Request, next: Next
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     match presented {
         Some(token) if same(token.as_bytes(), state.token.as_bytes()) => next.run(request).await,
         _ => {
@@ -283,27 +291,19 @@ async fn refresh(State(state): State<AdminState>) -> Response {
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     let table = state.table.load();
+    let mut routes: Vec<(&str, &str, &crate::metrics::RouteMetrics)> = table
+        .routes
+        .iter()
+        .map(|r| (r.spec.name.as_str(), r.stage.name(), &*r.metrics))
+        .collect();
+    routes.push((UNMATCHED, "legacy", &table.unmatched));
+    let mut services = std::collections::BTreeMap::new();
+    services.insert(table.legacy.upstream.name.as_str(), &*table.legacy.metrics);
+    for r in &table.routes {
+        services.insert(r.target.upstream.name.as_str(), &*r.target.metrics);
+    }
     let mut out = String::new();
-    out.push_str("# TYPE strangler_route_requests_total counter\n");
-    out.push_str("# TYPE strangler_route_errors_total counter\n");
-    out.push_str("# TYPE strangler_route_served_total counter\n");
-    out.push_str("# TYPE strangler_route_stage gauge\n");
-    out.push_str("# TYPE strangler_route_latency_seconds histogram\n");
-    for r in &table.routes {
-        r.metrics.render(&mut out, &r.spec.name, r.stage.name());
-    }
-    table.unmatched.render(&mut out, UNMATCHED, "legacy");
-    out.push_str("# TYPE strangler_service_requests_total counter\n");
-    out.push_str("# TYPE strangler_service_errors_total counter\n");
-    out.push_str("# TYPE strangler_service_latency_seconds histogram\n");
-    let mut seen = std::collections::BTreeMap::new();
-    seen.insert(table.legacy.upstream.name.clone(), table.legacy.clone());
-    for r in &table.routes {
-        seen.insert(r.target.upstream.name.clone(), r.target.clone());
-    }
-    for (name, service) in &seen {
-        service.metrics.render(&mut out, name);
-    }
+    crate::metrics::render(&mut out, &routes, &services);
     out.push_str(&format!(
         "# TYPE strangler_table_generation gauge\nstrangler_table_generation {}\n",
         table.generation

@@ -136,7 +136,8 @@ pub struct ChangeArgs {
 }
 
 fn parse_wait(raw: &str) -> Result<Duration, String> {
-    plan::parse_duration(raw).ok_or_else(|| format!("`{raw}` is not a duration like 2s or 500ms"))
+    plan::parse_duration(raw)
+        .ok_or_else(|| format!("`{raw}` is not a duration above zero like 2s or 500ms"))
 }
 
 /// A failed command: its one-line reason and exit code.

@@ -107,6 +107,8 @@ pub fn rewrite_request_headers(
 pub enum ForwardErrorKind {
     /// The path cannot be normalized (encoded slash, NUL, …).
     BadPath,
+    /// The path names a participant's internal endpoint (`/_events`, …).
+    Internal,
     /// The request body is over the plan's cap.
     BodyTooLarge,
     /// No connection could be made to any instance.
@@ -121,6 +123,7 @@ impl ForwardErrorKind {
     fn status(self) -> StatusCode {
         match self {
             Self::BadPath => StatusCode::BAD_REQUEST,
+            Self::Internal => StatusCode::NOT_FOUND,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ConnectFailed | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -130,6 +133,7 @@ impl ForwardErrorKind {
     fn code(self) -> &'static str {
         match self {
             Self::BadPath => "bad_path",
+            Self::Internal => "internal_endpoint",
             Self::BodyTooLarge => "body_too_large",
             Self::ConnectFailed => "upstream_unreachable",
             Self::Timeout => "upstream_timeout",
@@ -240,6 +244,24 @@ impl Forwarder {
                 ));
             }
         };
+        if is_internal(&path) {
+            let error = ForwardError {
+                kind: ForwardErrorKind::Internal,
+                message: format!(
+                    "{path} is an internal endpoint between participants; it is not served through the proxy"
+                ),
+                route: UNMATCHED.to_string(),
+                service: None,
+            };
+            table.unmatched.record(None, 404, started.elapsed());
+            return Ok(finish(
+                error.into_response(),
+                UNMATCHED,
+                None,
+                &request_id,
+                table.served_by_headers,
+            ));
+        }
         let segments = split(&path);
         let (route_name, route_metrics, side, service, timeout) =
             match table.find(&parts.method, &segments) {
@@ -446,6 +468,13 @@ impl Forwarder {
             "no attempt left".to_string(),
         ))
     }
+}
+
+/// Paths whose first segment starts with `_` (the event feed `/_events`) are how participants
+/// talk to each other; clients never reach them through the proxy, or anyone could read every
+/// change or forge one.
+pub fn is_internal(path: &str) -> bool {
+    path.strip_prefix('/').is_some_and(|p| p.starts_with('_'))
 }
 
 fn is_idempotent(method: &Method) -> bool {

@@ -98,33 +98,6 @@ impl RouteMetrics {
             served_new: self.served_new.load(Ordering::Relaxed),
         }
     }
-
-    pub fn render(&self, out: &mut String, route: &str, stage: &str) {
-        let l = format!("route=\"{route}\"");
-        let _ = writeln!(
-            out,
-            "strangler_route_requests_total{{{l}}} {}",
-            self.requests.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "strangler_route_errors_total{{{l}}} {}",
-            self.errors.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "strangler_route_served_total{{{l},side=\"legacy\"}} {}",
-            self.served_legacy.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "strangler_route_served_total{{{l},side=\"new\"}} {}",
-            self.served_new.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(out, "strangler_route_stage{{{l},stage=\"{stage}\"}} 1");
-        self.latency
-            .render(out, "strangler_route_latency_seconds", &l);
-    }
 }
 
 impl ServiceMetrics {
@@ -135,21 +108,125 @@ impl ServiceMetrics {
         }
         self.latency.observe(elapsed);
     }
+}
 
-    pub fn render(&self, out: &mut String, service: &str) {
-        let l = format!("service=\"{service}\"");
+/// Renders every family in the Prometheus text format, each family's samples together.
+pub fn render(
+    out: &mut String,
+    routes: &[(&str, &str, &RouteMetrics)],
+    services: &std::collections::BTreeMap<&str, &ServiceMetrics>,
+) {
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    family(
+        out,
+        "strangler_route_requests_total",
+        "counter",
+        "Requests per route.",
+    );
+    for (route, _, m) in routes {
         let _ = writeln!(
             out,
-            "strangler_service_requests_total{{{l}}} {}",
-            self.requests.load(Ordering::Relaxed)
+            "strangler_route_requests_total{{route=\"{route}\"}} {}",
+            load(&m.requests)
+        );
+    }
+    family(
+        out,
+        "strangler_route_errors_total",
+        "counter",
+        "Answers with status 5xx per route.",
+    );
+    for (route, _, m) in routes {
+        let _ = writeln!(
+            out,
+            "strangler_route_errors_total{{route=\"{route}\"}} {}",
+            load(&m.errors)
+        );
+    }
+    family(
+        out,
+        "strangler_route_served_total",
+        "counter",
+        "Requests per route by the side that answered.",
+    );
+    for (route, _, m) in routes {
+        let _ = writeln!(
+            out,
+            "strangler_route_served_total{{route=\"{route}\",side=\"legacy\"}} {}",
+            load(&m.served_legacy)
         );
         let _ = writeln!(
             out,
-            "strangler_service_errors_total{{{l}}} {}",
-            self.errors.load(Ordering::Relaxed)
+            "strangler_route_served_total{{route=\"{route}\",side=\"new\"}} {}",
+            load(&m.served_new)
         );
-        self.latency
-            .render(out, "strangler_service_latency_seconds", &l);
+    }
+    family(
+        out,
+        "strangler_route_stage",
+        "gauge",
+        "The route's current stage (1).",
+    );
+    for (route, stage, _) in routes {
+        let _ = writeln!(
+            out,
+            "strangler_route_stage{{route=\"{route}\",stage=\"{stage}\"}} 1"
+        );
+    }
+    family(
+        out,
+        "strangler_route_latency_seconds",
+        "histogram",
+        "Time to answer, per route.",
+    );
+    for (route, _, m) in routes {
+        m.latency.render(
+            out,
+            "strangler_route_latency_seconds",
+            &format!("route=\"{route}\""),
+        );
+    }
+    family(
+        out,
+        "strangler_service_requests_total",
+        "counter",
+        "Requests sent per upstream service.",
+    );
+    for (service, m) in services {
+        let _ = writeln!(
+            out,
+            "strangler_service_requests_total{{service=\"{service}\"}} {}",
+            load(&m.requests)
+        );
+    }
+    family(
+        out,
+        "strangler_service_errors_total",
+        "counter",
+        "Connect failures, timeouts and 5xx per upstream service.",
+    );
+    for (service, m) in services {
+        let _ = writeln!(
+            out,
+            "strangler_service_errors_total{{service=\"{service}\"}} {}",
+            load(&m.errors)
+        );
+    }
+    family(
+        out,
+        "strangler_service_latency_seconds",
+        "histogram",
+        "Upstream time to answer, per service.",
+    );
+    for (service, m) in services {
+        m.latency.render(
+            out,
+            "strangler_service_latency_seconds",
+            &format!("service=\"{service}\""),
+        );
     }
 }
 

@@ -229,7 +229,8 @@ impl PathTemplate {
                     }
                 }
                 TemplateSegment::Param(_) => {
-                    if segments.get(i).is_none() {
+                    // `/students/` (an empty last segment) is not `/students/{id}`.
+                    if segments.get(i).is_none_or(|s| s.is_empty()) {
                         return false;
                     }
                 }
@@ -319,6 +320,11 @@ mod tests {
         assert!(t.matches(&split("/students/42/invoices")));
         assert!(!t.matches(&split("/students/42")));
         assert!(!t.matches(&split("/students/42/invoices/x")));
+        let one = PathTemplate::parse("/students/{id}").unwrap();
+        assert!(
+            !one.matches(&split("/students/")),
+            "an empty segment is no id"
+        );
         assert_eq!(t.param(&split("/students/42/invoices"), "id"), Some("42"));
         let tail = PathTemplate::parse("/finance/{*rest}").unwrap();
         assert!(tail.matches(&split("/finance/invoices/1/pay")));

@@ -43,8 +43,12 @@ pub enum UpError {
         addr: String,
         secs: u64,
     },
-    #[error("no service in the plan has a `run` command and none answers")]
+    #[error("no service in the plan has a `run` command")]
     Nothing,
+    #[error(
+        "service {service}: {addr} is already in use (is another stack running? stop it or change the plan)"
+    )]
+    PortBusy { service: String, addr: String },
     #[error(transparent)]
     Serve(#[from] crate::server::ServeError),
 }
@@ -182,6 +186,15 @@ async fn start_all(
             continue;
         };
         any = true;
+        // Something else answering on the service's address would pass for it.
+        if let Some(url) = service.urls.first()
+            && accepts(url).await
+        {
+            return Err(UpError::PortBusy {
+                service: service.name.clone(),
+                addr: url.authority().map(ToString::to_string).unwrap_or_default(),
+            });
+        }
         let program = resolve(&run[0], plan_dir).ok_or_else(|| UpError::NotFound {
             service: service.name.clone(),
             program: run[0].clone(),

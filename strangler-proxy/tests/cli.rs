@@ -335,4 +335,17 @@ fn up_reports_a_service_that_cannot_start() {
         "{}",
         stderr(&out)
     );
+
+    // A port something else already answers on is refused, not mistaken for the service.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let busy = base.replace("http://127.0.0.1:9", &format!("http://127.0.0.1:{port}"));
+    std::fs::write(&plan, format!("{busy}run = [\"true\"]\n")).unwrap();
+    let out = strangler(&plan, &["up"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is already in use"),
+        "{}",
+        stderr(&out)
+    );
 }

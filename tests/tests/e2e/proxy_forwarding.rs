@@ -187,6 +187,18 @@ async fn the_admin_api_is_on_its_own_port_behind_a_token() {
         .await;
     assert_eq!(wrong.status, 401);
 
+    let lowercase = admin
+        .send(
+            admin
+                .request(Method::GET, "/admin/status")
+                .header("authorization", format!("bearer {}", p.token)),
+        )
+        .await;
+    assert_eq!(lowercase.status, 200, "the scheme is case-insensitive");
+    let wrong_method = p.admin(Method::GET, "/admin/reload", true).await;
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.body["error"]["code"], "method_not_allowed");
+
     p.client.get("/students").await;
     let status = p.admin(Method::GET, "/admin/status", true).await;
     assert_eq!(status.status, 200);

@@ -128,7 +128,7 @@ pub fn document() -> Value {
               { "name": "wait", "in": "query", "description": "milliseconds to wait for an event (max 30000)", "schema": { "type": "integer", "default": 0 } } ],
             "responses": { "200": ok("a page of events", "FeedPage"), "400": error("bad query") } },
           "post": { "summary": "Apply events from another participant, idempotently by id", "requestBody": body("EventBatch"),
-            "responses": { "200": ok("what was applied", "ApplyReport"), "400": error("invalid event"), "422": error("unknown event type") } }
+            "responses": { "200": ok("what was applied; refused events are parked and counted as rejected", "ApplyReport"), "400": error("malformed event") } }
         },
         "/health": { "get": { "summary": "Liveness", "responses": { "200": { "description": "alive" } } } },
         "/ready": { "get": { "summary": "Readiness: the database answers", "responses": { "200": { "description": "ready" }, "503": error("database unreachable") } } },
@@ -199,7 +199,8 @@ fn schemas() -> Value {
       "FeedPage": { "type": "object", "properties": { "events": array_of("Event"), "next": s("integer"), "head": s("integer") } },
       "EventBatch": { "type": "object", "required": ["events"], "properties": { "events": array_of("Event") } },
       "ApplyReport": { "type": "object", "properties": {
-          "received": s("integer"), "applied": s("integer"), "duplicates": s("integer"), "stale": s("integer") } }
+          "received": s("integer"), "applied": s("integer"), "duplicates": s("integer"), "stale": s("integer"),
+          "rejected": s("integer"), "first_rejection": s("string") } }
     })
 }
 

@@ -94,7 +94,9 @@ async fn read(
         }
     }
     let next = events.last().map_or(after, |e| e.seq);
-    let head = (*state.db.subscribe().borrow()).max(next);
+    // The real head: a reader whose `after` is past it learns the feed went back (a restored
+    // database) instead of silently waiting.
+    let head = *state.db.subscribe().borrow();
     Ok(Json(FeedPage { events, next, head }))
 }
 
@@ -110,8 +112,9 @@ async fn apply(
             outbox::apply_batch(w, &batch.events, &*applier)
         })
         .await?;
-    if report.applied > 0 {
+    if report.applied > 0 || report.rejected > 0 {
         tracing::info!(
+            rejected = report.rejected,
             received = report.received,
             applied = report.applied,
             duplicates = report.duplicates,

@@ -8,10 +8,11 @@ use serde_json::Value;
 use crate::db::Migration;
 use crate::error::{ApiError, ApiResult};
 
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "outbox and entity versions",
-    sql: "
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "outbox and entity versions",
+        sql: "
         CREATE TABLE outbox (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             id TEXT NOT NULL UNIQUE,
@@ -30,7 +31,25 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (kind, key)
         ) WITHOUT ROWID;
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "parked events",
+        sql: "
+        CREATE TABLE parked_events (
+            id TEXT PRIMARY KEY,
+            origin TEXT NOT NULL,
+            type TEXT NOT NULL,
+            key TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            data TEXT NOT NULL,
+            error TEXT NOT NULL,
+            parked_at TEXT NOT NULL
+        );
+    ",
+    },
+];
 
 /// One change to one entity, as carried by the event feed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,7 +215,7 @@ pub fn has_version(conn: &Connection, kind: &str, key: &str) -> ApiResult<bool> 
 }
 
 /// What became of a batch of incoming events.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyReport {
     /// Events in the batch.
     pub received: usize,
@@ -206,6 +225,14 @@ pub struct ApplyReport {
     pub duplicates: usize,
     /// Events older than the version already held for their entity: acknowledged, ignored.
     pub stale: usize,
+    /// Events this participant refused (a conflict, a kind it does not hold): acknowledged
+    /// and parked in `parked_events` for an operator, so one bad event does not stop the
+    /// ones behind it. A parked event delivered again is tried again.
+    #[serde(default)]
+    pub rejected: usize,
+    /// Why the first refused event was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_rejection: Option<String>,
 }
 
 /// Applies one entity's state from an event to the participant's domain tables.
@@ -242,15 +269,66 @@ pub fn apply_batch(
             report.stale += 1;
             continue;
         }
-        applier(write.tx(), event).map_err(|err| ApiError {
-            message: format!(
-                "events[{i}] ({} {}): {}",
-                event.event_type, event.key, err.message
-            ),
-            ..err
-        })?;
-        write.record_applied(event)?;
-        report.applied += 1;
+        // Each event in a savepoint: a refused one leaves nothing behind.
+        write.tx().execute_batch("SAVEPOINT apply_event")?;
+        match applier(write.tx(), event) {
+            Ok(()) => {
+                write.tx().execute_batch("RELEASE apply_event")?;
+                write.record_applied(event)?;
+                write
+                    .tx()
+                    .execute("DELETE FROM parked_events WHERE id = ?1", [&event.id])?;
+                report.applied += 1;
+            }
+            // The participant itself failed (storage): the whole batch is retried later.
+            Err(err) if err.status.is_server_error() => {
+                write
+                    .tx()
+                    .execute_batch("ROLLBACK TO apply_event; RELEASE apply_event")?;
+                return Err(ApiError {
+                    message: format!(
+                        "events[{i}] ({} {}): {}",
+                        event.event_type, event.key, err.message
+                    ),
+                    ..err
+                });
+            }
+            Err(err) => {
+                write
+                    .tx()
+                    .execute_batch("ROLLBACK TO apply_event; RELEASE apply_event")?;
+                let why = format!(
+                    "{} {} from {}: {}: {}",
+                    event.event_type, event.key, event.origin, err.code, err.message
+                );
+                tracing::warn!(event = %event.id, reason = %why, "event parked");
+                park(write.tx(), event, &why)?;
+                report.rejected += 1;
+                report.first_rejection.get_or_insert(why);
+            }
+        }
     }
     Ok(report)
+}
+
+fn park(conn: &Connection, event: &Event, why: &str) -> ApiResult<()> {
+    let data = serde_json::to_string(&event.data)
+        .map_err(|err| ApiError::internal(format!("cannot encode event data: {err}")))?;
+    conn.execute(
+        "INSERT INTO parked_events (id, origin, type, key, version, at, data, error, parked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (id) DO UPDATE SET error = excluded.error, parked_at = excluded.parked_at",
+        rusqlite::params![
+            event.id,
+            event.origin,
+            event.event_type,
+            event.key,
+            event.version,
+            event.at,
+            data,
+            why,
+            crate::now()
+        ],
+    )?;
+    Ok(())
 }

@@ -304,19 +304,28 @@ fn link_rows(plan: &Plan, store: &Store) -> Result<Vec<crate::store::LinkProgres
 
 fn print_links(rows: &[crate::store::LinkProgress]) {
     println!(
-        "{:<28} {:>10} {:>10} {:>9} {:>9} {:>9}  LAST ERROR",
-        "LINK", "CHECKPOINT", "LAG EVTS", "LAG S", "APPLIED", "SKIPPED"
+        "{:<28} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  LAST ERROR",
+        "LINK", "CHECKPOINT", "LAG EVTS", "LAG S", "APPLIED", "SKIPPED", "REJECTED"
     );
     for p in rows {
         println!(
-            "{:<28} {:>10} {:>10} {:>9.1} {:>9} {:>9}  {}",
+            "{:<28} {:>10} {:>10} {:>9.1} {:>9} {:>9} {:>9}  {}",
             p.link,
             p.checkpoint,
             p.lag_events(),
             p.lag_seconds,
             p.applied,
             p.skipped,
+            p.rejected,
             p.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    for p in rows.iter().filter(|p| p.rejected > 0) {
+        println!(
+            "  {}: {} event(s) parked by the target; last: {}",
+            p.link,
+            p.rejected,
+            p.last_rejection.as_deref().unwrap_or("-")
         );
     }
 }
@@ -332,6 +341,7 @@ fn sync_status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
                     "link": p.link, "checkpoint": p.checkpoint, "head": p.head,
                     "lag_events": p.lag_events(), "lag_seconds": p.lag_seconds,
                     "applied": p.applied, "duplicates": p.duplicates, "skipped": p.skipped,
+                    "rejected": p.rejected, "last_rejection": p.last_rejection,
                     "last_error": p.last_error, "updated_ms": p.updated_ms,
                 })
             })

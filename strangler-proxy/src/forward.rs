@@ -90,9 +90,18 @@ pub fn rewrite_request_headers(
         headers.remove(X_FORWARDED_HOST);
     }
     let peer_ip = peer.ip().to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer_ip}"),
-        _ => peer_ip,
+    // A chain may arrive on several header lines; keep every hop, in order.
+    let prior: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let forwarded_for = if prior.is_empty() {
+        peer_ip
+    } else {
+        format!("{}, {peer_ip}", prior.join(", "))
     };
     headers.remove(&X_FORWARDED_FOR);
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
@@ -559,6 +568,12 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "shop.example");
         assert!(h.get(header::HOST).is_none());
         assert_eq!(h["x-request-id"], "req-1");
+
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "1.1.1.1".parse().unwrap());
+        h.append("x-forwarded-for", "2.2.2.2, 3.3.3.3".parse().unwrap());
+        rewrite_request_headers(&mut h, peer, &id);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.1.2.3");
 
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-host", "spoofed".parse().unwrap());

@@ -75,6 +75,10 @@ const MIGRATIONS: &[&str] = &[
         updated_ms INTEGER NOT NULL DEFAULT 0
     );
 ",
+    "
+    ALTER TABLE sync_links ADD COLUMN rejected INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sync_links ADD COLUMN last_rejection TEXT;
+",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -572,6 +576,9 @@ pub struct LinkProgress {
     pub applied: i64,
     pub duplicates: i64,
     pub skipped: i64,
+    /// Events the target refused and parked (see its `parked_events`), and the last reason.
+    pub rejected: i64,
+    pub last_rejection: Option<String>,
     pub last_error: Option<String>,
     pub updated_ms: i64,
 }
@@ -601,13 +608,26 @@ impl Store {
     pub fn advance(&self, p: &LinkProgress) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO sync_links (link, checkpoint, head, lag_seconds, applied, duplicates, skipped, last_error, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8)
+                "INSERT INTO sync_links (link, checkpoint, head, lag_seconds, applied, duplicates, skipped, last_error, updated_ms, rejected, last_rejection)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9, ?10)
                  ON CONFLICT (link) DO UPDATE SET checkpoint = MAX(checkpoint, excluded.checkpoint),
                      head = excluded.head, lag_seconds = excluded.lag_seconds,
                      applied = applied + excluded.applied, duplicates = duplicates + excluded.duplicates,
-                     skipped = skipped + excluded.skipped, last_error = NULL, updated_ms = excluded.updated_ms",
-                (&p.link, p.checkpoint, p.head, p.lag_seconds, p.applied, p.duplicates, p.skipped, now_ms()),
+                     skipped = skipped + excluded.skipped, last_error = NULL, updated_ms = excluded.updated_ms,
+                     rejected = rejected + excluded.rejected,
+                     last_rejection = COALESCE(excluded.last_rejection, last_rejection)",
+                rusqlite::params![
+                    p.link,
+                    p.checkpoint,
+                    p.head,
+                    p.lag_seconds,
+                    p.applied,
+                    p.duplicates,
+                    p.skipped,
+                    now_ms(),
+                    p.rejected,
+                    p.last_rejection
+                ],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -630,7 +650,8 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT link, checkpoint, head, lag_seconds, applied, duplicates, skipped, last_error, updated_ms
+                "SELECT link, checkpoint, head, lag_seconds, applied, duplicates, skipped, last_error, updated_ms,
+                        rejected, last_rejection
                  FROM sync_links ORDER BY link",
             )
             .map_err(|e| self.err(e))?;
@@ -646,6 +667,8 @@ impl Store {
                     skipped: r.get(6)?,
                     last_error: r.get(7)?,
                     updated_ms: r.get(8)?,
+                    rejected: r.get(9)?,
+                    last_rejection: r.get(10)?,
                 })
             })
             .map_err(|e| self.err(e))?

@@ -40,6 +40,12 @@ pub fn type_matches(patterns: &[String], event_type: &str) -> bool {
         })
 }
 
+/// What the target made of a pushed batch.
+enum Pushed {
+    Applied(ApplyReport),
+    TooLarge,
+}
+
 /// One link's relay.
 pub struct Relay {
     name: String,
@@ -125,29 +131,37 @@ impl Relay {
             .json()
             .await
             .map_err(|err| format!("reading {}'s feed: {err}", self.link.from))?;
+        if page.head < after {
+            return Err(format!(
+                "{}'s feed ends at {} but this link's checkpoint is {after}: was its database restored or replaced? \
+                 Events past {} would be missed; reset the link's checkpoint once the cause is known",
+                self.link.from, page.head, page.head
+            ));
+        }
         Ok(page)
     }
 
     /// Pushes what the target should see and stores the checkpoint.
     async fn deliver(&self, page: FeedPage) -> Result<usize, String> {
         let held = page.events.len();
+        let last_read_at = page.events.last().map(|e| e.at.clone());
         let (send, skipped): (Vec<Event>, Vec<Event>) = page.events.into_iter().partition(|e| {
             e.origin != self.link.to && type_matches(&self.link.types, &e.event_type)
         });
         let report = if send.is_empty() {
             ApplyReport::default()
         } else {
-            self.push(send).await?
+            self.push_all(send).await?
         };
+        // The next undelivered event is at least as old as the last one read.
         let lag_seconds = if page.next >= page.head {
             0.0
         } else {
-            let oldest_pending = skipped
-                .last()
-                .map(|e| e.at.as_str())
+            let last_read = last_read_at
+                .as_deref()
                 .and_then(parse_timestamp)
                 .unwrap_or_else(now_ms);
-            (now_ms() - oldest_pending).max(0) as f64 / 1000.0
+            (now_ms() - last_read).max(0) as f64 / 1000.0
         };
         let progress = LinkProgress {
             link: self.name.clone(),
@@ -157,6 +171,8 @@ impl Relay {
             applied: report.applied as i64,
             duplicates: (report.duplicates + report.stale) as i64,
             skipped: skipped.len() as i64,
+            rejected: report.rejected as i64,
+            last_rejection: report.first_rejection.clone(),
             last_error: None,
             updated_ms: now_ms(),
         };
@@ -164,15 +180,54 @@ impl Relay {
         Ok(held)
     }
 
-    async fn push(&self, events: Vec<Event>) -> Result<ApplyReport, String> {
+    /// Pushes `events`, halving a batch the target finds too large.
+    async fn push_all(&self, events: Vec<Event>) -> Result<ApplyReport, String> {
+        let mut pending = vec![events];
+        let mut total = ApplyReport::default();
+        while let Some(batch) = pending.pop() {
+            match self.push(&batch).await? {
+                Pushed::Applied(report) => {
+                    total.received += report.received;
+                    total.applied += report.applied;
+                    total.duplicates += report.duplicates;
+                    total.stale += report.stale;
+                    total.rejected += report.rejected;
+                    if total.first_rejection.is_none() {
+                        total.first_rejection = report.first_rejection;
+                    }
+                }
+                Pushed::TooLarge if batch.len() > 1 => {
+                    let mut first = batch;
+                    let second = first.split_off(first.len() / 2);
+                    // Keep order: the first half goes first.
+                    pending.push(second);
+                    pending.push(first);
+                }
+                Pushed::TooLarge => {
+                    return Err(format!(
+                        "{} refuses event {} as too large even alone",
+                        self.link.to, batch[0].id
+                    ));
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    async fn push(&self, events: &[Event]) -> Result<Pushed, String> {
         let response = self
             .client
             .post(format!("{}/_events", self.to_url))
-            .json(&EventBatch { events })
+            .json(&EventBatch {
+                events: events.to_vec(),
+            })
             .send()
             .await
             .map_err(|err| format!("pushing to {}: {err}", self.link.to))?;
         let status = response.status();
+        if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
+            return Ok(Pushed::TooLarge);
+        }
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
             return Err(format!(
@@ -183,6 +238,7 @@ impl Relay {
         response
             .json()
             .await
+            .map(Pushed::Applied)
             .map_err(|err| format!("reading {}'s answer: {err}", self.link.to))
     }
 

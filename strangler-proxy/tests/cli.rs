@@ -272,10 +272,13 @@ fn up_starts_the_services_serves_and_stops_them() {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
-    assert!(
-        lines.iter().any(|l| l.starts_with("[legacy] ")),
-        "child logs are prefixed: {lines:?}"
-    );
+    // The child's own log lines are forwarded as they come, prefixed with its name.
+    while !lines.iter().any(|l| l.starts_with("[legacy] ")) {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no prefixed child log line: {lines:?}"));
+        lines.push(line);
+    }
 
     // Through the demo proxy to the started service (which answers with its own 502 JSON).
     let addr = proxy_url.trim_start_matches("http://");

@@ -465,8 +465,8 @@ async fn health_ready_and_restart_keep_data() {
         .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
         .unwrap();
     assert_eq!(
-        migrations, 6,
-        "outbox + five domain migrations, each applied once"
+        migrations, 7,
+        "two outbox and five domain migrations, each applied once"
     );
 }
 

@@ -58,7 +58,17 @@ const MIGRATIONS: &[Migration] = &[
             );
         ",
     },
+    Migration {
+        version: 3,
+        name: "idempotency key lease",
+        sql: "ALTER TABLE enrollment_requests ADD COLUMN claimed_ms INTEGER NOT NULL DEFAULT 0;",
+    },
 ];
+
+/// How long a request holds its idempotency key: a retry within it is told the request is
+/// still in progress; after it, the retry takes over and resumes. Longer than the slowest
+/// enrollment (three calls of at most 5 s each).
+const LEASE_MS: i64 = 30_000;
 
 /// Header a client sends so that a retried enrollment is not made twice.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -100,6 +110,12 @@ struct NewEnrollment {
     student_id: String,
     course: String,
     term: String,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// What an idempotency key already stands for.
@@ -229,39 +245,58 @@ async fn enroll(
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .map(str::to_string);
-    match enroll_once(&state, mode, key.clone(), body).await {
+    let mut progress = Progress::NotClaimed;
+    let result = enroll_once(&state, mode, key.clone(), body, &mut progress).await;
+    match result {
         Ok((status, value)) => reply(status, value),
         Err(err) => {
-            // A business refusal is the final answer to this key; a failure of a dependency
-            // is not, so the key stays free for a retry.
-            if let (Some(key), WriteMode::Commit) = (key, mode) {
-                let final_answer = err.status.is_client_error();
-                let body = json!({ "error": { "code": err.code, "message": err.message } });
-                let status = err.status.as_u16();
-                let forgotten = state
-                    .db
-                    .write(WriteMode::Commit, move |w| {
-                        if final_answer {
-                            w.tx().execute(
-                                "UPDATE enrollment_requests SET state = 'done', status = ?2, response = ?3
-                                 WHERE idempotency_key = ?1 AND state = 'pending'",
-                                (&key, status, body.to_string()),
-                            )?;
-                        } else {
-                            w.tx().execute(
-                                "DELETE FROM enrollment_requests WHERE idempotency_key = ?1 AND state = 'pending'",
-                                [&key],
-                            )?;
-                        }
-                        Ok(())
-                    })
-                    .await;
-                if let Err(store) = forgotten {
-                    tracing::warn!(error = %store.message, "cannot record the outcome of an idempotent enrollment");
-                }
+            if let (Some(key), WriteMode::Commit, true) =
+                (key, mode, progress != Progress::NotClaimed)
+            {
+                record_failure(&state.db, key, &err, progress).await;
             }
             err.into_response()
         }
+    }
+}
+
+/// How far a request with an idempotency key got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// It does not hold the key (no key, dry run, or refused before claiming it).
+    NotClaimed,
+    /// It holds the key and has changed nothing anywhere yet.
+    Claimed,
+    /// It asked another service to change something.
+    Writing,
+}
+
+/// Settles a held key after a failure. A refusal before any change elsewhere is the key's
+/// final answer; after one, the outcome of that step may be unknown, so the key stays pending
+/// (lease released) and a retry resumes under the same enrollment id, finding what was done.
+async fn record_failure(db: &Database, key: String, err: &ApiError, progress: Progress) {
+    let final_answer = progress == Progress::Claimed && err.status.is_client_error();
+    let body = json!({ "error": { "code": err.code, "message": err.message } }).to_string();
+    let status = err.status.as_u16();
+    let settled = db
+        .write(WriteMode::Commit, move |w| {
+            if final_answer {
+                w.tx().execute(
+                    "UPDATE enrollment_requests SET state = 'done', status = ?2, response = ?3
+                     WHERE idempotency_key = ?1 AND state = 'pending'",
+                    (&key, status, body),
+                )?;
+            } else {
+                w.tx().execute(
+                    "UPDATE enrollment_requests SET claimed_ms = 0 WHERE idempotency_key = ?1 AND state = 'pending'",
+                    [&key],
+                )?;
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(store) = settled {
+        tracing::warn!(error = %store.message, "cannot record the outcome of an idempotent enrollment");
     }
 }
 
@@ -295,33 +330,44 @@ async fn claim(
     state
         .db
         .write(WriteMode::Commit, move |w| {
-            type Row = (String, String, String, Option<u16>, Option<String>);
+            type Row = (String, String, String, Option<u16>, Option<String>, i64);
             let row: Option<Row> = w
                 .tx()
                 .query_row(
-                    "SELECT fingerprint, enrollment_id, state, status, response FROM enrollment_requests
-                     WHERE idempotency_key = ?1",
+                    "SELECT fingerprint, enrollment_id, state, status, response, claimed_ms
+                     FROM enrollment_requests WHERE idempotency_key = ?1",
                     [&key],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
                 )
                 .optional()?;
+            let now = now_ms();
             match row {
-                Some((known, _, _, _, _)) if known != fingerprint => Err(ApiError::conflict(
+                Some((known, ..)) if known != fingerprint => Err(ApiError::conflict(
                     "idempotency_key_reused",
                     format!("Idempotency-Key {key} was used for a different enrollment"),
                 )),
-                Some((_, _, state, Some(status), Some(response))) if state == "done" => {
+                Some((_, _, state, Some(status), Some(response), _)) if state == "done" => {
                     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
                     let value = serde_json::from_str(&response).unwrap_or(Value::Null);
                     Ok(Prior::Done(status, value))
                 }
-                Some((_, enrollment_id, _, _, _)) => Ok(Prior::Pending(enrollment_id)),
+                Some((.., claimed_ms)) if now - claimed_ms < LEASE_MS => Err(ApiError::conflict(
+                    "request_in_progress",
+                    format!("an enrollment with Idempotency-Key {key} is still in progress; retry in a few seconds"),
+                )),
+                Some((_, enrollment_id, ..)) => {
+                    w.tx().execute(
+                        "UPDATE enrollment_requests SET claimed_ms = ?2 WHERE idempotency_key = ?1",
+                        (&key, now),
+                    )?;
+                    Ok(Prior::Pending(enrollment_id))
+                }
                 None => {
                     let id = participant::new_id();
                     w.tx().execute(
-                        "INSERT INTO enrollment_requests (idempotency_key, fingerprint, enrollment_id, state, created_at)
-                         VALUES (?1, ?2, ?3, 'pending', ?4)",
-                        (&key, &fingerprint, &id, participant::now()),
+                        "INSERT INTO enrollment_requests (idempotency_key, fingerprint, enrollment_id, state, created_at, claimed_ms)
+                         VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
+                        (&key, &fingerprint, &id, participant::now(), now),
                     )?;
                     Ok(Prior::Claimed(id))
                 }
@@ -335,6 +381,7 @@ async fn enroll_once(
     mode: WriteMode,
     key: Option<String>,
     body: NewEnrollment,
+    progress: &mut Progress,
 ) -> ApiResult<(StatusCode, Value)> {
     let course = fields::text("course", &body.course, 100)?;
     let term = fields::term("term", &body.term)?;
@@ -342,8 +389,14 @@ async fn enroll_once(
     let fingerprint = format!("{student_id}\n{course}\n{term}");
     let (enrollment_id, resuming) = match claim(state, key.clone(), fingerprint, mode).await? {
         Prior::Done(status, value) => return Ok((status, value)),
-        Prior::Pending(id) => (id, true),
-        Prior::Claimed(id) => (id, false),
+        Prior::Pending(id) => {
+            *progress = Progress::Writing;
+            (id, true)
+        }
+        Prior::Claimed(id) => {
+            *progress = Progress::Claimed;
+            (id, false)
+        }
         Prior::New => (participant::new_id(), false),
     };
     let d = &state.downstream;
@@ -352,7 +405,10 @@ async fn enroll_once(
         return Err(enrollments::already_enrolled(&course, &term));
     }
 
-    let invoice = tuition_invoice(
+    if *progress == Progress::Claimed {
+        *progress = Progress::Writing;
+    }
+    let issued = tuition_invoice(
         d,
         &enrollment_id,
         &student_id,
@@ -361,7 +417,27 @@ async fn enroll_once(
         resuming,
         mode,
     )
-    .await?;
+    .await;
+    let invoice = match issued {
+        Ok(invoice) => invoice,
+        Err(err) => {
+            // The students service just confirmed the student: finance not knowing them is
+            // its read model lagging, not a refusal.
+            if err.code == "unknown_student" {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "dependency_unavailable",
+                    format!(
+                        "the finance service does not know student {student_id} yet; retry shortly"
+                    ),
+                ));
+            }
+            if err.status.is_server_error() {
+                cancel_unknown_invoice(d, &student_id, &enrollment_id, mode).await;
+            }
+            return Err(err);
+        }
+    };
     let reward: Reward = match d
         .post_json(
             Service::Gamification,
@@ -429,6 +505,23 @@ async fn enroll_once(
         return Err(err);
     }
     Ok((StatusCode::CREATED, value))
+}
+
+/// An invoice request that failed without an answer may still have been carried out: look
+/// for it by enrollment id and cancel it (best effort; a retry under the same key would find
+/// and reuse it otherwise).
+async fn cancel_unknown_invoice(
+    d: &Downstream,
+    student_id: &str,
+    enrollment_id: &str,
+    mode: WriteMode,
+) {
+    if let Ok(invoices) = invoices_of(d, student_id, mode).await {
+        let issued = invoices
+            .iter()
+            .find(|i| i.enrollment_id.as_deref() == Some(enrollment_id) && i.status == "open");
+        compensate(d, issued, None, mode).await;
+    }
 }
 
 /// Undoes the steps that succeeded: cancels the invoice, revokes the reward. A compensation

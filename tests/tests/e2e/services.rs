@@ -562,6 +562,18 @@ async fn an_enrollment_that_cannot_finish_leaves_nothing_half_done() {
     assert_eq!(s.enrollment.count("enrollments"), 0);
     assert_eq!(s.gamification.count("rewards"), 0, "no orphan reward");
 
+    // The key stays claimed (its outcome elsewhere could have been unknown), lease released.
+    let (state, claimed): (String, i64) = s
+        .enrollment
+        .sql()
+        .query_row(
+            "SELECT state, claimed_ms FROM enrollment_requests WHERE idempotency_key = 'try-1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((state.as_str(), claimed), ("pending", 0));
+
     // Back up: the same key now enrolls, once.
     s.finance.resume().await;
     let first = e.send(enroll("try-1")).await;
@@ -579,6 +591,51 @@ async fn an_enrollment_that_cannot_finish_leaves_nothing_half_done() {
         )
         .await;
     assert_eq!(reused.status, 409);
+
+    // A retry while the first attempt still holds the key is told to wait, not run twice.
+    s.enrollment
+        .sql()
+        .execute(
+            "INSERT INTO enrollment_requests (idempotency_key, fingerprint, enrollment_id, state, created_at, claimed_ms)
+             VALUES ('busy', ?1, '01900000-0000-7000-8000-0000000000ab', 'pending', 'now', ?2)",
+            (
+                format!("{student}\nCS202\n2026-fall"),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as i64,
+            ),
+        )
+        .unwrap();
+    let busy = e
+        .send(
+            e.request(Method::POST, "/enrollments")
+                .header("idempotency-key", "busy")
+                .json(&json!({ "student_id": student, "course": "CS202", "term": "2026-fall" })),
+        )
+        .await;
+    assert_eq!(busy.status, 409, "{}", busy.body);
+    assert_eq!(busy.body["error"]["code"], "request_in_progress");
+    // Once its lease is over, a retry takes the request over under the same enrollment id.
+    s.enrollment
+        .sql()
+        .execute(
+            "UPDATE enrollment_requests SET claimed_ms = 0 WHERE idempotency_key = 'busy'",
+            [],
+        )
+        .unwrap();
+    let taken_over = e
+        .send(
+            e.request(Method::POST, "/enrollments")
+                .header("idempotency-key", "busy")
+                .json(&json!({ "student_id": student, "course": "CS202", "term": "2026-fall" })),
+        )
+        .await
+        .expect(201);
+    assert_eq!(
+        taken_over["enrollment"]["id"],
+        "01900000-0000-7000-8000-0000000000ab"
+    );
 
     // Gamification is down after the invoice is issued: the invoice is cancelled.
     s.gamification.halt().await;
@@ -601,12 +658,12 @@ async fn an_enrollment_that_cannot_finish_leaves_nothing_half_done() {
         .collect();
     assert_eq!(
         statuses,
-        ["open", "cancelled"],
+        ["open", "open", "cancelled"],
         "the compensated invoice is cancelled"
     );
     assert_eq!(
         s.enrollment.count("enrollments"),
-        1,
+        2,
         "no half-done enrollment"
     );
 
@@ -619,7 +676,7 @@ async fn an_enrollment_that_cannot_finish_leaves_nothing_half_done() {
         )
         .await;
     assert_eq!(dry.status, 201, "{}", dry.body);
-    assert_eq!(s.enrollment.count("enrollments"), 1);
-    assert_eq!(s.finance.count("invoices"), 2);
-    assert_eq!(s.gamification.count("rewards"), 1);
+    assert_eq!(s.enrollment.count("enrollments"), 2);
+    assert_eq!(s.finance.count("invoices"), 3);
+    assert_eq!(s.gamification.count("rewards"), 2);
 }

@@ -98,11 +98,27 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<SyncCommand>,
     },
+    /// Compare two JSON (or text) files the way shadow traffic is compared. Exits 0 when
+    /// they are the same, 1 when they differ.
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: DiffFormat,
+    },
     /// Validate a plan.
     Plan {
         #[command(subcommand)]
         command: PlanCommand,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DiffFormat {
+    /// One line per difference: JSON Pointer, kind, both values.
+    Text,
+    /// An RFC 6902 patch that turns A into B.
+    JsonPatch,
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +213,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Command::Diff { a, b, format } => diff_files(&a, &b, format),
         Command::Serve => serve(load_plan(&cli.plan)?).await,
         Command::Sync { command: None } => run_sync(load_plan(&cli.plan)?).await,
         Command::Sync {
@@ -262,6 +279,54 @@ async fn serve(plan: Plan) -> Result<(), CliError> {
     participant::server::shutdown_signal().await;
     proxy.stop().await;
     Ok(())
+}
+
+fn diff_files(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    format: DiffFormat,
+) -> Result<(), CliError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|err| CliError {
+            code: 2,
+            message: format!("cannot read {}: {err}", p.display()),
+        })
+    };
+    let (x, y) = (read(a)?, read(b)?);
+    let same = match format {
+        DiffFormat::JsonPatch => {
+            let parse = |bytes: &[u8], p: &std::path::Path| {
+                serde_json::from_slice::<Value>(bytes).map_err(|err| CliError {
+                    code: 2,
+                    message: format!("{} is not JSON: {err}", p.display()),
+                })
+            };
+            let patch = crate::diff::json_patch(&parse(&x, a)?, &parse(&y, b)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&patch).unwrap_or_default()
+            );
+            patch.is_empty()
+        }
+        DiffFormat::Text => {
+            let diffs = crate::diff::diff_bodies(&x, &y, &crate::diff::Rules::default());
+            if diffs.is_empty() {
+                println!("no differences");
+            } else {
+                println!("{}", crate::diff::render_text(&diffs));
+            }
+            diffs.is_empty()
+        }
+    };
+    if same {
+        Ok(())
+    } else {
+        // Like diff(1): 1 means "they differ", the output says how.
+        Err(CliError {
+            code: 1,
+            message: String::new(),
+        })
+    }
 }
 
 async fn run_sync(plan: Plan) -> Result<(), CliError> {

@@ -8,6 +8,7 @@
 //! - [`routing`]: the route table (most specific template wins) and the canary split;
 //! - [`upstream`]: service instances, round-robin, passive health;
 //! - [`forward`]: the forwarding path (headers, body cap, timeouts, JSON errors);
+//! - [`diff`]: the diff engine (structural JSON, text, JSON Patch);
 //! - [`server`]: a running proxy: data-plane and admin listeners, graceful shutdown;
 //! - [`control`]: the thread that watches the state store and swaps the route table;
 //! - [`store`]: the SQLite state store (stages, audit log, live proxies, counters);
@@ -22,6 +23,7 @@
 pub mod admin;
 pub mod cli;
 pub mod control;
+pub mod diff;
 pub mod forward;
 pub mod metrics;
 pub mod path;

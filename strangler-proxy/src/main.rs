@@ -11,7 +11,9 @@ async fn main() {
     };
     strangler_proxy::init_tracing(default_level);
     if let Err(err) = cli::run(cli).await {
-        eprintln!("strangler: {}", err.message);
+        if !err.message.is_empty() {
+            eprintln!("strangler: {}", err.message);
+        }
         std::process::exit(err.code);
     }
 }

@@ -43,8 +43,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Legacy answers; the new service is sent a compared copy (serves as legacy until
-    /// shadow diffing is built).
+    /// Legacy answers; the new service is sent a copy and the answers are compared.
     Shadow {
         route: String,
         #[command(flatten)]
@@ -55,12 +54,18 @@ pub enum Command {
         route: String,
         #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
         percent: u8,
+        /// Go ahead although the cutover gate is closed (the audit log says so).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         change: ChangeArgs,
     },
-    /// The new service answers the route.
+    /// The new service answers the route (refused unless its shadow comparisons pass the gate).
     Cutover {
         route: String,
+        /// Go ahead although the cutover gate is closed (the audit log says so).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         change: ChangeArgs,
     },
@@ -98,6 +103,16 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<SyncCommand>,
     },
+    /// Shadow-diff report: match rate, mismatching paths, noise, sample diffs, latency.
+    Report {
+        /// One route (default: every route).
+        route: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Compare two JSON (or text) files the way shadow traffic is compared. Exits 0 when
     /// they are the same, 1 when they differ.
     Diff {
@@ -111,6 +126,14 @@ pub enum Command {
         #[command(subcommand)]
         command: PlanCommand,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Md,
+    Html,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -214,6 +237,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Diff { a, b, format } => diff_files(&a, &b, format),
+        Command::Report { route, format, out } => {
+            shadow_report(&load_plan(&cli.plan)?, route, format, out)
+        }
         Command::Serve => serve(load_plan(&cli.plan)?).await,
         Command::Sync { command: None } => run_sync(load_plan(&cli.plan)?).await,
         Command::Sync {
@@ -232,20 +258,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Canary {
             route,
             percent,
+            force,
             change,
         } => {
-            change_one(
-                &load_plan(&cli.plan)?,
-                route,
-                Move::Canary(percent),
-                false,
-                change,
-            )
-            .await
+            let plan = load_plan(&cli.plan)?;
+            change_one(&plan, route, Move::Canary(percent), force, change).await
         }
-        Command::Cutover { route, change } => {
-            change_one(&load_plan(&cli.plan)?, route, Move::Cutover, false, change).await
-        }
+        Command::Cutover {
+            route,
+            force,
+            change,
+        } => change_one(&load_plan(&cli.plan)?, route, Move::Cutover, force, change).await,
         Command::Retire { route, change } => {
             change_one(&load_plan(&cli.plan)?, route, Move::Retire, false, change).await
         }
@@ -279,6 +302,41 @@ async fn serve(plan: Plan) -> Result<(), CliError> {
     participant::server::shutdown_signal().await;
     proxy.stop().await;
     Ok(())
+}
+
+fn shadow_report(
+    plan: &Plan,
+    route: Option<String>,
+    format: ReportFormat,
+    out: Option<PathBuf>,
+) -> Result<(), CliError> {
+    if let Some(route) = &route
+        && !plan.routes.iter().any(|r| &r.name == route)
+    {
+        return Err(RolloutError::UnknownRoute {
+            route: route.clone(),
+            known: plan::route_names(plan),
+        }
+        .into());
+    }
+    let store = Store::open(&plan.proxy.state)?;
+    let reports = crate::report::gather(plan, &store, route.as_deref())?;
+    let rendered = match format {
+        ReportFormat::Text => crate::report::text(&reports),
+        ReportFormat::Md => crate::report::markdown(&reports),
+        ReportFormat::Html => crate::report::html(&reports),
+        ReportFormat::Json => {
+            serde_json::to_string_pretty(&crate::report::json(&reports)).unwrap_or_default()
+        }
+    };
+    match out {
+        Some(path) => std::fs::write(&path, rendered)
+            .map_err(|err| CliError::failed(format!("cannot write {}: {err}", path.display()))),
+        None => {
+            print!("{rendered}");
+            Ok(())
+        }
+    }
 }
 
 fn diff_files(
@@ -481,7 +539,7 @@ fn report(route: &str, outcome: &Outcome, json_out: bool) -> Result<(), CliError
                 );
             } else {
                 let shadow_note = if change.to == Stage::Shadow {
-                    " (shadow serves as legacy until shadow diffing is built)"
+                    " (the monolith answers; copies go to the service and are compared: see `strangler report`)"
                 } else {
                     ""
                 };
@@ -577,9 +635,12 @@ fn status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
             .copied()
             .unwrap_or(route.initial_stage);
         let c = counters.get(&route.name).cloned().unwrap_or_default();
+        let shadow = store.shadow_summary(&route.name)?;
         rows.push(json!({
             "route": route.name, "service": route.service, "stage": stage.name(),
             "percent_new": stage.percent_new(),
+            "compared": shadow.count("compared"),
+            "match_rate": shadow.mismatch_rate().map(|m| 1.0 - m),
             "requests": c.requests, "errors": c.errors,
             "served_legacy": c.served_legacy, "served_new": c.served_new,
         }));
@@ -611,27 +672,34 @@ fn status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
         return Ok(());
     }
     println!(
-        "{:<16} {:<14} {:<9} {:>14} {:>10} {:>8} {:>16}",
-        "ROUTE", "SERVICE", "STAGE", "LEGACY/NEW %", "REQUESTS", "ERRORS", "SERVED LEG/NEW"
+        "{:<16} {:<14} {:<9} {:>14} {:>10} {:>8} {:>16} {:>16}",
+        "ROUTE",
+        "SERVICE",
+        "STAGE",
+        "LEGACY/NEW %",
+        "REQUESTS",
+        "ERRORS",
+        "SERVED LEG/NEW",
+        "MATCH (COMPARED)"
     );
-    let mut shadow = false;
     for row in &rows {
         let stage = row["stage"].as_str().unwrap_or_default();
-        shadow |= stage == "shadow";
         let p = row["percent_new"].as_u64().unwrap_or(0);
+        let matched = match row["match_rate"].as_f64() {
+            Some(r) => format!("{:.2} % ({})", r * 100.0, row["compared"]),
+            None => "-".to_string(),
+        };
         println!(
-            "{:<16} {:<14} {:<9} {:>14} {:>10} {:>8} {:>16}",
+            "{:<16} {:<14} {:<9} {:>14} {:>10} {:>8} {:>16} {:>16}",
             row["route"].as_str().unwrap_or_default(),
             row["service"].as_str().unwrap_or_default(),
-            if stage == "shadow" { "shadow*" } else { stage },
+            stage,
             format!("{}/{}", 100 - p, p),
             row["requests"].as_u64().unwrap_or(0),
             row["errors"].as_u64().unwrap_or(0),
             format!("{}/{}", row["served_legacy"], row["served_new"]),
+            matched,
         );
-    }
-    if shadow {
-        println!("* shadow serves as legacy until shadow diffing is built");
     }
     if proxies.is_empty() {
         println!(

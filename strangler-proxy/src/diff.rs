@@ -26,6 +26,19 @@ pub enum Kind {
     ArrayLength,
 }
 
+impl Kind {
+    /// The machine name (as serialized): `value_changed`, `type_changed`, …
+    pub fn code(self) -> &'static str {
+        match self {
+            Kind::ValueChanged => "value_changed",
+            Kind::TypeChanged => "type_changed",
+            Kind::Missing => "missing",
+            Kind::Extra => "extra",
+            Kind::ArrayLength => "array_length",
+        }
+    }
+}
+
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -21,12 +21,15 @@ use serde_json::json;
 use crate::metrics::Side;
 use crate::path::{normalize, split};
 use crate::routing::{RouteTable, Service, UNMATCHED, choose_side};
+use crate::shadow::{self, Leg, Recorder, ResponseCapture, TeeBody, Unmirrored};
+use crate::stage::Stage;
 use crate::upstream::Upstream;
 
-/// Body sent upstream: the client's, capped, or nothing.
-pub type UpstreamBody = Either<Limited<Incoming>, Empty<Bytes>>;
-/// Body sent to the client: the upstream's, streamed, or the proxy's own JSON.
-pub type ClientBody = Either<Incoming, Full<Bytes>>;
+/// Body sent upstream: the client's, capped (and teed for a shadow leg), or nothing.
+pub type UpstreamBody = Either<TeeBody<Limited<Incoming>>, Empty<Bytes>>;
+/// Body sent to the client: the upstream's, streamed (and teed for a shadow leg), or the
+/// proxy's own JSON.
+pub type ClientBody = Either<TeeBody<Incoming>, Full<Bytes>>;
 
 /// Idle upstream connections are closed after this; below the upstreams' own idle timeouts
 /// so the proxy, not the upstream, closes an idle connection.
@@ -183,24 +186,32 @@ pub struct Forwarder {
     /// The table requests are routed by; swapped whole by the control plane.
     pub table: Arc<ArcSwap<RouteTable>>,
     client: Client<HttpConnector, UpstreamBody>,
+    /// Client of the shadow legs (their bodies are buffered copies).
+    shadow_client: Client<HttpConnector, Full<Bytes>>,
+    /// Where shadow results go.
+    recorder: Recorder,
     /// Prefix of generated request ids (unique per proxy process).
     id_prefix: String,
     next_id: AtomicU64,
 }
 
 impl Forwarder {
-    pub fn new(table: Arc<ArcSwap<RouteTable>>, proxy_id: &str) -> Self {
+    pub fn new(table: Arc<ArcSwap<RouteTable>>, proxy_id: &str, recorder: Recorder) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let builder = {
+            let mut b = Client::builder(TokioExecutor::new());
+            b.pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+                .pool_timer(TokioTimer::new());
+            b
+        };
         Self {
             table,
-            client,
+            client: builder.build(connector.clone()),
+            shadow_client: builder.build(connector),
+            recorder,
             id_prefix: proxy_id
                 .chars()
                 .filter(char::is_ascii_alphanumeric)
@@ -272,30 +283,30 @@ impl Forwarder {
             ));
         }
         let segments = split(&path);
-        let (route_name, route_metrics, side, service, timeout) =
-            match table.find(&parts.method, &segments) {
-                Some((route, template)) => {
-                    let side = choose_side(route, template, &segments, &parts.headers);
-                    let service = match side {
-                        Side::Legacy => &table.legacy,
-                        Side::New => &route.target,
-                    };
-                    (
-                        route.spec.name.as_str(),
-                        &route.metrics,
-                        side,
-                        service,
-                        route.spec.timeout,
-                    )
-                }
-                None => (
-                    UNMATCHED,
-                    &table.unmatched,
-                    Side::Legacy,
-                    &table.legacy,
-                    table.default_timeout,
-                ),
-            };
+        let found = table.find(&parts.method, &segments);
+        let (route_name, route_metrics, side, service, timeout) = match found {
+            Some((route, template)) => {
+                let side = choose_side(route, template, &segments, &parts.headers);
+                let service = match side {
+                    Side::Legacy => &table.legacy,
+                    Side::New => &route.target,
+                };
+                (
+                    route.spec.name.as_str(),
+                    &route.metrics,
+                    side,
+                    service,
+                    route.spec.timeout,
+                )
+            }
+            None => (
+                UNMATCHED,
+                &table.unmatched,
+                Side::Legacy,
+                &table.legacy,
+                table.default_timeout,
+            ),
+        };
         let path_and_query = match parts.uri.query() {
             Some(q) => format!("{path}?{q}"),
             None => path,
@@ -306,6 +317,43 @@ impl Forwarder {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        // A shadow leg for this request, if its stage mirrors and the leg is allowed one.
+        let mirror = found.and_then(|(route, _)| {
+            let candidate = match route.stage {
+                Stage::Shadow => route.target.clone(),
+                Stage::Cutover | Stage::Retired if route.spec.shadow.reverse => {
+                    table.legacy.clone()
+                }
+                _ => return None,
+            };
+            let spec = &route.spec.shadow;
+            let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+            let refused = if (crate::routing::roll() as f64) >= spec.sample_percent {
+                Some(Unmirrored::SampledOut)
+            } else if !safe && spec.writes == crate::plan::ShadowWrites::Skip {
+                Some(Unmirrored::WriteSkipped)
+            } else if declared.is_some_and(|n| n > spec.max_body_bytes as u64) {
+                Some(Unmirrored::TooLarge)
+            } else {
+                None
+            };
+            if let Some(reason) = refused {
+                self.recorder
+                    .send(&route.spec.name, shadow::Outcome::Unmirrored(reason));
+                return None;
+            }
+            match Arc::clone(&route.shadow_slots).try_acquire_owned() {
+                Ok(permit) => Some((route, candidate, permit)),
+                Err(_) => {
+                    self.recorder.send(
+                        &route.spec.name,
+                        shadow::Outcome::Unmirrored(Unmirrored::Busy),
+                    );
+                    None
+                }
+            }
+        });
+        let mut shadow_parts = None;
         let result = if declared.is_some_and(|n| n > table.max_body_bytes) {
             Err(ForwardError {
                 kind: ForwardErrorKind::BodyTooLarge,
@@ -315,29 +363,94 @@ impl Forwarder {
             })
         } else {
             rewrite_request_headers(&mut parts.headers, peer, &request_id);
+            let mut request_capture = None;
             let body = if body.is_end_stream() {
                 Either::Right(Empty::new())
             } else {
                 let cap = usize::try_from(table.max_body_bytes).unwrap_or(usize::MAX);
-                Either::Left(Limited::new(body, cap))
+                let limited = Limited::new(body, cap);
+                match &mirror {
+                    Some((route, _, _)) => {
+                        let (tee, rx) = TeeBody::capture(limited, route.spec.shadow.max_body_bytes);
+                        request_capture = Some(rx);
+                        Either::Left(tee)
+                    }
+                    None => Either::Left(TeeBody::passthrough(limited)),
+                }
             };
-            self.send(
-                parts.method.clone(),
-                parts.headers,
-                body,
-                &path_and_query,
-                route_name,
-                service,
-                timeout,
-            )
-            .await
+            if let Some((route, candidate, permit)) = mirror {
+                shadow_parts = Some((
+                    route,
+                    candidate,
+                    permit,
+                    parts.headers.clone(),
+                    request_capture,
+                ));
+            }
+            let sent_at = Instant::now();
+            let sent = self
+                .send(
+                    parts.method.clone(),
+                    parts.headers,
+                    body,
+                    &path_and_query,
+                    route_name,
+                    service,
+                    timeout,
+                )
+                .await;
+            sent.map(|r| (r, sent_at.elapsed()))
         };
         let response = match result {
-            Ok(mut response) => {
+            Ok((mut response, primary_elapsed)) => {
                 strip_hop_by_hop(response.headers_mut());
-                response.map(Either::Left)
+                match shadow_parts {
+                    Some((route, candidate, permit, headers, request_body)) => {
+                        let spec = route.spec.shadow.clone();
+                        let status = response.status().as_u16();
+                        let response_headers = shadow::header_pairs(response.headers());
+                        let (response, body_rx) = {
+                            let (head, body) = response.into_parts();
+                            let (tee, rx) = TeeBody::capture(body, spec.max_body_bytes);
+                            (Response::from_parts(head, tee), rx)
+                        };
+                        let leg = Leg {
+                            route: route.spec.name.clone(),
+                            rules: route.spec.rules.clone(),
+                            spec,
+                            method: parts.method.clone(),
+                            path_and_query: path_and_query.clone(),
+                            headers,
+                            request_body,
+                            primary: service.clone(),
+                            candidate,
+                            primary_answer: ResponseCapture {
+                                status,
+                                headers: response_headers,
+                                body: body_rx,
+                            },
+                            primary_ms: primary_elapsed.as_secs_f64() * 1000.0,
+                            request_id: request_id.to_str().unwrap_or_default().to_string(),
+                            permit,
+                        };
+                        tokio::spawn(shadow::run(
+                            leg,
+                            self.shadow_client.clone(),
+                            self.recorder.clone(),
+                            crate::routing::roll(),
+                        ));
+                        response.map(Either::Left)
+                    }
+                    None => response.map(|b| Either::Left(TeeBody::passthrough(b))),
+                }
             }
             Err(err) => {
+                if let Some((route, ..)) = &shadow_parts {
+                    self.recorder.send(
+                        &route.spec.name,
+                        shadow::Outcome::Unmirrored(Unmirrored::Incomplete),
+                    );
+                }
                 if err.kind != ForwardErrorKind::BodyTooLarge {
                     tracing::warn!(
                         route = %err.route,

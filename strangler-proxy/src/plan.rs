@@ -61,6 +61,40 @@ struct RawPlan {
     routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     sync: Vec<Spanned<RawSync>>,
+    /// Defaults of every route's cutover gate.
+    gate: Option<Spanned<RawGate>>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawGate {
+    min_comparisons: Option<Spanned<i64>>,
+    max_mismatch_rate: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShadow {
+    sample: Option<Spanned<f64>>,
+    writes: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    max_in_flight: Option<Spanned<i64>>,
+    max_body: Option<Spanned<String>>,
+    noise_sample: Option<Spanned<f64>>,
+    reverse_shadow: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompare {
+    #[serde(default)]
+    ignore: Vec<Spanned<String>>,
+    tolerance: Option<Spanned<f64>>,
+    #[serde(default)]
+    sets: Vec<Spanned<String>>,
+    #[serde(default)]
+    keyed: BTreeMap<String, String>,
+    headers: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +128,9 @@ struct RawRoute {
     stage: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     canary: Option<Spanned<RawCanary>>,
+    shadow: Option<Spanned<RawShadow>>,
+    compare: Option<Spanned<RawCompare>>,
+    gate: Option<Spanned<RawGate>>,
 }
 
 #[derive(Deserialize)]
@@ -184,6 +221,71 @@ pub struct RouteSpec {
     pub initial_stage: Stage,
     pub timeout: Duration,
     pub sticky: Option<Sticky>,
+    /// How the shadow leg mirrors this route.
+    pub shadow: ShadowSpec,
+    /// How its answers are compared.
+    pub rules: crate::diff::Rules,
+    /// What `canary` and `cutover` require of its comparisons.
+    pub gate: GateSpec,
+}
+
+/// What happens to writes (unsafe methods) in shadow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowWrites {
+    /// Not mirrored (counted as unmirrored `write_skipped`).
+    Skip,
+    /// Mirrored with `x-strangler-dry-run: 1`: executed and rolled back by the candidate.
+    DryRun,
+}
+
+/// A route's shadow leg.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowSpec {
+    /// Share of requests mirrored, 0–100 %.
+    pub sample_percent: f64,
+    pub writes: ShadowWrites,
+    /// The candidate's own timeout.
+    pub timeout: Duration,
+    /// Mirrored requests in flight at once for this route; beyond, skipped (`busy`).
+    pub max_in_flight: usize,
+    /// Largest request or response body compared; beyond, skipped (`too_large`).
+    pub max_body_bytes: usize,
+    /// Share of mirrored safe requests also sent to the primary a second time, to learn
+    /// which paths differ by themselves (noise).
+    pub noise_percent: f64,
+    /// In cutover, mirror to the monolith and compare the other way round.
+    pub reverse: bool,
+}
+
+impl Default for ShadowSpec {
+    fn default() -> Self {
+        Self {
+            sample_percent: 100.0,
+            writes: ShadowWrites::Skip,
+            timeout: Duration::from_secs(5),
+            max_in_flight: 64,
+            max_body_bytes: 1 << 20,
+            noise_percent: 10.0,
+            reverse: false,
+        }
+    }
+}
+
+/// The cutover gate of a route.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GateSpec {
+    pub min_comparisons: u64,
+    /// Mismatched ÷ compared at most this (noise not counted).
+    pub max_mismatch_rate: f64,
+}
+
+impl Default for GateSpec {
+    fn default() -> Self {
+        Self {
+            min_comparisons: 100,
+            max_mismatch_rate: 0.001,
+        }
+    }
 }
 
 impl RouteSpec {
@@ -266,7 +368,18 @@ impl Ctx<'_> {
             .find(|s| s.legacy)
             .map(|s| s.name.clone())
             .unwrap_or_default();
-        let routes = self.routes(&raw.routes, &services, &legacy, proxy.default_timeout)?;
+        let default_gate = self.gate(
+            raw.gate.as_ref().map(|g| g.get_ref()),
+            GateSpec::default(),
+            "gate",
+        )?;
+        let routes = self.routes(
+            &raw.routes,
+            &services,
+            &legacy,
+            proxy.default_timeout,
+            default_gate,
+        )?;
         let sync = self.sync(&raw.sync, &services)?;
         let state = if proxy.state.is_relative() {
             self.file
@@ -412,6 +525,7 @@ impl Ctx<'_> {
         services: &BTreeMap<String, ServiceSpec>,
         legacy: &str,
         default_timeout: Duration,
+        default_gate: GateSpec,
     ) -> Result<Vec<RouteSpec>, PlanError> {
         let mut routes: Vec<RouteSpec> = Vec::new();
         // shape → (route index, methods) of every template seen, to find ambiguity.
@@ -548,6 +662,19 @@ impl Ctx<'_> {
                     self.at(s, &field("stage"), m)
                 })?,
             };
+            let shadow = match &r.shadow {
+                None => ShadowSpec::default(),
+                Some(raw) => self.shadow(raw.get_ref(), &field)?,
+            };
+            let rules = match &r.compare {
+                None => crate::diff::Rules::with_default_headers(),
+                Some(raw) => self.compare(raw.get_ref(), &field)?,
+            };
+            let gate = self.gate(
+                r.gate.as_ref().map(|g| g.get_ref()),
+                default_gate,
+                &field("gate"),
+            )?;
             routes.push(RouteSpec {
                 name,
                 paths,
@@ -556,9 +683,138 @@ impl Ctx<'_> {
                 initial_stage,
                 timeout,
                 sticky,
+                shadow,
+                rules,
+                gate,
             });
         }
         Ok(routes)
+    }
+
+    fn gate(
+        &self,
+        raw: Option<&RawGate>,
+        base: GateSpec,
+        field: &str,
+    ) -> Result<GateSpec, PlanError> {
+        let Some(raw) = raw else {
+            return Ok(base);
+        };
+        let mut gate = base;
+        if let Some(n) = &raw.min_comparisons {
+            gate.min_comparisons = u64::try_from(*n.get_ref()).map_err(|_| {
+                self.at(n, &format!("{field}.min_comparisons"), "must be 0 or more")
+            })?;
+        }
+        if let Some(rate) = &raw.max_mismatch_rate {
+            let r = *rate.get_ref();
+            if !(0.0..=1.0).contains(&r) {
+                return Err(self.at(
+                    rate,
+                    &format!("{field}.max_mismatch_rate"),
+                    "must be a fraction from 0 to 1 (0.001 is 0.1 %)",
+                ));
+            }
+            gate.max_mismatch_rate = r;
+        }
+        Ok(gate)
+    }
+
+    fn shadow(
+        &self,
+        raw: &RawShadow,
+        field: &dyn Fn(&str) -> String,
+    ) -> Result<ShadowSpec, PlanError> {
+        let mut spec = ShadowSpec::default();
+        let percent = |v: &Spanned<f64>, f: &str| {
+            let p = *v.get_ref();
+            if (0.0..=100.0).contains(&p) {
+                Ok(p)
+            } else {
+                Err(self.at(v, &field(f), "must be a percentage from 0 to 100"))
+            }
+        };
+        if let Some(v) = &raw.sample {
+            spec.sample_percent = percent(v, "shadow.sample")?;
+        }
+        if let Some(v) = &raw.noise_sample {
+            spec.noise_percent = percent(v, "shadow.noise_sample")?;
+        }
+        if let Some(w) = &raw.writes {
+            spec.writes = match w.get_ref().as_str() {
+                "skip" => ShadowWrites::Skip,
+                "dry-run" => ShadowWrites::DryRun,
+                _ => {
+                    return Err(self.at(
+                        w,
+                        &field("shadow.writes"),
+                        "must be \"skip\" or \"dry-run\"",
+                    ));
+                }
+            };
+        }
+        if let Some(t) = &raw.timeout {
+            spec.timeout = self.duration(t, &field("shadow.timeout"))?;
+        }
+        if let Some(n) = &raw.max_in_flight {
+            spec.max_in_flight = usize::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| self.at(n, &field("shadow.max_in_flight"), "must be 1 or more"))?;
+        }
+        if let Some(b) = &raw.max_body {
+            spec.max_body_bytes = parse_size(b.get_ref())
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    self.at(
+                        b,
+                        &field("shadow.max_body"),
+                        "must be a size like 256KiB or 1MiB",
+                    )
+                })?;
+        }
+        spec.reverse = raw.reverse_shadow.unwrap_or(false);
+        Ok(spec)
+    }
+
+    fn compare(
+        &self,
+        raw: &RawCompare,
+        field: &dyn Fn(&str) -> String,
+    ) -> Result<crate::diff::Rules, PlanError> {
+        use crate::diff::{ArrayMode, PathPattern, Rules};
+        let mut rules = Rules::with_default_headers();
+        for (i, p) in raw.ignore.iter().enumerate() {
+            rules.ignore.push(
+                PathPattern::parse(p.get_ref())
+                    .map_err(|m| self.at(p, &field(&format!("compare.ignore[{i}]")), m))?,
+            );
+        }
+        for (i, p) in raw.sets.iter().enumerate() {
+            let pattern = PathPattern::parse(p.get_ref())
+                .map_err(|m| self.at(p, &field(&format!("compare.sets[{i}]")), m))?;
+            rules.arrays.push((pattern, ArrayMode::Set));
+        }
+        for (path, key) in &raw.keyed {
+            let pattern = PathPattern::parse(path).map_err(|m| PlanError {
+                file: self.file.to_path_buf(),
+                line: 0,
+                column: 0,
+                field: field("compare.keyed"),
+                message: m,
+            })?;
+            rules.arrays.push((pattern, ArrayMode::Keyed(key.clone())));
+        }
+        if let Some(t) = &raw.tolerance {
+            if *t.get_ref() < 0.0 {
+                return Err(self.at(t, &field("compare.tolerance"), "must be 0 or more"));
+            }
+            rules.tolerance = *t.get_ref();
+        }
+        if let Some(headers) = &raw.headers {
+            rules.headers = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+        }
+        Ok(rules)
     }
 
     fn sync(

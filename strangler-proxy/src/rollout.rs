@@ -60,6 +60,10 @@ pub enum RolloutError {
         reason: String,
     },
     #[error(
+        "{route}: the cutover gate is closed: {reason}; shadow the route longer, fix the differences (strangler report {route}), or pass --force"
+    )]
+    GateClosed { route: String, reason: String },
+    #[error(
         "{route} was changed by someone else while this change was made (now {now}); check `strangler status` and retry"
     )]
     Raced { route: String, now: Stage },
@@ -143,14 +147,40 @@ pub async fn change_stage(plan: &Plan, request: &Request) -> Result<Outcome, Rol
     let Some(target) = target else {
         return Ok(Outcome::Unchanged { stage: current });
     };
-    let forced = request.force && current == Stage::Retired;
+    let mut forced = request.force && current == Stage::Retired;
+    let mut reason = request.reason.clone();
+    // More traffic to the new service needs proof that it answers like the monolith.
+    if target.percent_new() > current.percent_new()
+        && matches!(target, Stage::Canary { .. } | Stage::Cutover)
+    {
+        let spec = plan
+            .routes
+            .iter()
+            .find(|r| r.name == request.route)
+            .map(|r| r.gate)
+            .unwrap_or_default();
+        if let Err(closed) = gate(&store, &request.route, &spec) {
+            if !request.force {
+                return Err(RolloutError::GateClosed {
+                    route: request.route.clone(),
+                    reason: closed,
+                });
+            }
+            forced = true;
+            let note = format!("gate overridden ({closed})");
+            reason = Some(match reason {
+                Some(r) => format!("{r}; {note}"),
+                None => note,
+            });
+        }
+    }
     let change = store
         .set_stage(
             &request.route,
             current,
             target,
             &request.actor,
-            request.reason.as_deref(),
+            reason.as_deref(),
             forced,
         )?
         .map_err(|now| RolloutError::Raced {
@@ -163,6 +193,32 @@ pub async fn change_stage(plan: &Plan, request: &Request) -> Result<Outcome, Rol
         change,
         propagation,
     })
+}
+
+/// Whether a route's shadow comparisons open its gate; the reason when they do not.
+pub fn gate(store: &Store, route: &str, spec: &crate::plan::GateSpec) -> Result<(), String> {
+    let summary = store.shadow_summary(route).map_err(|e| e.to_string())?;
+    let compared = summary.count("compared") as u64;
+    let rate = summary.mismatch_rate().unwrap_or(0.0);
+    let enough = compared >= spec.min_comparisons;
+    let close = rate <= spec.max_mismatch_rate;
+    if enough && close {
+        return Ok(());
+    }
+    let top = summary.top_paths(3);
+    let paths = if top.is_empty() {
+        String::new()
+    } else {
+        let listed: Vec<String> = top.iter().map(|(p, n)| format!("{p} ×{n}")).collect();
+        format!("; top mismatching paths: {}", listed.join(", "))
+    };
+    Err(format!(
+        "{compared} comparisons (needs {}), {} mismatched = {:.2} % (allowed {:.2} %, noise not counted){paths}",
+        spec.min_comparisons,
+        summary.count("mismatched"),
+        rate * 100.0,
+        spec.max_mismatch_rate * 100.0
+    ))
 }
 
 /// Nudges every live proxy to re-read the store, then waits until each serves `generation`.

@@ -30,6 +30,8 @@ pub struct Service {
 pub struct Registry {
     services: HashMap<String, (crate::plan::ServiceSpec, Service)>,
     routes: HashMap<String, Arc<RouteMetrics>>,
+    /// Per route: its shadow leg's in-flight slots, and how many there are.
+    shadow_slots: HashMap<String, (usize, Arc<tokio::sync::Semaphore>)>,
 }
 
 impl Registry {
@@ -55,6 +57,18 @@ impl Registry {
     fn route(&mut self, name: &str) -> Arc<RouteMetrics> {
         Arc::clone(self.routes.entry(name.to_string()).or_default())
     }
+
+    fn slots(&mut self, name: &str, size: usize) -> Arc<tokio::sync::Semaphore> {
+        match self.shadow_slots.get(name) {
+            Some((known, slots)) if *known == size => Arc::clone(slots),
+            _ => {
+                let slots = Arc::new(tokio::sync::Semaphore::new(size));
+                self.shadow_slots
+                    .insert(name.to_string(), (size, Arc::clone(&slots)));
+                slots
+            }
+        }
+    }
 }
 
 /// A plan route with its current stage.
@@ -65,6 +79,8 @@ pub struct ActiveRoute {
     pub metrics: Arc<RouteMetrics>,
     /// The service the route moves to.
     pub target: Service,
+    /// Shadow requests of this route in flight (bounded by its `max_in_flight`).
+    pub shadow_slots: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug)]
@@ -117,6 +133,7 @@ impl RouteTable {
                     .copied()
                     .unwrap_or(spec.initial_stage),
                 metrics: registry.route(&spec.name),
+                shadow_slots: registry.slots(&spec.name, spec.shadow.max_in_flight),
                 target,
                 spec: spec.clone(),
             });
@@ -196,8 +213,8 @@ fn seed() -> u64 {
     t ^ (std::ptr::addr_of!(local) as u64).rotate_left(32) | 1
 }
 
-/// A pseudo-random number 0..100 for requests without a sticky key.
-fn roll() -> u64 {
+/// A pseudo-random number 0..100 (canary without a key, shadow sampling).
+pub fn roll() -> u64 {
     DICE.with(|d| {
         let mut x = d.get();
         x ^= x << 13;

@@ -85,7 +85,8 @@ impl Proxy {
         let (control, table, current_plan) = ControlPlane::start(plan, record)?;
 
         let (stop, stopped) = watch::channel(false);
-        let forwarder = Arc::new(Forwarder::new(Arc::clone(&table), &id));
+        let recorder = crate::shadow::Recorder::start(&state)?;
+        let forwarder = Arc::new(Forwarder::new(Arc::clone(&table), &id, recorder));
         let data_plane = tokio::spawn(accept_loop(
             data_listener,
             forwarder,

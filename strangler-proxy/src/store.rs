@@ -79,6 +79,37 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE sync_links ADD COLUMN rejected INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sync_links ADD COLUMN last_rejection TEXT;
 ",
+    "
+    CREATE TABLE shadow_counts (
+        route TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (route, metric)
+    ) WITHOUT ROWID;
+    CREATE TABLE shadow_paths (
+        route TEXT NOT NULL,
+        path TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        noisy INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (route, path, kind, noisy)
+    ) WITHOUT ROWID;
+    CREATE TABLE shadow_samples (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        route TEXT NOT NULL,
+        path TEXT NOT NULL,
+        at TEXT NOT NULL,
+        sample TEXT NOT NULL
+    );
+    CREATE INDEX shadow_samples_by_group ON shadow_samples (route, path);
+    CREATE TABLE shadow_latency (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        route TEXT NOT NULL,
+        primary_ms REAL NOT NULL,
+        candidate_ms REAL NOT NULL
+    );
+    CREATE INDEX shadow_latency_by_route ON shadow_latency (route, id);
+",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -675,6 +706,208 @@ impl Store {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.err(e))?;
         Ok(rows)
+    }
+}
+
+/// Samples kept per route and path group.
+pub const SAMPLES_PER_GROUP: i64 = 5;
+/// Latency pairs kept per route (the newest).
+pub const LATENCIES_PER_ROUTE: i64 = 5000;
+
+/// Shadow results gathered since the last flush, for one route.
+#[derive(Debug, Clone, Default)]
+pub struct ShadowBatch {
+    pub route: String,
+    /// metric → count (`compared`, `matched`, `mismatched`, `noisy_only`, `errors`,
+    /// `unmirrored:REASON`, `dropped`).
+    pub counts: std::collections::BTreeMap<String, i64>,
+    /// (path, kind, noisy) → count.
+    pub paths: std::collections::BTreeMap<(String, String, bool), i64>,
+    /// (path, sample JSON).
+    pub samples: Vec<(String, String)>,
+    /// (primary ms, candidate ms).
+    pub latencies: Vec<(f64, f64)>,
+}
+
+/// A route's shadow record, as reports and the gate read it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ShadowSummary {
+    pub route: String,
+    pub counts: std::collections::BTreeMap<String, i64>,
+    /// (path, kind, noisy, count), most frequent first.
+    pub paths: Vec<(String, String, bool, i64)>,
+    /// (path, sample JSON), oldest first.
+    pub samples: Vec<(String, serde_json::Value)>,
+    pub latencies: Vec<(f64, f64)>,
+}
+
+impl ShadowSummary {
+    pub fn count(&self, metric: &str) -> i64 {
+        self.counts.get(metric).copied().unwrap_or(0)
+    }
+
+    /// Mismatched ÷ compared (noise not counted), or `None` before any comparison.
+    pub fn mismatch_rate(&self) -> Option<f64> {
+        let compared = self.count("compared");
+        (compared > 0).then(|| self.count("mismatched") as f64 / compared as f64)
+    }
+
+    /// The most frequent mismatching (not noisy) paths.
+    pub fn top_paths(&self, n: usize) -> Vec<(String, i64)> {
+        self.paths
+            .iter()
+            .filter(|(_, _, noisy, _)| !noisy)
+            .take(n)
+            .map(|(p, k, _, c)| (format!("{p} ({k})"), *c))
+            .collect()
+    }
+}
+
+impl Store {
+    /// Adds a batch of shadow results.
+    pub fn record_shadow(&mut self, batch: &ShadowBatch) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        for (metric, n) in &batch.counts {
+            tx.execute(
+                "INSERT INTO shadow_counts (route, metric, count) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (route, metric) DO UPDATE SET count = count + excluded.count",
+                (&batch.route, metric, n),
+            )
+            .map_err(err)?;
+        }
+        for ((p, kind, noisy), n) in &batch.paths {
+            tx.execute(
+                "INSERT INTO shadow_paths (route, path, kind, noisy, count) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (route, path, kind, noisy) DO UPDATE SET count = count + excluded.count",
+                (&batch.route, p, kind, noisy, n),
+            )
+            .map_err(err)?;
+        }
+        for (p, sample) in &batch.samples {
+            tx.execute(
+                "INSERT INTO shadow_samples (route, path, at, sample)
+                 SELECT ?1, ?2, ?3, ?4 WHERE (SELECT COUNT(*) FROM shadow_samples WHERE route = ?1 AND path = ?2) < ?5",
+                (&batch.route, p, timestamp(now_ms()), sample, SAMPLES_PER_GROUP),
+            )
+            .map_err(err)?;
+        }
+        for (primary, candidate) in &batch.latencies {
+            tx.execute(
+                "INSERT INTO shadow_latency (route, primary_ms, candidate_ms) VALUES (?1, ?2, ?3)",
+                (&batch.route, primary, candidate),
+            )
+            .map_err(err)?;
+        }
+        if !batch.latencies.is_empty() {
+            tx.execute(
+                "DELETE FROM shadow_latency WHERE route = ?1 AND id <= (
+                     SELECT id FROM shadow_latency WHERE route = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                (&batch.route, LATENCIES_PER_ROUTE),
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(())
+    }
+
+    /// The noisy paths learned so far, per route.
+    pub fn noisy_paths(
+        &self,
+    ) -> Result<HashMap<String, std::collections::HashSet<String>>, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let mut out: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT route, path FROM shadow_paths WHERE kind = 'noise'")
+            .map_err(e)?;
+        for row in stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(e)?
+        {
+            let (route, path) = row.map_err(e)?;
+            out.entry(route).or_default().insert(path);
+        }
+        Ok(out)
+    }
+
+    /// Everything recorded for `route`'s shadow leg.
+    pub fn shadow_summary(&self, route: &str) -> Result<ShadowSummary, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let mut summary = ShadowSummary {
+            route: route.to_string(),
+            ..ShadowSummary::default()
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT metric, count FROM shadow_counts WHERE route = ?1")
+            .map_err(e)?;
+        for row in stmt
+            .query_map([route], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(e)?
+        {
+            let (metric, count) = row.map_err(e)?;
+            summary.counts.insert(metric, count);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT path, kind, noisy, count FROM shadow_paths WHERE route = ?1 ORDER BY count DESC, path",
+            )
+            .map_err(e)?;
+        summary.paths = stmt
+            .query_map([route], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .map_err(e)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(e)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT path, sample FROM shadow_samples WHERE route = ?1 ORDER BY id")
+            .map_err(e)?;
+        summary.samples = stmt
+            .query_map([route], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(e)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(e)?
+            .into_iter()
+            .map(|(p, s)| {
+                (
+                    p,
+                    serde_json::from_str(&s).unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT primary_ms, candidate_ms FROM shadow_latency WHERE route = ?1 ORDER BY id",
+            )
+            .map_err(e)?;
+        summary.latencies = stmt
+            .query_map([route], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(e)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(e)?;
+        Ok(summary)
     }
 }
 

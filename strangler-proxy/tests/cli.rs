@@ -31,7 +31,10 @@ fn write_plan(dir: &Path) -> std::path::PathBuf {
     let plan = dir.join("plan.toml");
     std::fs::write(
         &plan,
-        r#"[proxy]
+        r#"[gate]
+min_comparisons = 0
+
+[proxy]
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 state = "state/strangler.db"
@@ -84,7 +87,7 @@ fn errors_are_one_line_with_the_right_exit_code() {
     let line = stderr(&out);
     assert_eq!(line.lines().count(), 1, "{line}");
     assert!(
-        line.contains("bad.toml:16:11: routes[0].service: unknown service `ghost`"),
+        line.contains("bad.toml:19:11: routes[0].service: unknown service `ghost`"),
         "{line}"
     );
     let out = strangler(&bad, &["serve"]);

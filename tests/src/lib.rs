@@ -334,8 +334,9 @@ async fn echo(service: String, request: axum::extract::Request) -> axum::respons
 /// A plan for tests: listeners on port 0, the store in `dir`, the given services (the first
 /// is the legacy one) and routes (TOML `[[routes]]` blocks).
 pub fn plan_toml(dir: &std::path::Path, services: &[(&str, String)], extra: &str) -> String {
+    // Tests move routes without shadowing them first: the gate is tested on its own.
     let mut plan = format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate = \"{}\"\n{extra}\n",
+        "[gate]\nmin_comparisons = 0\nmax_mismatch_rate = 1.0\n\n[proxy]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate = \"{}\"\n{extra}\n",
         dir.join("strangler.db").display()
     );
     for (i, (name, url)) in services.iter().enumerate() {
@@ -705,4 +706,69 @@ impl Stack {
         )
         .await;
     }
+}
+
+/// What a scripted upstream answers: status, content type, body.
+pub type Script = Arc<dyn Fn(&str, &[u8]) -> (u16, &'static str, Vec<u8>) + Send + Sync>;
+
+/// A stand-in service whose answers a test scripts, which records what it received (path,
+/// whether it was a dry run) and can answer slowly.
+pub struct ScriptedUpstream {
+    pub addr: SocketAddr,
+    /// (method, path, dry-run header) of every request received.
+    pub received: Arc<std::sync::Mutex<Vec<(String, String, bool)>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl ScriptedUpstream {
+    pub async fn start(delay: Duration, script: Script) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&received);
+        let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let script = Arc::clone(&script);
+            let log = Arc::clone(&log);
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                let dry = parts.headers.get("x-strangler-dry-run").is_some();
+                log.lock().unwrap().push((
+                    parts.method.to_string(),
+                    parts.uri.path().to_string(),
+                    dry,
+                ));
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let (status, content_type, out) = script(parts.uri.path(), &body);
+                axum::response::Response::builder()
+                    .status(status)
+                    .header("content-type", content_type)
+                    .body(axum::body::Body::from(out))
+                    .unwrap()
+            }
+        });
+        let (stop, _) = spawn_server(listener, app);
+        Self {
+            addr,
+            received,
+            _stop: stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<(String, String, bool)> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// A JSON answer for a [`Script`].
+pub fn json_answer(value: Value) -> (u16, &'static str, Vec<u8>) {
+    (200, "application/json", value.to_string().into_bytes())
 }

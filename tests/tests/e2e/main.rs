@@ -9,4 +9,5 @@ mod proxy_control;
 mod proxy_forwarding;
 mod proxy_routing;
 mod services;
+mod shadow;
 mod sync_relay;

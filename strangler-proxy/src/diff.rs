@@ -331,7 +331,39 @@ impl Answer {
     }
 }
 
-/// Differences between two answers: status, the rule's headers, and the bodies.
+/// Largest decoded body compared; a compressed body that inflates beyond is compared as is.
+const MAX_DECODED: u64 = 16 << 20;
+
+/// The body as its `content-encoding` (gzip, deflate, br) says to read it; unknown or broken
+/// encodings are compared as they came.
+pub fn decoded(answer: &Answer) -> std::borrow::Cow<'_, [u8]> {
+    use std::io::Read;
+    let encoding = answer
+        .header("content-encoding")
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let mut out = Vec::new();
+    let read = match encoding.as_str() {
+        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(answer.body.as_slice())
+            .take(MAX_DECODED)
+            .read_to_end(&mut out),
+        "deflate" => flate2::read::ZlibDecoder::new(answer.body.as_slice())
+            .take(MAX_DECODED)
+            .read_to_end(&mut out),
+        "br" => brotli_decompressor::Decompressor::new(answer.body.as_slice(), 4096)
+            .take(MAX_DECODED)
+            .read_to_end(&mut out),
+        _ => return std::borrow::Cow::Borrowed(&answer.body),
+    };
+    match read {
+        Ok(_) => std::borrow::Cow::Owned(out),
+        Err(_) => std::borrow::Cow::Borrowed(&answer.body),
+    }
+}
+
+/// Differences between two answers: status, the rule's headers, and the bodies (decoded
+/// first, so a compressed and a plain answer with the same content are the same).
 pub fn compare(a: &Answer, b: &Answer, rules: &Rules) -> Vec<Difference> {
     let mut out = Vec::new();
     if a.status != b.status {
@@ -357,7 +389,7 @@ pub fn compare(a: &Answer, b: &Answer, rules: &Rules) -> Vec<Difference> {
             });
         }
     }
-    out.extend(diff_bodies(&a.body, &b.body, rules));
+    out.extend(diff_bodies(&decoded(a), &decoded(b), rules));
     out
 }
 
@@ -575,6 +607,55 @@ mod tests {
             .map(|d| d.path)
             .collect();
         assert_eq!(got, ["(status)", "(header content-type)", "(body line 2)"]);
+    }
+
+    #[test]
+    fn compressed_bodies_are_compared_decoded() {
+        use std::io::Write;
+        let plain = br#"{"name":"Ada","n":1}"#.to_vec();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(br#"{"n":1,"name":"Ada"}"#).unwrap();
+        let gzipped = Answer {
+            status: 200,
+            headers: vec![("content-encoding".into(), "gzip".into())],
+            body: gz.finish().unwrap(),
+        };
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(br#"{"name":"Ada","n":2}"#).unwrap();
+        let deflated = Answer {
+            status: 200,
+            headers: vec![("content-encoding".into(), "deflate".into())],
+            body: z.finish().unwrap(),
+        };
+        let plain = Answer {
+            status: 200,
+            headers: vec![],
+            body: plain,
+        };
+        let rules = Rules::default();
+        assert_eq!(compare(&plain, &gzipped, &rules), []);
+        let got: Vec<String> = compare(&plain, &deflated, &rules)
+            .into_iter()
+            .map(|d| d.path)
+            .collect();
+        assert_eq!(got, ["/n"]);
+        // A brotli stream of `{"name":"Ada","n":1}` (made with the reference encoder, quality 5).
+        let br: &[u8] = &[
+            0x8b, 0x09, 0x80, 0x7b, 0x22, 0x6e, 0x61, 0x6d, 0x65, 0x22, 0x3a, 0x22, 0x41, 0x64,
+            0x61, 0x22, 0x2c, 0x22, 0x6e, 0x22, 0x3a, 0x31, 0x7d, 0x03,
+        ];
+        let brotli = Answer {
+            status: 200,
+            headers: vec![("content-encoding".into(), "br".into())],
+            body: br.to_vec(),
+        };
+        assert_eq!(decoded(&brotli).as_ref(), br#"{"name":"Ada","n":1}"#);
+        let broken = Answer {
+            status: 200,
+            headers: vec![("content-encoding".into(), "gzip".into())],
+            body: b"nope".to_vec(),
+        };
+        assert_eq!(decoded(&broken).as_ref(), b"nope");
     }
 
     #[test]

@@ -526,7 +526,7 @@ pub async fn run(
     let counts = differences.len() > noisy.len();
     let sample = counts.then(|| {
         let side = |a: &Answer, ms: f64| {
-            json!({ "status": a.status, "headers": a.headers, "body": truncated(&a.body), "ms": ms })
+            json!({ "status": a.status, "headers": a.headers, "body": truncated(&diff::decoded(a)), "ms": ms })
         };
         json!({
             "request_id": request_id,

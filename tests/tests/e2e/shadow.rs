@@ -420,3 +420,57 @@ async fn every_report_format_renders_and_the_html_holds_the_route_table() {
         "a coloured diff"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_cutover_a_reverse_shadow_compares_the_other_way_round() {
+    let legacy = ScriptedUpstream::start(Duration::ZERO, legacy_script()).await;
+    let service = ScriptedUpstream::start(
+        Duration::ZERO,
+        Arc::new(|path: &str, _: &[u8]| {
+            json_answer(json!({ "path": path, "name": "Ada", "served": "service" }))
+        }),
+    )
+    .await;
+    let p = shadow_proxy(
+        &legacy.url(),
+        &[(
+            "students",
+            service.url(),
+            "shadow = { reverse_shadow = true, noise_sample = 0 }",
+        )],
+        "",
+    )
+    .await;
+    p.strangler(&["cutover", "students"]).await.unwrap();
+    for i in 0..5 {
+        let answer = p.client.get(&format!("/students/{i}")).await;
+        assert_eq!(answer.headers["x-strangler-served-by"], "students");
+        assert_eq!(
+            answer.body["served"], "service",
+            "the service answers the client"
+        );
+    }
+    let r = settled(&p, "students", 5).await;
+    assert_eq!(r["compared"], 5, "{r}");
+    let paths: Vec<&str> = r["mismatching_paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    // The service's answer is the reference now: the monolith lacks /served, has the rest extra.
+    assert!(paths.contains(&"/served"), "{paths:?}");
+    assert!(
+        r["mismatching_paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["path"] == "/served" && p["kind"] == "missing"),
+        "{r}"
+    );
+    assert_eq!(
+        legacy.requests().len(),
+        5,
+        "the monolith got the mirrored copies"
+    );
+}

@@ -41,6 +41,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub const ROUTE_HEADER: HeaderName = HeaderName::from_static("x-strangler-route");
 pub const SERVED_BY_HEADER: HeaderName = HeaderName::from_static("x-strangler-served-by");
+/// Set on an answer legacy gave because the new service failed (route `fallback = true`).
+pub const FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-strangler-fallback");
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -354,7 +356,13 @@ impl Forwarder {
             }
         });
         let mut shadow_parts = None;
-        let result = if declared.is_some_and(|n| n > table.max_body_bytes) {
+        // A body-less idempotent request the new service fails may be answered by legacy.
+        let fallback = side == Side::New
+            && body.is_end_stream()
+            && is_idempotent(&parts.method)
+            && found.is_some_and(|(route, _)| route.spec.fallback);
+        let mut fallback_headers = None;
+        let mut result = if declared.is_some_and(|n| n > table.max_body_bytes) {
             Err(ForwardError {
                 kind: ForwardErrorKind::BodyTooLarge,
                 message: format!("request body over {} bytes", table.max_body_bytes),
@@ -387,6 +395,9 @@ impl Forwarder {
                     request_capture,
                 ));
             }
+            if fallback {
+                fallback_headers = Some(parts.headers.clone());
+            }
             let sent_at = Instant::now();
             let sent = self
                 .send(
@@ -401,6 +412,53 @@ impl Forwarder {
                 .await;
             sent.map(|r| (r, sent_at.elapsed()))
         };
+        // The new service could not answer: ask legacy instead (route `fallback = true`).
+        let mut side = side;
+        let mut service = service;
+        let mut fell_back = None;
+        if let Some(headers) = fallback_headers {
+            let failure = match &result {
+                Err(err)
+                    if matches!(
+                        err.kind,
+                        ForwardErrorKind::ConnectFailed | ForwardErrorKind::UpstreamFailed
+                    ) =>
+                {
+                    Some(err.message.clone())
+                }
+                Ok((response, _)) if matches!(response.status().as_u16(), 502 | 503) => Some(
+                    format!("{} answered {}", service.upstream.name, response.status()),
+                ),
+                _ => None,
+            };
+            if let Some(why) = failure {
+                let sent_at = Instant::now();
+                let retried = self
+                    .send(
+                        parts.method.clone(),
+                        headers,
+                        Either::Right(Empty::new()),
+                        &path_and_query,
+                        route_name,
+                        &table.legacy,
+                        timeout,
+                    )
+                    .await;
+                if retried.is_ok() {
+                    tracing::warn!(route = route_name, reason = %why, "new service failed; answered by legacy");
+                    if let Some((route, ..)) = shadow_parts.take() {
+                        self.recorder.send(
+                            &route.spec.name,
+                            shadow::Outcome::Unmirrored(Unmirrored::Incomplete),
+                        );
+                    }
+                    side = Side::Legacy;
+                    service = &table.legacy;
+                    fell_back = Some(why);
+                    result = retried.map(|r| (r, sent_at.elapsed()));
+                }
+            }
+        }
         let response = match result {
             Ok((mut response, primary_elapsed)) => {
                 strip_hop_by_hop(response.headers_mut());
@@ -465,6 +523,12 @@ impl Forwarder {
         };
         let served = Some(service.upstream.name.as_str());
         route_metrics.record(Some(side), response.status().as_u16(), started.elapsed());
+        let mut response = response;
+        if fell_back.is_some() {
+            response
+                .headers_mut()
+                .insert(FALLBACK_HEADER, HeaderValue::from_static("1"));
+        }
         Ok(finish(
             response,
             route_name,

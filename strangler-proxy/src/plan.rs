@@ -131,6 +131,8 @@ struct RawRoute {
     shadow: Option<Spanned<RawShadow>>,
     compare: Option<Spanned<RawCompare>>,
     gate: Option<Spanned<RawGate>>,
+    #[serde(default)]
+    fallback: bool,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +229,9 @@ pub struct RouteSpec {
     pub rules: crate::diff::Rules,
     /// What `canary` and `cutover` require of its comparisons.
     pub gate: GateSpec,
+    /// When the new service fails to connect or answers 502/503 on a body-less idempotent
+    /// request, answer it from legacy instead.
+    pub fallback: bool,
 }
 
 /// What happens to writes (unsafe methods) in shadow.
@@ -686,6 +691,7 @@ impl Ctx<'_> {
                 shadow,
                 rules,
                 gate,
+                fallback: r.fallback,
             });
         }
         Ok(routes)

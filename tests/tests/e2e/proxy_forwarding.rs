@@ -297,3 +297,30 @@ async fn shutdown_finishes_requests_in_flight() {
     let refused = reqwest::get(format!("{}/students", p.url)).await;
     assert!(refused.is_err(), "no new connections after shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_fallback_legacy_answers_what_the_new_service_cannot() {
+    let legacy = EchoUpstream::start("legacy").await;
+    let mut new = EchoUpstream::start("new").await;
+    let routes = "[[routes]]\nname = \"students\"\npaths = [\"/students\", \"/students/{id}\"]\nservice = \"new\"\nfallback = true\n";
+    let p = proxy_with(&legacy, &format!("\"{}\"", new.url()), "", routes).await;
+    p.strangler(&["cutover", "students"]).await.unwrap();
+    let c = &p.client;
+    let up = c.get("/students/1").await;
+    assert_eq!(up.headers["x-strangler-served-by"], "new");
+    assert!(up.headers.get("x-strangler-fallback").is_none());
+
+    new.stop().await;
+    for _ in 0..5 {
+        let answer = c.get("/students/1").await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.headers["x-strangler-served-by"], "legacy");
+        assert_eq!(answer.headers["x-strangler-fallback"], "1");
+        assert_eq!(answer.body["service"], "legacy");
+    }
+    // A write is not replayed elsewhere: the client learns the new service failed.
+    let write = c
+        .post("/students", serde_json::json!({ "name": "x" }))
+        .await;
+    assert_eq!(write.status, 502, "{}", write.body);
+}

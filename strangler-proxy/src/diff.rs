@@ -275,9 +275,20 @@ fn walk(a: &Value, b: &Value, rules: &Rules, tokens: &mut Vec<String>, out: &mut
             }
         },
         (Value::Number(x), Value::Number(y)) => {
-            let equal = match (x.as_f64(), y.as_f64()) {
-                (Some(p), Some(q)) => (p - q).abs() <= rules.tolerance,
-                _ => x == y,
+            // Integers compare exactly (f64 would make 2^53 + 1 equal 2^53); floats with the
+            // tolerance.
+            let integers = (x.is_i64() || x.is_u64()) && (y.is_i64() || y.is_u64());
+            let equal = if integers {
+                x == y
+                    || (rules.tolerance >= 1.0
+                        && x.as_f64()
+                            .zip(y.as_f64())
+                            .is_some_and(|(p, q)| (p - q).abs() <= rules.tolerance))
+            } else {
+                match (x.as_f64(), y.as_f64()) {
+                    (Some(p), Some(q)) => (p - q).abs() <= rules.tolerance,
+                    _ => x == y,
+                }
             };
             if !equal {
                 push(out, rules, tokens, Kind::ValueChanged, Some(a), Some(b));
@@ -346,19 +357,20 @@ pub fn decoded(answer: &Answer) -> std::borrow::Cow<'_, [u8]> {
     let mut out = Vec::new();
     let read = match encoding.as_str() {
         "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(answer.body.as_slice())
-            .take(MAX_DECODED)
+            .take(MAX_DECODED + 1)
             .read_to_end(&mut out),
         "deflate" => flate2::read::ZlibDecoder::new(answer.body.as_slice())
-            .take(MAX_DECODED)
+            .take(MAX_DECODED + 1)
             .read_to_end(&mut out),
         "br" => brotli_decompressor::Decompressor::new(answer.body.as_slice(), 4096)
-            .take(MAX_DECODED)
+            .take(MAX_DECODED + 1)
             .read_to_end(&mut out),
         _ => return std::borrow::Cow::Borrowed(&answer.body),
     };
     match read {
-        Ok(_) => std::borrow::Cow::Owned(out),
-        Err(_) => std::borrow::Cow::Borrowed(&answer.body),
+        // Over the cap the prefix would hide a difference in the tail: compare as it came.
+        Ok(n) if n as u64 <= MAX_DECODED => std::borrow::Cow::Owned(out),
+        _ => std::borrow::Cow::Borrowed(&answer.body),
     }
 }
 
@@ -403,19 +415,19 @@ pub fn diff_bodies(a: &[u8], b: &[u8], rules: &Rules) -> Vec<Difference> {
         _ if a == b => Vec::new(),
         _ => {
             let (x, y) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
-            let text = similar::TextDiff::from_lines(x.as_ref(), y.as_ref());
+            let text = similar::TextDiff::configure()
+                .timeout(std::time::Duration::from_secs(1))
+                .diff_lines(x.as_ref(), y.as_ref());
+            // Split once: slicing per change keeps the whole walk linear.
+            let (xl, yl): (Vec<&str>, Vec<&str>) = (x.lines().collect(), y.lines().collect());
             text.ops()
                 .iter()
                 .filter(|op| op.tag() != similar::DiffTag::Equal)
                 .map(|op| {
                     let old = op.old_range();
                     let new = op.new_range();
-                    let lines = |s: &str, r: std::ops::Range<usize>| {
-                        s.lines()
-                            .skip(r.start)
-                            .take(r.len())
-                            .collect::<Vec<_>>()
-                            .join("\n")
+                    let lines = |all: &[&str], r: std::ops::Range<usize>| {
+                        all.get(r).map(|l| l.join("\n")).unwrap_or_default()
                     };
                     let kind = match op.tag() {
                         similar::DiffTag::Delete => Kind::Missing,
@@ -425,8 +437,8 @@ pub fn diff_bodies(a: &[u8], b: &[u8], rules: &Rules) -> Vec<Difference> {
                     Difference {
                         path: format!("(body line {})", old.start + 1),
                         kind,
-                        left: (!old.is_empty()).then(|| json!(lines(&x, old.clone()))),
-                        right: (!new.is_empty()).then(|| json!(lines(&y, new.clone()))),
+                        left: (!old.is_empty()).then(|| json!(lines(&xl, old.clone()))),
+                        right: (!new.is_empty()).then(|| json!(lines(&yl, new.clone()))),
                     }
                 })
                 .collect()
@@ -656,6 +668,13 @@ mod tests {
             body: b"nope".to_vec(),
         };
         assert_eq!(decoded(&broken).as_ref(), b"nope");
+    }
+
+    #[test]
+    fn large_integers_compare_exactly() {
+        let a = json!({ "id": 9_007_199_254_740_993u64 });
+        let b = json!({ "id": 9_007_199_254_740_992u64 });
+        assert_eq!(diff_json(&a, &b, &Rules::default()).len(), 1);
     }
 
     #[test]

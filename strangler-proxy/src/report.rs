@@ -179,6 +179,20 @@ pub fn text(reports: &[RouteReport]) -> String {
     out
 }
 
+/// Text safe inside a Markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('|', "\\|")
+        .replace('`', "'")
+        .replace('\n', " ")
+}
+
+/// A code fence longer than any run of backticks in `text`.
+fn fence(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    "`".repeat(longest.max(2) + 1)
+}
+
 pub fn markdown(reports: &[RouteReport]) -> String {
     let mut out = String::from(
         "# Shadow-diff report\n\n| route | compared | match rate | mismatched | noisy only | shadow errors | gate |\n|---|---:|---:|---:|---:|---:|---|\n",
@@ -214,17 +228,16 @@ pub fn markdown(reports: &[RouteReport]) -> String {
             for (p, k, noisy, n) in &s.paths {
                 let _ = writeln!(
                     out,
-                    "| `{p}` | {k} | {n} | {} |",
+                    "| {} | {k} | {n} | {} |",
+                    cell(p),
                     if *noisy { "yes" } else { "" }
                 );
             }
         }
         for (p, sample) in &s.samples {
-            let _ = writeln!(
-                out,
-                "\nSample at `{p}`:\n\n```diff\n{}```",
-                sample_diff(sample)
-            );
+            let diff = sample_diff(sample);
+            let f = fence(&diff);
+            let _ = writeln!(out, "\nSample at {}:\n\n{f}diff\n{diff}{f}", cell(p));
         }
     }
     out

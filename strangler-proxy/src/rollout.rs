@@ -199,7 +199,8 @@ pub async fn change_stage(plan: &Plan, request: &Request) -> Result<Outcome, Rol
 pub fn gate(store: &Store, route: &str, spec: &crate::plan::GateSpec) -> Result<(), String> {
     let summary = store.shadow_summary(route).map_err(|e| e.to_string())?;
     let compared = summary.count("compared") as u64;
-    let rate = summary.mismatch_rate().unwrap_or(0.0);
+    let errors = summary.count("errors");
+    let rate = summary.failure_rate().unwrap_or(0.0);
     let enough = compared >= spec.min_comparisons;
     let close = rate <= spec.max_mismatch_rate;
     if enough && close {
@@ -212,8 +213,13 @@ pub fn gate(store: &Store, route: &str, spec: &crate::plan::GateSpec) -> Result<
         let listed: Vec<String> = top.iter().map(|(p, n)| format!("{p} ×{n}")).collect();
         format!("; top mismatching paths: {}", listed.join(", "))
     };
+    let failed = if errors > 0 {
+        format!(" and {errors} shadow errors")
+    } else {
+        String::new()
+    };
     Err(format!(
-        "{compared} comparisons (needs {}), {} mismatched = {:.2} % (allowed {:.2} %, noise not counted){paths}",
+        "{compared} comparisons (needs {}), {} mismatched{failed} = {:.2} % (allowed {:.2} %, noise not counted){paths}",
         spec.min_comparisons,
         summary.count("mismatched"),
         rate * 100.0,

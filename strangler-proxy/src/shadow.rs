@@ -37,6 +37,11 @@ const DRY_RUN_HEADER: HeaderName = HeaderName::from_static("x-strangler-dry-run"
 const CHANNEL_CAPACITY: usize = 4096;
 /// How often the recorder writes to the store.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Longest a leg waits for the client's request body or for the client to read the primary's
+/// answer; past it the leg gives its slot back (`incomplete`).
+const CAPTURE_DEADLINE: Duration = Duration::from_secs(30);
+/// Differences kept in a sample.
+const SAMPLE_DIFFERENCES: usize = 50;
 /// Bytes of each body kept in a sample.
 const SAMPLE_BODY_BYTES: usize = 16 * 1024;
 
@@ -45,6 +50,8 @@ const SAMPLE_BODY_BYTES: usize = 16 * 1024;
 pub enum Captured {
     Complete(Bytes),
     TooLarge,
+    /// Not complete within the leg's deadline (a slow client, a long stream).
+    Incomplete,
 }
 
 /// A body that passes every frame on and keeps a copy of the data up to a cap, delivered
@@ -452,7 +459,13 @@ pub async fn run(
     } = leg;
     let body = match request_body {
         None => Bytes::new(),
-        Some(rx) => match rx.await {
+        Some(rx) => match tokio::time::timeout(CAPTURE_DEADLINE, rx)
+            .await
+            .unwrap_or(Ok(Captured::Incomplete))
+        {
+            Ok(Captured::Incomplete) => {
+                return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Incomplete));
+            }
             Ok(Captured::Complete(bytes)) => bytes,
             Ok(Captured::TooLarge) => {
                 return recorder.send(&route, Outcome::Unmirrored(Unmirrored::TooLarge));
@@ -475,7 +488,13 @@ pub async fn run(
         &spec,
     )
     .await;
-    let primary_body = match primary_answer.body.await {
+    let primary_body = match tokio::time::timeout(CAPTURE_DEADLINE, primary_answer.body)
+        .await
+        .unwrap_or(Ok(Captured::Incomplete))
+    {
+        Ok(Captured::Incomplete) => {
+            return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Incomplete));
+        }
         Ok(Captured::Complete(bytes)) => bytes,
         Ok(Captured::TooLarge) => {
             return recorder.send(&route, Outcome::Unmirrored(Unmirrored::TooLarge));
@@ -507,17 +526,38 @@ pub async fn run(
         )
         .await
         {
-            let paths: Vec<String> = diff::compare(&primary_answer, &second, &rules)
+            // Only two good answers of the same status say anything about noise.
+            let comparable = second.status == primary_answer.status && primary_answer.status < 500;
+            let (first, rules_for_noise) = (primary_answer.clone(), rules.clone());
+            let paths: Vec<String> = if comparable {
+                tokio::task::spawn_blocking(move || {
+                    diff::compare(&first, &second, &rules_for_noise)
+                })
+                .await
+                .unwrap_or_default()
                 .iter()
                 .map(|d| diff::group_path(&d.path))
-                .collect();
+                .filter(|p| p != "(status)")
+                .collect()
+            } else {
+                Vec::new()
+            };
             if !paths.is_empty() {
                 noise.extend(paths.iter().cloned());
                 recorder.send(&route, Outcome::Noise(paths));
             }
         }
     }
-    let differences = diff::compare(&primary_answer, &candidate_answer, &rules);
+    // Comparing large bodies is CPU work: off the runtime's workers, which serve clients.
+    let (differences, primary_answer, candidate_answer) = {
+        let (a, b) = (primary_answer, candidate_answer);
+        match tokio::task::spawn_blocking(move || (diff::compare(&a, &b, &rules), a, b)).await {
+            Ok(done) => done,
+            Err(err) => {
+                return recorder.send(&route, Outcome::Error(format!("comparison failed: {err}")));
+            }
+        }
+    };
     let noisy: Vec<String> = differences
         .iter()
         .map(|d| diff::group_path(&d.path))
@@ -535,7 +575,7 @@ pub async fn run(
             "request_body": truncated(&body),
             "primary": side(&primary_answer, primary_ms),
             "candidate": side(&candidate_answer, candidate_ms),
-            "differences": differences,
+            "differences": differences.iter().take(SAMPLE_DIFFERENCES).collect::<Vec<_>>(),
         })
     });
     recorder.send(

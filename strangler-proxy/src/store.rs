@@ -752,6 +752,14 @@ impl ShadowSummary {
         (compared > 0).then(|| self.count("mismatched") as f64 / compared as f64)
     }
 
+    /// What the gate judges: a candidate that failed to answer (error) counts as a mismatch,
+    /// so a service that times out on the hard requests cannot pass on the easy ones.
+    pub fn failure_rate(&self) -> Option<f64> {
+        let attempts = self.count("compared") + self.count("errors");
+        (attempts > 0)
+            .then(|| (self.count("mismatched") + self.count("errors")) as f64 / attempts as f64)
+    }
+
     /// The most frequent mismatching (not noisy) paths.
     pub fn top_paths(&self, n: usize) -> Vec<(String, i64)> {
         self.paths

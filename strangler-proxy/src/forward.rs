@@ -259,7 +259,7 @@ impl Forwarder {
                 table.unmatched.record(None, 400, started.elapsed());
                 return Ok(finish(
                     error.into_response(),
-                    UNMATCHED,
+                    &UNMATCHED_HEADER,
                     None,
                     &request_id,
                     table.served_by_headers,
@@ -278,7 +278,7 @@ impl Forwarder {
             table.unmatched.record(None, 404, started.elapsed());
             return Ok(finish(
                 error.into_response(),
-                UNMATCHED,
+                &UNMATCHED_HEADER,
                 None,
                 &request_id,
                 table.served_by_headers,
@@ -521,7 +521,8 @@ impl Forwarder {
                 err.into_response()
             }
         };
-        let served = Some(service.upstream.name.as_str());
+        let served = Some(&service.header);
+        let route_header = found.map_or(&UNMATCHED_HEADER, |(route, _)| &route.header);
         route_metrics.record(Some(side), response.status().as_u16(), started.elapsed());
         let mut response = response;
         if fell_back.is_some() {
@@ -531,7 +532,7 @@ impl Forwarder {
         }
         Ok(finish(
             response,
-            route_name,
+            route_header,
             served,
             &request_id,
             table.served_by_headers,
@@ -552,7 +553,11 @@ impl Forwarder {
         service: &Service,
         timeout: Duration,
     ) -> Result<Response<Incoming>, ForwardError> {
-        let retryable = matches!(body, Either::Right(_)) && is_idempotent(&method);
+        // A second attempt goes to the next instance; with one instance, hyper's own retry
+        // of a request its pooled connection dropped before sending is the one that helps.
+        let retryable = matches!(body, Either::Right(_))
+            && is_idempotent(&method)
+            && service.upstream.instances.len() > 1;
         let fail = |kind, message: String| ForwardError {
             kind,
             message,
@@ -695,23 +700,23 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 /// Adds the headers that tell a user where the request went.
 fn finish(
     mut response: Response<ClientBody>,
-    route: &str,
-    served_by: Option<&str>,
+    route: &HeaderValue,
+    served_by: Option<&HeaderValue>,
     request_id: &HeaderValue,
     served_by_headers: bool,
 ) -> Response<ClientBody> {
     let headers = response.headers_mut();
     headers.insert(REQUEST_ID_HEADER, request_id.clone());
     if served_by_headers {
-        if let Ok(v) = HeaderValue::from_str(route) {
-            headers.insert(ROUTE_HEADER, v);
-        }
-        if let Some(Ok(v)) = served_by.map(HeaderValue::from_str) {
-            headers.insert(SERVED_BY_HEADER, v);
+        headers.insert(ROUTE_HEADER, route.clone());
+        if let Some(v) = served_by {
+            headers.insert(SERVED_BY_HEADER, v.clone());
         }
     }
     response
 }
+
+static UNMATCHED_HEADER: HeaderValue = HeaderValue::from_static(UNMATCHED);
 
 #[cfg(test)]
 mod tests {

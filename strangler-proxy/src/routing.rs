@@ -22,6 +22,13 @@ pub const UNMATCHED: &str = "default";
 pub struct Service {
     pub upstream: Arc<Upstream>,
     pub metrics: Arc<ServiceMetrics>,
+    /// Its name as the `x-strangler-served-by` value, made once.
+    pub header: http::HeaderValue,
+}
+
+/// A name as a header value (plan names are lower-case letters, digits, `-` and `_`).
+pub fn header_value(name: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(name).unwrap_or_else(|_| http::HeaderValue::from_static("invalid"))
 }
 
 /// Services and per-route counters, kept across table rebuilds (so passive health and
@@ -42,6 +49,7 @@ impl Registry {
             return service.clone();
         }
         let service = Service {
+            header: header_value(&spec.name),
             upstream: Arc::new(Upstream::new(spec)),
             metrics: self
                 .services
@@ -81,6 +89,8 @@ pub struct ActiveRoute {
     pub target: Service,
     /// Shadow requests of this route in flight (bounded by its `max_in_flight`).
     pub shadow_slots: Arc<tokio::sync::Semaphore>,
+    /// Its name as the `x-strangler-route` value, made once.
+    pub header: http::HeaderValue,
 }
 
 #[derive(Debug)]
@@ -134,6 +144,7 @@ impl RouteTable {
                     .unwrap_or(spec.initial_stage),
                 metrics: registry.route(&spec.name),
                 shadow_slots: registry.slots(&spec.name, spec.shadow.max_in_flight),
+                header: header_value(&spec.name),
                 target,
                 spec: spec.clone(),
             });
@@ -178,6 +189,7 @@ impl RouteTable {
 /// than the proxy panicking should that ever not hold.
 fn missing_service(name: &str) -> Service {
     Service {
+        header: header_value(name),
         upstream: Arc::new(Upstream::new(&crate::plan::ServiceSpec {
             name: name.to_string(),
             urls: Vec::new(),

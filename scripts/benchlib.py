@@ -1,0 +1,165 @@
+"""What scripts/bench and scripts/drill share: tools, builds, processes, wrk, CPU and memory
+readings, and writing their section of BENCHMARKS.md."""
+
+import os
+import pathlib
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BIN = ROOT / "target" / "release"
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def ensure_tools(tools):
+    """Installs missing tools from Debian packages (as root, or with sudo)."""
+    missing = [t for t in tools if shutil.which(t) is None and not pathlib.Path(f"/usr/sbin/{t}").exists()]
+    if not missing:
+        return
+    prefix = [] if os.geteuid() == 0 else ["sudo"]
+    print(f"installing {' '.join(missing)} from Debian packages", flush=True)
+    subprocess.run(prefix + ["apt-get", "update", "-qq"], check=True)
+    subprocess.run(prefix + ["apt-get", "install", "-y", "-qq"] + missing, check=True,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def build():
+    print("building release binaries", flush=True)
+    subprocess.run(["cargo", "build", "--release", "--workspace", "--bins", "--examples"], cwd=ROOT, check=True)
+
+
+def spawn(argv, log, cwd=None, env=None):
+    out = open(log, "ab")
+    if argv[0] == "nginx" and shutil.which("nginx") is None:
+        argv = ["/usr/sbin/nginx"] + argv[1:]
+    return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                            env={**os.environ, **(env or {})}, start_new_session=True)
+
+
+def stop(proc, sig=signal.SIGTERM):
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_port(port, deadline=60):
+    end = time.time() + deadline
+    while time.time() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {deadline} s")
+
+
+def http_get(url):
+    return urllib.request.urlopen(url, timeout=10).read()
+
+
+def strangler(plan, args, check=True):
+    return subprocess.run([str(BIN / "strangler"), "--plan", str(plan)] + args, check=check,
+                          capture_output=True, text=True)
+
+
+def children_and_self(pid):
+    pids = [pid]
+    for proc in pathlib.Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                pids.append(int(proc.name))
+    return pids
+
+
+def cpu_seconds(pids):
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        except OSError:
+            pass
+    return total
+
+
+def rss_kib(pid):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def wrk(url, seconds, connections, threads=2, script=None):
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script:
+        argv += ["-s", str(script)]
+    out = subprocess.run(argv + [url], check=True, capture_output=True, text=True).stdout
+    result = {"rps": 0.0, "requests": 0, "p50_ms": float("nan"), "p99_ms": float("nan"), "non_2xx": 0, "socket_errors": 0}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            result["rps"] = float(parts[1])
+        elif " requests in " in line:
+            result["requests"] = int(parts[0])
+        elif parts[:1] == ["50%"]:
+            result["p50_ms"] = _ms(parts[1])
+        elif parts[:1] == ["99%"]:
+            result["p99_ms"] = _ms(parts[1])
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            result["non_2xx"] = int(parts[-1])
+        elif line.strip().startswith("Socket errors:"):
+            result["socket_errors"] = sum(int(n) for n in re.findall(r"\d+", line))
+    return result
+
+
+def machine_section():
+    model = "unknown CPU"
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"Machine: {os.cpu_count()} cores ({model}), {mem:.0f} GiB, {platform.system()} "
+            f"{platform.release()}; measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n")
+
+
+def write_section(name, body):
+    """Replaces the section between `<!-- NAME:start -->` and `<!-- NAME:end -->`."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    block = f"{start}\n{body.strip()}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    BENCHMARKS.write_text(text)

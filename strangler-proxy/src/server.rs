@@ -55,7 +55,9 @@ pub struct Proxy {
     /// The bearer token the admin API requires.
     pub token: String,
     stop: watch::Sender<bool>,
-    data_plane: JoinHandle<()>,
+    /// One thread per core, each with its own runtime, listener (SO_REUSEPORT) and
+    /// upstream connection pool: a request never hops between threads.
+    data_plane: Vec<std::thread::JoinHandle<()>>,
     admin_server: JoinHandle<()>,
     control: ControlPlane,
     /// The plan's sync links, relayed by this proxy.
@@ -70,9 +72,21 @@ impl Proxy {
             path: admin::token_file(&state),
             source,
         })?;
-        let data_listener = bind(plan.proxy.listen).await?;
+        // A plain bind first: an address in use is an error, not a port silently shared
+        // through SO_REUSEPORT; it also resolves port 0 for the workers.
+        let listen = {
+            let probe = std::net::TcpListener::bind(plan.proxy.listen).map_err(|source| {
+                ServeError::Bind {
+                    addr: plan.proxy.listen,
+                    source,
+                }
+            })?;
+            probe.local_addr().map_err(|source| ServeError::Bind {
+                addr: plan.proxy.listen,
+                source,
+            })?
+        };
         let admin_listener = bind(plan.proxy.admin_listen).await?;
-        let listen = local_addr(&data_listener, plan.proxy.listen)?;
         let admin_addr = local_addr(&admin_listener, plan.proxy.admin_listen)?;
         let id = format!(
             "{}-{}",
@@ -86,13 +100,16 @@ impl Proxy {
 
         let (stop, stopped) = watch::channel(false);
         let recorder = crate::shadow::Recorder::start(&state)?;
-        let forwarder = Arc::new(Forwarder::new(Arc::clone(&table), &id, recorder));
-        let data_plane = tokio::spawn(accept_loop(
-            data_listener,
-            forwarder,
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let data_plane = start_workers(
+            listen,
+            workers,
+            &table,
+            &id,
+            &recorder,
             header_read_timeout,
-            stopped.clone(),
-        ));
+            &stopped,
+        )?;
         let admin_router = admin::router(AdminState {
             token: Arc::from(token.as_str()),
             table,
@@ -128,12 +145,98 @@ impl Proxy {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         self.relays.stop().await;
-        let _ = self.data_plane.await;
+        let workers = self.data_plane;
+        let _ = tokio::task::spawn_blocking(move || {
+            for worker in workers {
+                let _ = worker.join();
+            }
+        })
+        .await;
         let _ = self.admin_server.await;
         let control = self.control;
         let _ = tokio::task::spawn_blocking(move || control.stop()).await;
         tracing::info!(id = %self.id, "strangler proxy stopped");
     }
+}
+
+/// Binds `addr` with SO_REUSEPORT, so that every worker has a listener of its own and the
+/// kernel spreads connections over them.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Starts `n` data-plane threads, each serving `listen` on a current-thread runtime with
+/// its own forwarder; answers once all are listening.
+fn start_workers(
+    listen: SocketAddr,
+    n: usize,
+    table: &Arc<arc_swap::ArcSwap<crate::routing::RouteTable>>,
+    id: &str,
+    recorder: &crate::shadow::Recorder,
+    header_read_timeout: Duration,
+    stopped: &watch::Receiver<bool>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, ServeError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    let mut handles = Vec::with_capacity(n);
+    for worker in 0..n {
+        let (table, id, recorder, stopped, ready) = (
+            Arc::clone(table),
+            id.to_string(),
+            recorder.clone(),
+            stopped.clone(),
+            ready_tx.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name(format!("strangler-data-{worker}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        let _ = ready.send(Err(err));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let listener = match reuseport_listener(listen) {
+                        Ok(listener) => {
+                            let _ = ready.send(Ok(()));
+                            listener
+                        }
+                        Err(err) => {
+                            let _ = ready.send(Err(err));
+                            return;
+                        }
+                    };
+                    let forwarder = Arc::new(Forwarder::new(table, &id, recorder));
+                    accept_loop(listener, forwarder, header_read_timeout, stopped).await;
+                });
+            })
+            .map_err(ServeError::Thread)?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => return Err(ServeError::Bind { addr: listen, source }),
+            Err(_) => {
+                return Err(ServeError::Bind {
+                    addr: listen,
+                    source: std::io::Error::other("a data-plane worker stopped while starting"),
+                });
+            }
+        }
+    }
+    Ok(handles)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {

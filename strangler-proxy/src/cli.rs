@@ -321,7 +321,12 @@ fn shadow_report(
     }
     let store = Store::open(&plan.proxy.state)?;
     let reports = crate::report::gather(plan, &store, route.as_deref())?;
+    let dropped = crate::report::dropped(&store)?;
     let rendered = match format {
+        ReportFormat::Text if dropped > 0 => format!(
+            "{dropped} shadow results were dropped (the recorder's queue was full)\n\n{}",
+            crate::report::text(&reports)
+        ),
         ReportFormat::Text => crate::report::text(&reports),
         ReportFormat::Md => crate::report::markdown(&reports),
         ReportFormat::Html => crate::report::html(&reports),

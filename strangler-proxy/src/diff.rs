@@ -248,15 +248,18 @@ fn walk(a: &Value, b: &Value, rules: &Rules, tokens: &mut Vec<String>, out: &mut
             }
             ArrayMode::Keyed(field) => {
                 let key = |v: &Value| v.get(&field).map(canonical);
-                let by_key: BTreeMap<String, usize> = y
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(j, v)| key(v).map(|k| (k, j)))
-                    .collect();
+                // Elements sharing a key pair up in order; elements without one are unmatched.
+                let mut by_key: BTreeMap<String, std::collections::VecDeque<usize>> =
+                    BTreeMap::new();
+                for (j, v) in y.iter().enumerate() {
+                    if let Some(k) = key(v) {
+                        by_key.entry(k).or_default().push_back(j);
+                    }
+                }
                 let mut seen = vec![false; y.len()];
                 for (i, va) in x.iter().enumerate() {
                     tokens.push(i.to_string());
-                    match key(va).and_then(|k| by_key.get(&k).copied()) {
+                    match key(va).and_then(|k| by_key.get_mut(&k).and_then(|q| q.pop_front())) {
                         Some(j) => {
                             seen[j] = true;
                             walk(va, &y[j], rules, tokens, out);
@@ -668,6 +671,20 @@ mod tests {
             body: b"nope".to_vec(),
         };
         assert_eq!(decoded(&broken).as_ref(), b"nope");
+    }
+
+    #[test]
+    fn keyed_arrays_pair_duplicate_keys_in_order() {
+        let rules = Rules {
+            arrays: vec![(
+                PathPattern::parse("/items").unwrap(),
+                ArrayMode::Keyed("id".into()),
+            )],
+            ..Rules::default()
+        };
+        let a = json!({ "items": [{ "id": 1, "v": "a" }, { "id": 1, "v": "b" }, { "id": 2 }] });
+        let b = json!({ "items": [{ "id": 2 }, { "id": 1, "v": "a" }, { "id": 1, "v": "b" }] });
+        assert_eq!(diff_json(&a, &b, &rules), []);
     }
 
     #[test]

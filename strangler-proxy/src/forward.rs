@@ -363,6 +363,12 @@ impl Forwarder {
             && found.is_some_and(|(route, _)| route.spec.fallback);
         let mut fallback_headers = None;
         let mut result = if declared.is_some_and(|n| n > table.max_body_bytes) {
+            if let Some((route, ..)) = &mirror {
+                self.recorder.send(
+                    &route.spec.name,
+                    shadow::Outcome::Unmirrored(Unmirrored::TooLarge),
+                );
+            }
             Err(ForwardError {
                 kind: ForwardErrorKind::BodyTooLarge,
                 message: format!("request body over {} bytes", table.max_body_bytes),

@@ -127,6 +127,11 @@ pub fn json(reports: &[RouteReport]) -> Value {
     json!({ "routes": routes })
 }
 
+/// Results the recorder could not take (its queue was full), over all routes.
+pub fn dropped(store: &Store) -> Result<i64, StoreError> {
+    Ok(store.shadow_summary("")?.count("dropped"))
+}
+
 pub fn text(reports: &[RouteReport]) -> String {
     let mut out = String::new();
     for r in reports {

@@ -198,7 +198,10 @@ fn start_workers(
         let handle = std::thread::Builder::new()
             .name(format!("strangler-data-{worker}"))
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     Ok(runtime) => runtime,
                     Err(err) => {
                         let _ = ready.send(Err(err));
@@ -227,7 +230,12 @@ fn start_workers(
     for _ in 0..n {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
-            Ok(Err(source)) => return Err(ServeError::Bind { addr: listen, source }),
+            Ok(Err(source)) => {
+                return Err(ServeError::Bind {
+                    addr: listen,
+                    source,
+                });
+            }
             Err(_) => {
                 return Err(ServeError::Bind {
                     addr: listen,

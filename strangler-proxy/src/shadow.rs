@@ -257,7 +257,21 @@ async fn record(
     loop {
         tokio::select! {
             received = rx.recv() => {
-                let Some((route, outcome)) = received else { break };
+                let Some((route, outcome)) = received else {
+                    // The proxy is stopping: write what is pending before going.
+                    let pending: Vec<ShadowBatch> = batches.drain().map(|(_, b)| b).collect();
+                    let store = Arc::clone(&store);
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+                        for batch in &pending {
+                            if let Err(err) = store.record_shadow(batch) {
+                                tracing::warn!(error = %err, "cannot record shadow results");
+                            }
+                        }
+                    })
+                    .await;
+                    break;
+                };
                 let batch = batches.entry(route.clone()).or_insert_with(|| ShadowBatch { route: route.clone(), ..ShadowBatch::default() });
                 add(batch, outcome, &noise, &route);
             }

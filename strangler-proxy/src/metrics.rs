@@ -110,77 +110,88 @@ impl ServiceMetrics {
     }
 }
 
+/// Writes one family: its HELP and TYPE lines, then every (labels, value) sample.
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
 /// Renders every family in the Prometheus text format, each family's samples together.
 pub fn render(
     out: &mut String,
     routes: &[(&str, &str, &RouteMetrics)],
     services: &std::collections::BTreeMap<&str, &ServiceMetrics>,
 ) {
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let per_route = |f: &dyn Fn(&RouteMetrics) -> u64| {
+        routes
+            .iter()
+            .map(|(route, _, m)| (format!("route=\"{route}\""), f(m)))
+            .collect::<Vec<_>>()
+    };
+    let per_service = |f: &dyn Fn(&ServiceMetrics) -> u64| {
+        services
+            .iter()
+            .map(|(service, m)| (format!("service=\"{service}\""), f(m)))
+            .collect::<Vec<_>>()
+    };
     family(
         out,
         "strangler_route_requests_total",
         "counter",
         "Requests per route.",
+        per_route(&|m| load(&m.requests)),
     );
-    for (route, _, m) in routes {
-        let _ = writeln!(
-            out,
-            "strangler_route_requests_total{{route=\"{route}\"}} {}",
-            load(&m.requests)
-        );
-    }
     family(
         out,
         "strangler_route_errors_total",
         "counter",
         "Answers with status 5xx per route.",
+        per_route(&|m| load(&m.errors)),
     );
-    for (route, _, m) in routes {
-        let _ = writeln!(
-            out,
-            "strangler_route_errors_total{{route=\"{route}\"}} {}",
-            load(&m.errors)
-        );
-    }
+    let served = routes.iter().flat_map(|(route, _, m)| {
+        [
+            (
+                format!("route=\"{route}\",side=\"legacy\""),
+                load(&m.served_legacy),
+            ),
+            (
+                format!("route=\"{route}\",side=\"new\""),
+                load(&m.served_new),
+            ),
+        ]
+    });
     family(
         out,
         "strangler_route_served_total",
         "counter",
         "Requests per route by the side that answered.",
+        served,
     );
-    for (route, _, m) in routes {
-        let _ = writeln!(
-            out,
-            "strangler_route_served_total{{route=\"{route}\",side=\"legacy\"}} {}",
-            load(&m.served_legacy)
-        );
-        let _ = writeln!(
-            out,
-            "strangler_route_served_total{{route=\"{route}\",side=\"new\"}} {}",
-            load(&m.served_new)
-        );
-    }
+    let stages = routes
+        .iter()
+        .map(|(route, stage, _)| (format!("route=\"{route}\",stage=\"{stage}\""), 1));
     family(
         out,
         "strangler_route_stage",
         "gauge",
         "The route's current stage (1).",
+        stages,
     );
-    for (route, stage, _) in routes {
-        let _ = writeln!(
-            out,
-            "strangler_route_stage{{route=\"{route}\",stage=\"{stage}\"}} 1"
-        );
-    }
     family(
         out,
         "strangler_route_latency_seconds",
         "histogram",
         "Time to answer, per route.",
+        [],
     );
     for (route, _, m) in routes {
         m.latency.render(
@@ -194,32 +205,21 @@ pub fn render(
         "strangler_service_requests_total",
         "counter",
         "Requests sent per upstream service.",
+        per_service(&|m| load(&m.requests)),
     );
-    for (service, m) in services {
-        let _ = writeln!(
-            out,
-            "strangler_service_requests_total{{service=\"{service}\"}} {}",
-            load(&m.requests)
-        );
-    }
     family(
         out,
         "strangler_service_errors_total",
         "counter",
         "Connect failures, timeouts and 5xx per upstream service.",
+        per_service(&|m| load(&m.errors)),
     );
-    for (service, m) in services {
-        let _ = writeln!(
-            out,
-            "strangler_service_errors_total{{service=\"{service}\"}} {}",
-            load(&m.errors)
-        );
-    }
     family(
         out,
         "strangler_service_latency_seconds",
         "histogram",
         "Upstream time to answer, per service.",
+        [],
     );
     for (service, m) in services {
         m.latency.render(

@@ -290,6 +290,22 @@ impl Store {
         }
     }
 
+    /// Every row of a query, mapped.
+    fn rows<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params, map)
+            .map_err(|e| self.err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e));
+        rows
+    }
+
     /// Changes whenever another connection commits (cheap to poll).
     pub fn data_version(&self) -> Result<i64, StoreError> {
         self.conn
@@ -310,21 +326,13 @@ impl Store {
 
     /// Every route's stored stage.
     pub fn stages(&self) -> Result<HashMap<String, Stage>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT route, stage, percent FROM route_status")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<u8>>(2)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err(e))?;
+        let rows = self.rows("SELECT route, stage, percent FROM route_status", [], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<u8>>(2)?,
+            ))
+        })?;
         rows.into_iter()
             .map(|(route, stage, percent)| {
                 let stage =
@@ -522,15 +530,11 @@ impl Store {
 
     /// Every registered proxy, live or not, newest heartbeat first.
     pub fn proxies(&self) -> Result<Vec<ProxyRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, pid, listen, admin, generation, applied_at_ms, started_at, heartbeat_ms
+        let rows = self.rows(
+            "SELECT id, pid, listen, admin, generation, applied_at_ms, started_at, heartbeat_ms
                  FROM proxies ORDER BY heartbeat_ms DESC",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+            [],
+            |r| {
                 Ok(ProxyRecord {
                     id: r.get(0)?,
                     pid: r.get(1)?,
@@ -541,24 +545,18 @@ impl Store {
                     started_at: r.get(6)?,
                     heartbeat_ms: r.get(7)?,
                 })
-            })
-            .map_err(|e| self.err(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err(e))?;
+            },
+        )?;
         Ok(rows)
     }
 
     /// Counters summed over the proxies in `ids`.
     pub fn counters(&self, ids: &[String]) -> Result<HashMap<String, RouteCounters>, StoreError> {
         let mut sums: HashMap<String, RouteCounters> = HashMap::new();
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT proxy_id, route, requests, errors, served_legacy, served_new FROM proxy_counters",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        let rows = self.rows(
+            "SELECT proxy_id, route, requests, errors, served_legacy, served_new FROM proxy_counters",
+            [],
+            |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     RouteCounters {
@@ -569,10 +567,8 @@ impl Store {
                         served_new: r.get::<_, i64>(5)? as u64,
                     },
                 ))
-            })
-            .map_err(|e| self.err(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err(e))?;
+            },
+        )?;
         for (proxy, c) in rows {
             if !ids.contains(&proxy) {
                 continue;
@@ -678,16 +674,12 @@ impl Store {
 
     /// Every link's progress.
     pub fn links(&self) -> Result<Vec<LinkProgress>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT link, checkpoint, head, lag_seconds, applied, duplicates, skipped, last_error, updated_ms,
+        let rows = self.rows(
+            "SELECT link, checkpoint, head, lag_seconds, applied, duplicates, skipped, last_error, updated_ms,
                         rejected, last_rejection
                  FROM sync_links ORDER BY link",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+            [],
+            |r| {
                 Ok(LinkProgress {
                     link: r.get(0)?,
                     checkpoint: r.get(1)?,
@@ -701,10 +693,8 @@ impl Store {
                     rejected: r.get(9)?,
                     last_rejection: r.get(10)?,
                 })
-            })
-            .map_err(|e| self.err(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err(e))?;
+            },
+        )?;
         Ok(rows)
     }
 }

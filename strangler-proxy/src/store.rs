@@ -298,12 +298,10 @@ impl Store {
         map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>, StoreError> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params, map)
-            .map_err(|e| self.err(e))?
+        let mapped = stmt.query_map(params, map).map_err(|e| self.err(e))?;
+        mapped
             .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err(e));
-        rows
+            .map_err(|e| self.err(e))
     }
 
     /// Changes whenever another connection commits (cheap to poll).

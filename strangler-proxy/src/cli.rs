@@ -226,7 +226,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         } => {
             let file = file.unwrap_or(cli.plan);
             let plan = load_plan(&file)?;
-            println!(
+            crate::say!(
                 "{}: ok ({} services, legacy = {}; {} routes; {} sync links)",
                 file.display(),
                 plan.services.len(),
@@ -338,7 +338,7 @@ fn shadow_report(
         Some(path) => std::fs::write(&path, rendered)
             .map_err(|err| CliError::failed(format!("cannot write {}: {err}", path.display()))),
         None => {
-            print!("{rendered}");
+            crate::say_raw!("{rendered}");
             Ok(())
         }
     }
@@ -365,7 +365,7 @@ fn diff_files(
                 })
             };
             let patch = crate::diff::json_patch(&parse(&x, a)?, &parse(&y, b)?);
-            println!(
+            crate::say!(
                 "{}",
                 serde_json::to_string_pretty(&patch).unwrap_or_default()
             );
@@ -374,9 +374,9 @@ fn diff_files(
         DiffFormat::Text => {
             let diffs = crate::diff::diff_bodies(&x, &y, &crate::diff::Rules::default());
             if diffs.is_empty() {
-                println!("no differences");
+                crate::say!("no differences");
             } else {
-                println!("{}", crate::diff::render_text(&diffs));
+                crate::say!("{}", crate::diff::render_text(&diffs));
             }
             diffs.is_empty()
         }
@@ -431,12 +431,18 @@ fn link_rows(plan: &Plan, store: &Store) -> Result<Vec<crate::store::LinkProgres
 }
 
 fn print_links(rows: &[crate::store::LinkProgress]) {
-    println!(
+    crate::say!(
         "{:<28} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  LAST ERROR",
-        "LINK", "CHECKPOINT", "LAG EVTS", "LAG S", "APPLIED", "SKIPPED", "REJECTED"
+        "LINK",
+        "CHECKPOINT",
+        "LAG EVTS",
+        "LAG S",
+        "APPLIED",
+        "SKIPPED",
+        "REJECTED"
     );
     for p in rows {
-        println!(
+        crate::say!(
             "{:<28} {:>10} {:>10} {:>9.1} {:>9} {:>9} {:>9}  {}",
             p.link,
             p.checkpoint,
@@ -449,7 +455,7 @@ fn print_links(rows: &[crate::store::LinkProgress]) {
         );
     }
     for p in rows.iter().filter(|p| p.rejected > 0) {
-        println!(
+        crate::say!(
             "  {}: {} event(s) parked by the target; last: {}",
             p.link,
             p.rejected,
@@ -474,12 +480,12 @@ fn sync_status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
                 })
             })
             .collect();
-        println!(
+        crate::say!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         );
     } else if rows.is_empty() {
-        println!("{} declares no [[sync]] links", plan.file.display());
+        crate::say!("{} declares no [[sync]] links", plan.file.display());
     } else {
         print_links(&rows);
     }
@@ -517,12 +523,12 @@ fn report(route: &str, outcome: &Outcome, json_out: bool) -> Result<(), CliError
     match outcome {
         Outcome::Unchanged { stage } => {
             if json_out {
-                println!(
+                crate::say!(
                     "{}",
                     json!({ "route": route, "changed": false, "stage": stage.to_string() })
                 );
             } else {
-                println!("{route} is already in {stage}; nothing changed");
+                crate::say!("{route} is already in {stage}; nothing changed");
             }
             Ok(())
         }
@@ -532,7 +538,7 @@ fn report(route: &str, outcome: &Outcome, json_out: bool) -> Result<(), CliError
         } => {
             let ms = propagation.elapsed.as_secs_f64() * 1000.0;
             if json_out {
-                println!(
+                crate::say!(
                     "{}",
                     json!({
                         "route": route, "changed": true, "from": change.from.to_string(), "to": change.to.to_string(),
@@ -558,9 +564,10 @@ fn report(route: &str, outcome: &Outcome, json_out: bool) -> Result<(), CliError
                     ),
                     (n, _) => format!("applied by {n} prox{}", if n == 1 { "y" } else { "ies" }),
                 };
-                println!(
+                crate::say!(
                     "{route}: {} → {}{shadow_note}; {applied}",
-                    change.from, change.to
+                    change.from,
+                    change.to
                 );
             }
             if propagation.pending.is_empty() {
@@ -616,7 +623,7 @@ async fn rollback_all(plan: &Plan, force: bool, args: ChangeArgs) -> Result<(), 
         }
     }
     if !any && !args.json {
-        println!("every route is already in legacy; nothing changed");
+        crate::say!("every route is already in legacy; nothing changed");
     }
     first_error.map_or(Ok(()), Err)
 }
@@ -667,7 +674,7 @@ fn status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
                 })
             })
             .collect();
-        println!(
+        crate::say!(
             "{}",
             serde_json::to_string_pretty(
                 &json!({ "generation": generation, "routes": rows, "proxies": proxies })
@@ -676,7 +683,7 @@ fn status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
         );
         return Ok(());
     }
-    println!(
+    crate::say!(
         "{:<16} {:<14} {:<9} {:>14} {:>10} {:>8} {:>16} {:>16}",
         "ROUTE",
         "SERVICE",
@@ -694,7 +701,7 @@ fn status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
             Some(r) => format!("{:.2} % ({})", r * 100.0, row["compared"]),
             None => "-".to_string(),
         };
-        println!(
+        crate::say!(
             "{:<16} {:<14} {:<9} {:>14} {:>10} {:>8} {:>16} {:>16}",
             row["route"].as_str().unwrap_or_default(),
             row["service"].as_str().unwrap_or_default(),
@@ -707,14 +714,14 @@ fn status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
         );
     }
     if proxies.is_empty() {
-        println!(
+        crate::say!(
             "\nno live proxy on {} (start one with `strangler serve`)",
             plan.proxy.state.display()
         );
     } else {
-        println!("\nlive proxies (store generation {generation}):");
+        crate::say!("\nlive proxies (store generation {generation}):");
         for p in &proxies {
-            println!(
+            crate::say!(
                 "  {}  pid {}  {}  admin {}  generation {}{}  heartbeat {} ms ago",
                 p.id,
                 p.pid,
@@ -746,17 +753,17 @@ fn history(plan: &Plan, route: Option<String>, limit: u32, json_out: bool) -> Re
     let store = Store::open(&plan.proxy.state)?;
     let entries = store.history(route.as_deref(), limit)?;
     if json_out {
-        println!(
+        crate::say!(
             "{}",
             serde_json::to_string_pretty(&entries).unwrap_or_default()
         );
         return Ok(());
     }
     if entries.is_empty() {
-        println!("no stage changes yet");
+        crate::say!("no stage changes yet");
     }
     for e in &entries {
-        println!(
+        crate::say!(
             "{}  {:<14} {} → {}  by {}{}{}",
             e.at,
             e.route,

@@ -198,7 +198,14 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(table: Arc<ArcSwap<RouteTable>>, proxy_id: &str, recorder: Recorder) -> Self {
+    /// A forwarder for data-plane worker `worker` of proxy `proxy_id` (both go into the
+    /// request ids it makes, so they are unique across workers).
+    pub fn new(
+        table: Arc<ArcSwap<RouteTable>>,
+        proxy_id: &str,
+        worker: usize,
+        recorder: Recorder,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -214,11 +221,14 @@ impl Forwarder {
             client: builder.build(connector.clone()),
             shadow_client: builder.build(connector),
             recorder,
-            id_prefix: proxy_id
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .take(8)
-                .collect(),
+            id_prefix: format!(
+                "{}{worker}",
+                proxy_id
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .take(8)
+                    .collect::<String>()
+            ),
             next_id: AtomicU64::new(1),
         }
     }

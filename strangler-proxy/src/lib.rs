@@ -22,6 +22,29 @@
 //! - [`cli`]: the `strangler` command line.
 #![forbid(unsafe_code)]
 
+/// `println!` for command output: a reader that went away (`strangler status | head`) ends
+/// the command quietly instead of panicking on the broken pipe.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// `print!` counterpart of [`say!`].
+#[macro_export]
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 pub mod admin;
 pub mod cli;
 pub mod control;

@@ -309,8 +309,13 @@ pub fn html(reports: &[RouteReport]) -> String {
             "<section id=\"route-{0}\"><h2>{0}</h2>",
             escape(&r.route)
         );
-        if let Err(why) = &r.gate {
-            let _ = writeln!(out, "<p class=\"closed\">Gate closed: {}</p>", escape(why));
+        match &r.gate {
+            Ok(()) => {
+                out.push_str("<p class=\"open\">Gate open: canary and cutover are allowed.</p>\n")
+            }
+            Err(why) => {
+                let _ = writeln!(out, "<p class=\"closed\">Gate closed: {}</p>", escape(why));
+            }
         }
         if let Some(lat) = latencies(s) {
             out.push_str(&latency_svg(lat));

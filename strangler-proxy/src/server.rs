@@ -219,7 +219,7 @@ fn start_workers(
                             return;
                         }
                     };
-                    let forwarder = Arc::new(Forwarder::new(table, &id, recorder));
+                    let forwarder = Arc::new(Forwarder::new(table, &id, worker, recorder));
                     accept_loop(listener, forwarder, header_read_timeout, stopped).await;
                 });
             })

@@ -83,7 +83,7 @@ fn forward_lines<R: AsyncRead + Unpin + Send + 'static>(name: String, stream: R)
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            println!("[{name}] {line}");
+            crate::say!("[{name}] {line}");
         }
     });
 }
@@ -288,10 +288,10 @@ async fn stop_all(children: &mut Vec<Running>) {
 
 fn print_ready(plan: &Plan, proxy: &Proxy, running: &[Running]) {
     let token_file = crate::admin::token_file(&plan.proxy.state);
-    println!();
-    println!("strangler: the demo stack is up");
-    println!("  proxy  http://{}   <- send requests here", proxy.listen);
-    println!(
+    crate::say!();
+    crate::say!("strangler: the demo stack is up");
+    crate::say!("  proxy  http://{}   <- send requests here", proxy.listen);
+    crate::say!(
         "  admin  http://{}   (Authorization: Bearer $(cat {}))",
         proxy.admin,
         token_file.display()
@@ -308,7 +308,7 @@ fn print_ready(plan: &Plan, proxy: &Proxy, running: &[Running]) {
             .map(ToString::to_string)
             .unwrap_or_default();
         let role = if service.legacy { " (legacy)" } else { "" };
-        println!("  {:<13} {url:<26} {pid}{role}", service.name);
+        crate::say!("  {:<13} {url:<26} {pid}{role}", service.name);
     }
     let route = plan.routes.first().map_or("students", |r| r.name.as_str());
     let me = std::env::current_exe()
@@ -320,12 +320,15 @@ fn print_ready(plan: &Plan, proxy: &Proxy, running: &[Running]) {
                 .unwrap_or(exe)
         })
         .map_or_else(|| "strangler".to_string(), |p| p.display().to_string());
-    println!();
-    println!("try:");
-    println!("  curl -s http://{}/students?limit=3", proxy.listen);
-    println!("  {me} status");
-    println!("  {me} cutover {route}   then   {me} rollback {route}");
-    println!("  {me} history");
-    println!("Ctrl-C stops everything.");
-    println!();
+    crate::say!();
+    crate::say!("try:");
+    crate::say!("  curl -s http://{}/students?limit=3", proxy.listen);
+    crate::say!("  {me} status");
+    crate::say!("  {me} shadow {route}     (then send traffic and read `{me} report {route}`)");
+    crate::say!(
+        "  {me} cutover {route}    (once the report's gate is open)   then   {me} rollback {route}"
+    );
+    crate::say!("  {me} history");
+    crate::say!("Ctrl-C stops everything.");
+    crate::say!();
 }

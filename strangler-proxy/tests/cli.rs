@@ -355,3 +355,24 @@ fn up_reports_a_service_that_cannot_start() {
         stderr(&out)
     );
 }
+
+#[test]
+fn output_to_a_reader_that_went_away_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(dir.path());
+    for args in [&["status"][..], &["history"], &["plan", "check"]] {
+        let mut child = Command::new(BIN)
+            .arg("--plan")
+            .arg(&plan)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // like `| head` having read enough
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}

@@ -110,6 +110,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX shadow_latency_by_route ON shadow_latency (route, id);
 ",
+    "
+    ALTER TABLE sync_links ADD COLUMN owner TEXT;
+    ALTER TABLE sync_links ADD COLUMN lease_until_ms INTEGER NOT NULL DEFAULT 0;
+",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -653,6 +657,35 @@ impl Store {
                     p.rejected,
                     p.last_rejection
                 ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Takes or renews the lease on `link` for `owner`: only the holder relays it, so proxy
+    /// replicas on one store do not all push the same events. Answers whether `owner` holds it.
+    pub fn lease_link(&self, link: &str, owner: &str, lease: Duration) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let changed = self
+            .conn
+            .execute(
+                "INSERT INTO sync_links (link, owner, lease_until_ms, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (link) DO UPDATE SET owner = excluded.owner, lease_until_ms = excluded.lease_until_ms
+                 WHERE sync_links.owner IS NULL OR sync_links.owner = excluded.owner
+                       OR sync_links.lease_until_ms < ?4",
+                (link, owner, until, now),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(changed > 0)
+    }
+
+    /// Gives a link's lease up (a relay that stops), so another takes over at once.
+    pub fn release_link(&self, link: &str, owner: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE sync_links SET lease_until_ms = 0 WHERE link = ?1 AND owner = ?2",
+                (link, owner),
             )
             .map_err(|e| self.err(e))?;
         Ok(())

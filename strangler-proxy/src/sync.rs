@@ -21,6 +21,11 @@ pub const BATCH: u32 = 500;
 pub const LONG_POLL: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a relay holds a link without renewing; a relay renews before every read, and a
+/// replica that dies hands the link over after this.
+pub const LEASE: Duration = Duration::from_secs(5);
+/// How often a relay that does not hold its link checks whether it can take it.
+const STANDBY_POLL: Duration = Duration::from_secs(1);
 /// Limit on one feed read or push, beyond the long poll itself.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -49,6 +54,8 @@ enum Pushed {
 /// One link's relay.
 pub struct Relay {
     name: String,
+    /// Who this relay is in the link's lease (unique per process and link).
+    owner: String,
     link: SyncLink,
     from_url: String,
     to_url: String,
@@ -82,6 +89,11 @@ impl Relay {
             .build()
             .map_err(SyncError::Client)?;
         Ok(Self {
+            owner: format!(
+                "{}-{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
             name: link_name(link),
             from_url: url(&link.from)?,
             to_url: url(&link.to)?,
@@ -247,6 +259,25 @@ impl Relay {
         let mut backoff = BACKOFF_MIN;
         tracing::info!(link = %self.name, "sync relay started");
         while !*stop.borrow() {
+            // Only the lease holder relays; the others stand by (another proxy replica on
+            // this store relays the link, and takes over if this one goes away).
+            let (name, owner) = (self.name.clone(), self.owner.clone());
+            match self
+                .with_store(move |s| s.lease_link(&name, &owner, LEASE))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(STANDBY_POLL) => {}
+                        _ = stop.changed() => break,
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(link = %self.name, %error, "cannot take the link's lease")
+                }
+            }
             // Stopping interrupts the wait for events, never a push and its checkpoint.
             let page = tokio::select! {
                 page = self.read(LONG_POLL) => page,
@@ -275,6 +306,13 @@ impl Relay {
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
+        }
+        let (name, owner) = (self.name.clone(), self.owner.clone());
+        if let Err(error) = self
+            .with_store(move |s| s.release_link(&name, &owner))
+            .await
+        {
+            tracing::warn!(link = %self.name, %error, "cannot release the link's lease");
         }
         tracing::info!(link = %self.name, "sync relay stopped");
     }

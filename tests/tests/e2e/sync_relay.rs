@@ -154,3 +154,43 @@ async fn a_relay_stopped_mid_stream_loses_nothing_and_applies_nothing_twice() {
         .unwrap();
     assert_eq!((events, distinct), (300, 300));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_relay_a_link_once_and_hand_it_over() {
+    let source = Monolith::start().await;
+    let target = Monolith::start().await;
+    let mut first = relay_between(&source, &target, "[\"student.*\"]").await;
+    let second = first.replica().await;
+    for i in 0..60 {
+        source
+            .client
+            .new_student(&format!("lease{i}@example.org"))
+            .await;
+    }
+    let progress = eventually(Duration::from_secs(30), "the link to catch up", || async {
+        let l = link(&first).await;
+        (l["checkpoint"].as_i64() == Some(60) && l["head"].as_i64() == Some(60)).then_some(l)
+    })
+    .await;
+    assert_eq!(progress["applied"], 60);
+    assert_eq!(
+        progress["duplicates"], 0,
+        "one relay pushed each event: {progress}"
+    );
+
+    // Whichever replica held the link stops; the other takes over.
+    first.proxy.take().unwrap().stop().await;
+    for i in 60..80 {
+        source
+            .client
+            .new_student(&format!("lease{i}@example.org"))
+            .await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the other replica to relay",
+        || async { (target.count("students") == 80).then_some(()) },
+    )
+    .await;
+    second.stop().await;
+}

@@ -239,6 +239,14 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
     Some(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1000) + millis)
 }
 
+/// Maps a SQLite error to a [`StoreError`] naming the store's file.
+fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+    move |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// A connection to the state store.
 pub struct Store {
     conn: Connection,
@@ -360,11 +368,7 @@ impl Store {
         reason: Option<&str>,
         forced: bool,
     ) -> Result<Result<Change, Stage>, StoreError> {
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_error(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -379,7 +383,7 @@ impl Store {
             .map_err(err)?;
         if let Some((name, percent)) = stored {
             let now = Stage::from_parts(&name, percent).map_err(|message| StoreError::Corrupt {
-                path: path.clone(),
+                path: self.path.clone(),
                 route: route.to_string(),
                 message,
             })?;
@@ -490,11 +494,7 @@ impl Store {
 
     /// Heartbeat with the proxy's counters since it started.
     pub fn heartbeat(&mut self, id: &str, counters: &[RouteCounters]) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_error(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -795,11 +795,7 @@ impl ShadowSummary {
 impl Store {
     /// Adds a batch of shadow results.
     pub fn record_shadow(&mut self, batch: &ShadowBatch) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_error(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

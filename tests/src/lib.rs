@@ -571,69 +571,17 @@ pub struct Stack {
     pub proxy: TestProxy,
 }
 
-/// The demo plan's routes and sync links (services and proxy settings come from the test).
-pub const DEMO_ROUTES_AND_SYNC: &str = r#"
-[[routes]]
-name = "students"
-paths = ["/students", "/students/{id}"]
-service = "students"
-canary = { sticky = "path:id" }
-
-[[routes]]
-name = "finance"
-paths = ["/finance/{*rest}", "/students/{id}/invoices"]
-service = "finance"
-
-[[routes]]
-name = "gamification"
-paths = ["/gamification/{*rest}", "/students/{id}/points", "/students/{id}/rewards"]
-service = "gamification"
-
-[[routes]]
-name = "enrollment"
-paths = ["/enrollments", "/enrollments/{id}", "/enrollments/{id}/renew", "/students/{id}/enrollments", "/students/{id}/report"]
-service = "enrollment"
-
-[[sync]]
-from = "legacy"
-to = "students"
-types = ["student.*"]
-
-[[sync]]
-from = "legacy"
-to = "finance"
-types = ["student.*", "invoice.*"]
-
-[[sync]]
-from = "legacy"
-to = "gamification"
-types = ["student.*", "reward.*"]
-
-[[sync]]
-from = "legacy"
-to = "enrollment"
-types = ["enrollment.*"]
-
-[[sync]]
-from = "students"
-to = "legacy"
-types = ["student.*"]
-
-[[sync]]
-from = "finance"
-to = "legacy"
-types = ["invoice.*"]
-
-[[sync]]
-from = "gamification"
-to = "legacy"
-types = ["reward.*"]
-
-[[sync]]
-from = "enrollment"
-to = "legacy"
-types = ["enrollment.*"]
-"#;
+/// The demo plan's routes and sync links (`migration-plan.toml` from `[[routes]]` on); the
+/// services and proxy settings come from the test.
+pub fn demo_routes_and_sync() -> String {
+    let plan = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../migration-plan.toml"
+    ))
+    .expect("the demo plan");
+    let start = plan.find("[[routes]]").expect("the demo plan has routes");
+    plan[start..].to_string()
+}
 
 impl Stack {
     pub async fn start() -> Self {
@@ -655,7 +603,7 @@ impl Stack {
             ],
             "",
         );
-        plan.push_str(DEMO_ROUTES_AND_SYNC);
+        plan.push_str(&demo_routes_and_sync());
         let proxy = TestProxy::start(dir, &plan).await;
         Self {
             legacy,

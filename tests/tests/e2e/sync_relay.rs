@@ -107,9 +107,15 @@ async fn a_relay_stopped_mid_stream_loses_nothing_and_applies_nothing_twice() {
             }
         })
     };
-    // Stop and restart the relay (with its proxy) several times while writes go on.
+    // Stop and restart the relay (with its proxy) several times while writes go on, each
+    // time once it has delivered something since the last restart: mid-stream.
     for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        let delivered = target.count("students");
+        eventually(Duration::from_secs(30), "the relay delivering", || async {
+            let now = target.count("students");
+            (now > delivered || now == 300).then_some(())
+        })
+        .await;
         p = p.restart().await;
     }
     writer.await.unwrap();

@@ -7,12 +7,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::db::Database;
 use crate::error::ApiResult;
 use crate::extract::{ApiQuery, JsonBody, WriteMode};
-use crate::outbox::{self, Applier, ApplyReport, Event};
+use crate::outbox::{self, Applier, ApplyReport};
 
 /// Events served per read when the client names no limit.
 const DEFAULT_LIMIT: u32 = 100;
@@ -37,24 +37,7 @@ struct ReadParams {
     wait: u64,
 }
 
-/// A page of the feed.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FeedPage {
-    pub events: Vec<Event>,
-    /// Pass as `after` to read on: the last `seq` served, or `after` when none was.
-    pub next: i64,
-    /// The newest committed `seq` when the page was read, so a reader knows how far behind
-    /// it is.
-    #[serde(default)]
-    pub head: i64,
-}
-
-/// A batch pushed to `POST /_events`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventBatch {
-    pub events: Vec<Event>,
-}
+pub use strangler_feed::{EventBatch, FeedPage};
 
 /// Routes serving this participant's feed and applying other participants' events.
 pub fn routes(db: Database, applier: Arc<Applier>) -> Router {

@@ -2,8 +2,9 @@
 //! other participants are applied idempotently (by id) and in version order (by entity).
 
 use rusqlite::{Connection, OptionalExtension, Row};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use strangler_feed::{ApplyReport, Event, kind_of};
 
 use crate::db::Migration;
 use crate::error::{ApiError, ApiResult};
@@ -51,62 +52,28 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// One change to one entity, as carried by the event feed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Event {
-    /// Globally unique (UUIDv7), assigned by the participant that accepted the write.
-    pub id: String,
-    /// Position in the serving participant's feed (commit order); ignored when applied.
-    #[serde(default)]
-    pub seq: i64,
-    /// The participant that accepted the write.
-    pub origin: String,
-    /// `entity.change`, e.g. `student.updated`; the part before the dot is the entity kind.
-    #[serde(rename = "type")]
-    pub event_type: String,
-    /// The entity's id.
-    pub key: String,
-    /// Per-entity version, increasing with every change wherever it was made.
-    pub version: i64,
-    /// When the origin accepted the write (RFC 3339 UTC).
-    pub at: String,
-    /// The entity's full state after the change.
-    pub data: Value,
-}
-
-impl Event {
-    /// The entity kind, the part of the type before the first dot.
-    pub fn kind(&self) -> &str {
-        kind_of(&self.event_type)
+/// Checks an incoming event before it is applied.
+fn validate(event: &Event) -> ApiResult<()> {
+    let field = |name: &str, problem: &str| ApiError::invalid_field(name, problem);
+    if event.id.is_empty() {
+        return Err(field("id", "must not be empty"));
     }
-
-    fn validate(&self) -> ApiResult<()> {
-        let field = |name: &str, problem: &str| ApiError::invalid_field(name, problem);
-        if self.id.is_empty() {
-            return Err(field("id", "must not be empty"));
-        }
-        if self.origin.is_empty() {
-            return Err(field("origin", "must not be empty"));
-        }
-        if self.key.is_empty() {
-            return Err(field("key", "must not be empty"));
-        }
-        if !self.event_type.contains('.') {
-            return Err(field("type", "must look like `entity.change`"));
-        }
-        if self.version < 1 {
-            return Err(field("version", "must be at least 1"));
-        }
-        if !self.data.is_object() {
-            return Err(field("data", "must be the entity's state as an object"));
-        }
-        Ok(())
+    if event.origin.is_empty() {
+        return Err(field("origin", "must not be empty"));
     }
-}
-
-fn kind_of(event_type: &str) -> &str {
-    event_type.split('.').next().unwrap_or(event_type)
+    if event.key.is_empty() {
+        return Err(field("key", "must not be empty"));
+    }
+    if !event.event_type.contains('.') {
+        return Err(field("type", "must look like `entity.change`"));
+    }
+    if event.version < 1 {
+        return Err(field("version", "must be at least 1"));
+    }
+    if !event.data.is_object() {
+        return Err(field("data", "must be the entity's state as an object"));
+    }
+    Ok(())
 }
 
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
@@ -214,27 +181,6 @@ pub fn has_version(conn: &Connection, kind: &str, key: &str) -> ApiResult<bool> 
     Ok(current_version(conn, kind, key)?.is_some())
 }
 
-/// What became of a batch of incoming events.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApplyReport {
-    /// Events in the batch.
-    pub received: usize,
-    /// Events that changed this participant's state (the "new" ones).
-    pub applied: usize,
-    /// Events already known by id: acknowledged, not applied again.
-    pub duplicates: usize,
-    /// Events older than the version already held for their entity: acknowledged, ignored.
-    pub stale: usize,
-    /// Events this participant refused (a conflict, a kind it does not hold): acknowledged
-    /// and parked in `parked_events` for an operator, so one bad event does not stop the
-    /// ones behind it. A parked event delivered again is tried again.
-    #[serde(default)]
-    pub rejected: usize,
-    /// Why the first refused event was refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_rejection: Option<String>,
-}
-
 /// Applies one entity's state from an event to the participant's domain tables.
 pub type Applier = dyn Fn(&Connection, &Event) -> ApiResult<()> + Send + Sync;
 
@@ -250,7 +196,7 @@ pub fn apply_batch(
         ..ApplyReport::default()
     };
     for (i, event) in events.iter().enumerate() {
-        event.validate().map_err(|err| ApiError {
+        validate(event).map_err(|err| ApiError {
             message: format!("events[{i}].{}", err.message),
             ..err
         })?;

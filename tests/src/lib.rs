@@ -371,7 +371,7 @@ pub async fn two_sided_proxy(
 
 /// A proxy started in this process from a plan file in a temp dir.
 pub struct TestProxy {
-    pub proxy: Option<strangler_proxy::server::Proxy>,
+    pub proxy: Option<strangler_control::Proxy>,
     pub plan_path: PathBuf,
     pub url: String,
     pub admin_url: String,
@@ -389,8 +389,8 @@ impl TestProxy {
     }
 
     pub async fn start_on(dir: TempDir, plan_path: PathBuf) -> Self {
-        let plan = strangler_proxy::plan::load(&plan_path).unwrap();
-        let proxy = strangler_proxy::server::Proxy::start(plan).await.unwrap();
+        let plan = strangler_plan::load(&plan_path).unwrap();
+        let proxy = strangler_control::Proxy::start(plan).await.unwrap();
         let url = format!("http://{}", proxy.listen);
         Self {
             admin_url: format!("http://{}", proxy.admin),
@@ -404,9 +404,9 @@ impl TestProxy {
     }
 
     /// Another proxy on the same plan and store.
-    pub async fn replica(&self) -> strangler_proxy::server::Proxy {
-        let plan = strangler_proxy::plan::load(&self.plan_path).unwrap();
-        strangler_proxy::server::Proxy::start(plan).await.unwrap()
+    pub async fn replica(&self) -> strangler_control::Proxy {
+        let plan = strangler_plan::load(&self.plan_path).unwrap();
+        strangler_control::Proxy::start(plan).await.unwrap()
     }
 
     /// Stops gracefully and starts again on the same plan and store.
@@ -419,12 +419,12 @@ impl TestProxy {
     }
 
     /// Runs a `strangler` command (in this process) against this proxy's plan.
-    pub async fn strangler(&self, args: &[&str]) -> Result<(), strangler_proxy::cli::CliError> {
+    pub async fn strangler(&self, args: &[&str]) -> Result<(), strangler_cli::cli::CliError> {
         use clap::Parser;
         let mut argv = vec!["strangler", "--plan", self.plan_path.to_str().unwrap()];
         argv.extend_from_slice(args);
-        let cli = strangler_proxy::cli::Cli::try_parse_from(argv).unwrap();
-        strangler_proxy::cli::run(cli).await
+        let cli = strangler_cli::cli::Cli::try_parse_from(argv).unwrap();
+        strangler_cli::cli::run(cli).await
     }
 
     /// A request to the admin API, with or without the token.
@@ -616,8 +616,8 @@ impl Stack {
     }
 
     /// Every link's progress from the store.
-    pub fn links(&self) -> Vec<strangler_proxy::store::LinkProgress> {
-        strangler_proxy::store::Store::open(&self.proxy.dir.path().join("strangler.db"))
+    pub fn links(&self) -> Vec<strangler_store::LinkProgress> {
+        strangler_store::open(&self.proxy.dir.path().join("strangler.db"))
             .unwrap()
             .links()
             .unwrap()

@@ -46,10 +46,10 @@ async fn shadow_proxy(legacy: &str, candidates: &[(&str, String, &str)], gate: &
 }
 
 fn report(p: &TestProxy, route: &str) -> Value {
-    let store = strangler_proxy::store::Store::open(&p.dir.path().join("strangler.db")).unwrap();
-    let plan = strangler_proxy::plan::load(&p.plan_path).unwrap();
-    let reports = strangler_proxy::report::gather(&plan, &store, Some(route)).unwrap();
-    strangler_proxy::report::json(&reports)["routes"][0].clone()
+    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let plan = strangler_plan::load(&p.plan_path).unwrap();
+    let reports = strangler_report::gather(&plan, &*store, Some(route)).unwrap();
+    strangler_report::json(&reports)["routes"][0].clone()
 }
 
 /// Waits until `route` has `n` results of any kind recorded.
@@ -339,7 +339,7 @@ async fn the_gate_refuses_below_and_accepts_at_the_thresholds() {
     ])
     .await
     .unwrap();
-    let store = strangler_proxy::store::Store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
     let last = store.history(Some("students"), 1).unwrap().pop().unwrap();
     assert!(last.forced);
     let reason = last.reason.unwrap();

@@ -1,0 +1,785 @@
+//! The `strangler` command line: every command reads the plan (`--plan`, `STRANGLER_PLAN`,
+//! or `./migration-plan.toml`), fails with a one-line reason and a non-zero exit code.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use strangler_control::rollout::{self, Move, Outcome, Request, RolloutError};
+use strangler_control::status::{RouteStatus, UNMATCHED};
+use strangler_plan::{self as plan, DEFAULT_PLAN, Plan};
+use strangler_store::Store;
+
+use crate::shutdown_signal;
+use strangler_control::Proxy;
+use strangler_plan::Stage;
+use strangler_store::{ShadowMetric, now_ms};
+
+/// Exit code of a refused or failed command.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code of a command naming a route the plan does not have (and of usage errors).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code when a change was made but not every live proxy confirmed it within the bound.
+pub const EXIT_UNCONFIRMED: i32 = 3;
+
+/// Strangler-fig migrations: move a monolith to services route by route, with instant rollback.
+#[derive(Debug, Parser)]
+#[command(name = "strangler", version)]
+pub struct Cli {
+    /// The migration plan.
+    #[arg(long, global = true, env = "STRANGLER_PLAN", default_value = DEFAULT_PLAN)]
+    pub plan: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the demo stack: every service with a `run` command, then the proxy.
+    Up,
+    /// Run the proxy (data plane and admin API) until Ctrl-C or SIGTERM.
+    Serve,
+    /// Routes, stages, traffic split and counters; the live proxies.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Legacy answers; the new service is sent a copy and the answers are compared.
+    Shadow {
+        route: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Send PERCENT of the route's traffic (sticky by key) to the new service.
+    Canary {
+        route: String,
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: u8,
+        /// Go ahead although the cutover gate is closed (the audit log says so).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// The new service answers the route (refused unless its shadow comparisons pass the gate).
+    Cutover {
+        route: String,
+        /// Go ahead although the cutover gate is closed (the audit log says so).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Back to legacy, at once, on every proxy.
+    Rollback {
+        /// The route to roll back (or --all).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        route: Option<String>,
+        /// Roll back every route that is not in legacy.
+        #[arg(long)]
+        all: bool,
+        /// Roll back a retired route too.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Declare a cut-over route's legacy path gone (rollback then needs --force).
+    Retire {
+        route: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// The audit log of stage changes.
+    History {
+        route: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the plan's sync links in the foreground (`strangler serve` runs them too), or
+    /// show their progress.
+    Sync {
+        #[command(subcommand)]
+        command: Option<SyncCommand>,
+    },
+    /// Shadow-diff report: match rate, mismatching paths, noise, sample diffs, latency.
+    Report {
+        /// One route (default: every route).
+        route: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Compare two JSON (or text) files the way shadow traffic is compared. Exits 0 when
+    /// they are the same, 1 when they differ.
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: DiffFormat,
+    },
+    /// Validate a plan.
+    Plan {
+        #[command(subcommand)]
+        command: PlanCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Md,
+    Html,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DiffFormat {
+    /// One line per difference: JSON Pointer, kind, both values.
+    Text,
+    /// An RFC 6902 patch that turns A into B.
+    JsonPatch,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Each link's checkpoint, lag (events and seconds), counters and last error.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Check a plan file (default: --plan) and print a summary.
+    Check { file: Option<PathBuf> },
+}
+
+#[derive(Debug, Args)]
+pub struct ChangeArgs {
+    /// Who makes the change (default: $USER).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Why, for the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// How long to wait for every live proxy to apply the change (e.g. 2s, 500ms).
+    #[arg(long, default_value = "2s", value_parser = parse_wait)]
+    pub wait: Duration,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_wait(raw: &str) -> Result<Duration, String> {
+    plan::parse_duration(raw)
+        .ok_or_else(|| format!("`{raw}` is not a duration above zero like 2s or 500ms"))
+}
+
+/// A failed command: its one-line reason and exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    fn failed(message: impl Into<String>) -> Self {
+        Self {
+            code: EXIT_FAILED,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<RolloutError> for CliError {
+    fn from(err: RolloutError) -> Self {
+        let code = match err {
+            RolloutError::UnknownRoute { .. } => EXIT_USAGE,
+            _ => EXIT_FAILED,
+        };
+        Self {
+            code,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<strangler_store::StoreError> for CliError {
+    fn from(err: strangler_store::StoreError) -> Self {
+        Self::failed(err.to_string())
+    }
+}
+
+fn load_plan(file: &std::path::Path) -> Result<Plan, CliError> {
+    plan::load(file).map_err(|err| CliError::failed(err.to_string()))
+}
+
+/// Runs a command, printing its output; returns the exit code.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Plan {
+            command: PlanCommand::Check { file },
+        } => {
+            let file = file.unwrap_or(cli.plan);
+            let plan = load_plan(&file)?;
+            crate::say!(
+                "{}: ok ({} services, legacy = {}; {} routes; {} sync links)",
+                file.display(),
+                plan.services.len(),
+                plan.legacy,
+                plan.routes.len(),
+                plan.sync.len()
+            );
+            Ok(())
+        }
+        Command::Diff { a, b, format } => diff_files(&a, &b, format),
+        Command::Report { route, format, out } => {
+            shadow_report(&load_plan(&cli.plan)?, route, format, out)
+        }
+        Command::Serve => serve(load_plan(&cli.plan)?).await,
+        Command::Sync { command: None } => run_sync(load_plan(&cli.plan)?).await,
+        Command::Sync {
+            command: Some(SyncCommand::Status { json }),
+        } => sync_status(&load_plan(&cli.plan)?, json),
+        Command::Up => crate::up::up(load_plan(&cli.plan)?)
+            .await
+            .map_err(|err| CliError::failed(err.to_string())),
+        Command::Status { json } => status(&load_plan(&cli.plan)?, json),
+        Command::History { route, limit, json } => {
+            history(&load_plan(&cli.plan)?, route, limit, json)
+        }
+        Command::Shadow { route, change } => {
+            change_one(&load_plan(&cli.plan)?, route, Move::Shadow, false, change).await
+        }
+        Command::Canary {
+            route,
+            percent,
+            force,
+            change,
+        } => {
+            let plan = load_plan(&cli.plan)?;
+            change_one(&plan, route, Move::Canary(percent), force, change).await
+        }
+        Command::Cutover {
+            route,
+            force,
+            change,
+        } => change_one(&load_plan(&cli.plan)?, route, Move::Cutover, force, change).await,
+        Command::Retire { route, change } => {
+            change_one(&load_plan(&cli.plan)?, route, Move::Retire, false, change).await
+        }
+        Command::Rollback {
+            route,
+            all,
+            force,
+            change,
+        } => {
+            let plan = load_plan(&cli.plan)?;
+            if all {
+                rollback_all(&plan, force, change).await
+            } else {
+                let route = route.unwrap_or_default();
+                change_one(&plan, route, Move::Rollback, force, change).await
+            }
+        }
+    }
+}
+
+async fn serve(plan: Plan) -> Result<(), CliError> {
+    let proxy = Proxy::start(plan)
+        .await
+        .map_err(|err| CliError::failed(err.to_string()))?;
+    eprintln!(
+        "strangler: proxy on http://{} (admin http://{}, token in ${} or the token file); Ctrl-C stops",
+        proxy.listen,
+        proxy.admin,
+        strangler_control::admin::TOKEN_ENV
+    );
+    shutdown_signal().await;
+    proxy.stop().await;
+    Ok(())
+}
+
+fn shadow_report(
+    plan: &Plan,
+    route: Option<String>,
+    format: ReportFormat,
+    out: Option<PathBuf>,
+) -> Result<(), CliError> {
+    if let Some(route) = &route
+        && !plan.routes.iter().any(|r| &r.name == route)
+    {
+        return Err(RolloutError::UnknownRoute {
+            route: route.clone(),
+            known: plan::route_names(plan),
+        }
+        .into());
+    }
+    let store = strangler_store::open(&plan.proxy.state)?;
+    let reports = strangler_report::gather(plan, &*store, route.as_deref())?;
+    let dropped = strangler_report::dropped(&*store)?;
+    let rendered = match format {
+        ReportFormat::Text if dropped > 0 => format!(
+            "{dropped} shadow results were dropped (the recorder's queue was full)\n\n{}",
+            strangler_report::text(&reports)
+        ),
+        ReportFormat::Text => strangler_report::text(&reports),
+        ReportFormat::Md => strangler_report::markdown(&reports),
+        ReportFormat::Html => strangler_report::html(&reports),
+        ReportFormat::Json => {
+            serde_json::to_string_pretty(&strangler_report::json(&reports)).unwrap_or_default()
+        }
+    };
+    match out {
+        Some(path) => std::fs::write(&path, rendered)
+            .map_err(|err| CliError::failed(format!("cannot write {}: {err}", path.display()))),
+        None => {
+            crate::say_raw!("{rendered}");
+            Ok(())
+        }
+    }
+}
+
+fn diff_files(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    format: DiffFormat,
+) -> Result<(), CliError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|err| CliError {
+            code: 2,
+            message: format!("cannot read {}: {err}", p.display()),
+        })
+    };
+    let (x, y) = (read(a)?, read(b)?);
+    let same = match format {
+        DiffFormat::JsonPatch => {
+            let parse = |bytes: &[u8], p: &std::path::Path| {
+                serde_json::from_slice::<Value>(bytes).map_err(|err| CliError {
+                    code: 2,
+                    message: format!("{} is not JSON: {err}", p.display()),
+                })
+            };
+            let patch = strangler_diff::json_patch(&parse(&x, a)?, &parse(&y, b)?);
+            crate::say!(
+                "{}",
+                serde_json::to_string_pretty(&patch).unwrap_or_default()
+            );
+            patch.is_empty()
+        }
+        DiffFormat::Text => {
+            let diffs = strangler_diff::diff_bodies(&x, &y, &strangler_diff::Rules::default());
+            if diffs.is_empty() {
+                crate::say!("no differences");
+            } else {
+                crate::say!("{}", strangler_diff::render_text(&diffs));
+            }
+            diffs.is_empty()
+        }
+    };
+    if same {
+        Ok(())
+    } else {
+        // Like diff(1): 1 means "they differ", the output says how.
+        Err(CliError {
+            code: 1,
+            message: String::new(),
+        })
+    }
+}
+
+async fn run_sync(plan: Plan) -> Result<(), CliError> {
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let relays = strangler_relay::Relays::start(&plan, &shutdown)
+        .map_err(|err| CliError::failed(err.to_string()))?;
+    if relays.is_empty() {
+        return Err(CliError::failed(format!(
+            "{} declares no [[sync]] links",
+            plan.file.display()
+        )));
+    }
+    eprintln!(
+        "strangler: relaying {} sync link(s); `strangler sync status` shows progress; Ctrl-C stops",
+        plan.sync.len()
+    );
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    relays.join().await;
+    Ok(())
+}
+
+/// Rows of `sync status`: every plan link, with its stored progress if it ever ran.
+fn link_rows(
+    plan: &Plan,
+    store: &dyn Store,
+) -> Result<Vec<strangler_store::LinkProgress>, CliError> {
+    let stored = store.links()?;
+    Ok(plan
+        .sync
+        .iter()
+        .map(|link| {
+            let name = strangler_relay::link_name(link);
+            stored.iter().find(|p| p.link == name).cloned().unwrap_or(
+                strangler_store::LinkProgress {
+                    link: name,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect())
+}
+
+fn print_links(rows: &[strangler_store::LinkProgress]) {
+    crate::say!(
+        "{:<28} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  LAST ERROR",
+        "LINK",
+        "CHECKPOINT",
+        "LAG EVTS",
+        "LAG S",
+        "APPLIED",
+        "SKIPPED",
+        "REJECTED"
+    );
+    for p in rows {
+        crate::say!(
+            "{:<28} {:>10} {:>10} {:>9.1} {:>9} {:>9} {:>9}  {}",
+            p.link,
+            p.checkpoint,
+            p.lag_events(),
+            p.lag_seconds,
+            p.applied,
+            p.skipped,
+            p.rejected,
+            p.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    for p in rows.iter().filter(|p| p.rejected > 0) {
+        crate::say!(
+            "  {}: {} event(s) parked by the target; last: {}",
+            p.link,
+            p.rejected,
+            p.last_rejection.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+fn sync_status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
+    let store = strangler_store::open(&plan.proxy.state)?;
+    let rows = link_rows(plan, &*store)?;
+    if json_out {
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|p| {
+                json!({
+                    "link": p.link, "checkpoint": p.checkpoint, "head": p.head,
+                    "lag_events": p.lag_events(), "lag_seconds": p.lag_seconds,
+                    "applied": p.applied, "duplicates": p.duplicates, "skipped": p.skipped,
+                    "rejected": p.rejected, "last_rejection": p.last_rejection,
+                    "last_error": p.last_error, "updated_ms": p.updated_ms,
+                })
+            })
+            .collect();
+        crate::say!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+    } else if rows.is_empty() {
+        crate::say!("{} declares no [[sync]] links", plan.file.display());
+    } else {
+        print_links(&rows);
+    }
+    Ok(())
+}
+
+fn actor(args: &ChangeArgs) -> String {
+    args.actor
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+async fn change_one(
+    plan: &Plan,
+    route: String,
+    wanted: Move,
+    force: bool,
+    args: ChangeArgs,
+) -> Result<(), CliError> {
+    let request = Request {
+        route,
+        wanted,
+        force,
+        actor: actor(&args),
+        reason: args.reason.clone(),
+        wait: args.wait,
+    };
+    let outcome = rollout::change_stage(plan, &request).await?;
+    report(&request.route, &outcome, args.json)
+}
+
+fn report(route: &str, outcome: &Outcome, json_out: bool) -> Result<(), CliError> {
+    match outcome {
+        Outcome::Unchanged { stage } => {
+            if json_out {
+                crate::say!(
+                    "{}",
+                    json!({ "route": route, "changed": false, "stage": stage.to_string() })
+                );
+            } else {
+                crate::say!("{route} is already in {stage}; nothing changed");
+            }
+            Ok(())
+        }
+        Outcome::Changed {
+            change,
+            propagation,
+        } => {
+            let ms = propagation.elapsed.as_secs_f64() * 1000.0;
+            if json_out {
+                crate::say!(
+                    "{}",
+                    json!({
+                        "route": route, "changed": true, "from": change.from.to_string(), "to": change.to.to_string(),
+                        "generation": change.generation,
+                        "applied_by": propagation.applied.iter().map(|p| &p.id).collect::<Vec<_>>(),
+                        "pending": propagation.pending.iter().map(|p| &p.id).collect::<Vec<_>>(),
+                        "elapsed_ms": ms,
+                    })
+                );
+            } else {
+                let shadow_note = if change.to == Stage::Shadow {
+                    " (the monolith answers; copies go to the service and are compared: see `strangler report`)"
+                } else {
+                    ""
+                };
+                let applied = match (propagation.applied.len(), propagation.pending.len()) {
+                    (0, 0) => {
+                        "no proxy is running on this store; it applies when one starts".to_string()
+                    }
+                    (n, 0) => format!(
+                        "applied by {n} prox{} in {ms:.0} ms",
+                        if n == 1 { "y" } else { "ies" }
+                    ),
+                    (n, _) => format!("applied by {n} prox{}", if n == 1 { "y" } else { "ies" }),
+                };
+                crate::say!(
+                    "{route}: {} → {}{shadow_note}; {applied}",
+                    change.from,
+                    change.to
+                );
+            }
+            if propagation.pending.is_empty() {
+                Ok(())
+            } else {
+                let names: Vec<String> = propagation
+                    .pending
+                    .iter()
+                    .map(|p| format!("{} (pid {}, {})", p.id, p.pid, p.listen))
+                    .collect();
+                Err(CliError {
+                    code: EXIT_UNCONFIRMED,
+                    message: format!(
+                        "{route}: the change is stored but not confirmed within {ms:.0} ms by: {}",
+                        names.join(", ")
+                    ),
+                })
+            }
+        }
+    }
+}
+
+async fn rollback_all(plan: &Plan, force: bool, args: ChangeArgs) -> Result<(), CliError> {
+    let store = strangler_store::open(&plan.proxy.state)?;
+    let stages = store.stages()?;
+    drop(store);
+    let mut first_error = None;
+    let mut any = false;
+    for route in &plan.routes {
+        let stage = stages
+            .get(&route.name)
+            .copied()
+            .unwrap_or(route.initial_stage);
+        if stage == Stage::Legacy {
+            continue;
+        }
+        any = true;
+        let request = Request {
+            route: route.name.clone(),
+            wanted: Move::Rollback,
+            force,
+            actor: actor(&args),
+            reason: args.reason.clone(),
+            wait: args.wait,
+        };
+        let result = match rollout::change_stage(plan, &request).await {
+            Ok(outcome) => report(&route.name, &outcome, args.json),
+            Err(err) => Err(CliError::from(err)),
+        };
+        if let Err(err) = result {
+            eprintln!("strangler: {}", err.message);
+            first_error.get_or_insert(err);
+        }
+    }
+    if !any && !args.json {
+        crate::say!("every route is already in legacy; nothing changed");
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
+    let store = strangler_store::open(&plan.proxy.state)?;
+    let stages = store.stages()?;
+    let now = now_ms();
+    let proxies: Vec<_> = store
+        .proxies()?
+        .into_iter()
+        .filter(|p| p.is_live(now))
+        .collect();
+    let ids: Vec<String> = proxies.iter().map(|p| p.id.clone()).collect();
+    let counters = store.counters(&ids)?;
+    let generation = store.generation()?;
+    let mut rows: Vec<RouteStatus> = Vec::new();
+    for route in &plan.routes {
+        let stage = stages
+            .get(&route.name)
+            .copied()
+            .unwrap_or(route.initial_stage);
+        let c = counters.get(&route.name).cloned().unwrap_or_default();
+        let shadow = store.shadow_summary(&route.name)?;
+        rows.push(
+            RouteStatus::new(&route.name, &route.service, stage, &c).with_shadow(
+                shadow.count(ShadowMetric::Compared),
+                shadow.mismatch_rate().map(|m| 1.0 - m),
+            ),
+        );
+    }
+    let unmatched = counters.get(UNMATCHED).cloned().unwrap_or_default();
+    rows.push(RouteStatus::new(
+        UNMATCHED,
+        &plan.legacy,
+        Stage::Legacy,
+        &unmatched,
+    ));
+    if json_out {
+        let proxies: Vec<Value> = proxies
+            .iter()
+            .map(|p| {
+                json!({
+                    "id": p.id, "pid": p.pid, "listen": p.listen, "admin": p.admin,
+                    "generation": p.generation, "current": p.generation >= generation,
+                    "heartbeat_ms_ago": now - p.heartbeat_ms, "started_at": p.started_at,
+                })
+            })
+            .collect();
+        crate::say!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({ "generation": generation, "routes": rows, "proxies": proxies })
+            )
+            .unwrap_or_default()
+        );
+        return Ok(());
+    }
+    crate::say!(
+        "{:<16} {:<14} {:<9} {:>14} {:>10} {:>8} {:>16} {:>16}",
+        "ROUTE",
+        "SERVICE",
+        "STAGE",
+        "LEGACY/NEW %",
+        "REQUESTS",
+        "ERRORS",
+        "SERVED LEG/NEW",
+        "MATCH (COMPARED)"
+    );
+    for row in &rows {
+        let p = row.percent_new;
+        let matched = match (row.match_rate.flatten(), row.compared) {
+            (Some(r), Some(compared)) => format!("{:.2} % ({compared})", r * 100.0),
+            _ => "-".to_string(),
+        };
+        crate::say!(
+            "{:<16} {:<14} {:<9} {:>14} {:>10} {:>8} {:>16} {:>16}",
+            row.route,
+            row.service,
+            row.stage,
+            format!("{}/{}", 100 - p, p),
+            row.requests,
+            row.errors,
+            format!("{}/{}", row.served_legacy, row.served_new),
+            matched,
+        );
+    }
+    if proxies.is_empty() {
+        crate::say!(
+            "\nno live proxy on {} (start one with `strangler serve`)",
+            plan.proxy.state.display()
+        );
+    } else {
+        crate::say!("\nlive proxies (store generation {generation}):");
+        for p in &proxies {
+            crate::say!(
+                "  {}  pid {}  {}  admin {}  generation {}{}  heartbeat {} ms ago",
+                p.id,
+                p.pid,
+                p.listen,
+                p.admin,
+                p.generation,
+                if p.generation >= generation {
+                    ""
+                } else {
+                    " (behind)"
+                },
+                now - p.heartbeat_ms
+            );
+        }
+    }
+    Ok(())
+}
+
+fn history(plan: &Plan, route: Option<String>, limit: u32, json_out: bool) -> Result<(), CliError> {
+    if let Some(route) = &route
+        && !plan.routes.iter().any(|r| &r.name == route)
+    {
+        return Err(RolloutError::UnknownRoute {
+            route: route.clone(),
+            known: plan::route_names(plan),
+        }
+        .into());
+    }
+    let store = strangler_store::open(&plan.proxy.state)?;
+    let entries = store.history(route.as_deref(), limit)?;
+    if json_out {
+        crate::say!(
+            "{}",
+            serde_json::to_string_pretty(&entries).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    if entries.is_empty() {
+        crate::say!("no stage changes yet");
+    }
+    for e in &entries {
+        crate::say!(
+            "{}  {:<14} {} → {}  by {}{}{}",
+            e.at,
+            e.route,
+            e.from,
+            e.to,
+            e.actor,
+            if e.forced { " (forced)" } else { "" },
+            e.reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! The `strangler` command line: the binary's edge over the toolkit's crates.
+//!
+//! Layout:
+//! - [`cli`]: clap commands, one-line errors, exit codes (1 refused, 2 unknown route or
+//!   usage, 3 unconfirmed propagation);
+//! - [`up`]: `strangler up`, the demo stack as child processes and the proxy in-process.
+//!
+//! The toolkit beneath, one crate per layer: `strangler-plan`, `strangler-diff`,
+//! `strangler-store`, `strangler-dataplane`, `strangler-relay`, `strangler-control`,
+//! `strangler-report` (and `strangler-feed`, the event feed's wire types).
+#![forbid(unsafe_code)]
+
+/// `println!` for command output: a reader that went away (`strangler status | head`) ends
+/// the command quietly instead of panicking on the broken pipe.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// `print!` counterpart of [`say!`].
+#[macro_export]
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+pub mod cli;
+pub mod up;
+
+use std::io::IsTerminal;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `default_level`).
+pub fn init_tracing(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM: the one signal `serve`, `sync` and `up` stop on.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested, finishing in-flight requests");
+}

@@ -1,0 +1,311 @@
+//! The admin API, on its own listener and behind a bearer token: status, routes, plan reload,
+//! store refresh (the CLI's nudge) and Prometheus metrics.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+
+use arc_swap::ArcSwap;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use strangler_dataplane::metrics::RouteMetrics;
+use strangler_dataplane::routing::{RouteTable, UNMATCHED};
+use strangler_plan::{self as plan, Plan, Stage};
+
+use crate::control::ControlMsg;
+use crate::status::{RouteStatus, counters};
+
+/// Environment variable that sets the admin token (otherwise the token file is used).
+pub const TOKEN_ENV: &str = "STRANGLER_ADMIN_TOKEN";
+
+/// The token file beside a state store: `strangler.db` → `strangler.db.admin-token`.
+pub fn token_file(state: &Path) -> PathBuf {
+    let mut name = state.file_name().unwrap_or_default().to_os_string();
+    name.push(".admin-token");
+    state.with_file_name(name)
+}
+
+/// The token from the environment, or from the token file if it exists.
+pub fn read_token(state: &Path) -> Option<String> {
+    if let Ok(token) = std::env::var(TOKEN_ENV)
+        && !token.trim().is_empty()
+    {
+        return Some(token.trim().to_string());
+    }
+    std::fs::read_to_string(token_file(state))
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// The token to require: from the environment, the token file, or a new random token
+/// written to the token file with mode 0600.
+pub fn ensure_token(state: &Path) -> std::io::Result<String> {
+    if let Some(token) = read_token(state) {
+        return Ok(token);
+    }
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let path = token_file(state);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(&path) {
+        Ok(mut file) => {
+            use std::io::Write;
+            file.write_all(token.as_bytes())?;
+            Ok(token)
+        }
+        // Another proxy created it first: use theirs.
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => read_token(state)
+            .ok_or_else(|| std::io::Error::other(format!("{} is empty", path.display()))),
+        Err(err) => Err(err),
+    }
+}
+
+/// What the admin handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    pub token: Arc<str>,
+    pub table: Arc<ArcSwap<RouteTable>>,
+    pub plan: Arc<ArcSwap<Plan>>,
+    pub control: Sender<ControlMsg>,
+    pub proxy_id: Arc<str>,
+    pub listen: Arc<str>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/admin/status", get(status))
+        .route("/admin/routes", get(routes))
+        .route("/admin/reload", post(reload))
+        .route("/admin/refresh", post(refresh))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "that method is not allowed on this admin endpoint",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": { "code": code, "message": message.into() } })),
+    )
+        .into_response()
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match presented {
+        Some(token) if same(token.as_bytes(), state.token.as_bytes()) => next.run(request).await,
+        _ => {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                format!(
+                    "send Authorization: Bearer <token> (${TOKEN_ENV} or the token file beside the state store)"
+                ),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
+    }
+}
+
+fn route_rows(table: &RouteTable) -> Vec<RouteStatus> {
+    let mut rows: Vec<RouteStatus> = table
+        .routes
+        .iter()
+        .map(|r| {
+            RouteStatus::new(
+                &r.spec.name,
+                &r.spec.service,
+                r.stage,
+                &counters(&r.spec.name, &r.metrics),
+            )
+        })
+        .collect();
+    rows.push(RouteStatus::new(
+        UNMATCHED,
+        &table.legacy.upstream.name,
+        Stage::Legacy,
+        &counters(UNMATCHED, &table.unmatched),
+    ));
+    rows
+}
+
+async fn status(State(state): State<AdminState>) -> Json<Value> {
+    let table = state.table.load();
+    Json(json!({
+        "proxy": { "id": &*state.proxy_id, "listen": &*state.listen, "generation": table.generation,
+                   "plan": state.plan.load().file.display().to_string() },
+        "routes": route_rows(&table),
+    }))
+}
+
+async fn routes(State(state): State<AdminState>) -> Json<Value> {
+    let table = state.table.load();
+    let routes: Vec<Value> = table
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "route": r.spec.name,
+                "paths": r.spec.paths.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                "methods": r.spec.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
+                "service": r.spec.service,
+                "stage": r.stage.name(),
+                "percent_new": r.stage.percent_new(),
+                "timeout_ms": r.spec.timeout.as_millis() as u64,
+                "sticky": r.spec.sticky.as_ref().map(|s| s.to_string()),
+            })
+        })
+        .collect();
+    Json(
+        json!({ "generation": table.generation, "legacy": table.legacy.upstream.name, "routes": routes }),
+    )
+}
+
+/// Re-reads the plan file. A bad plan is refused with its reason and the old one keeps
+/// serving; so is a change to what only a restart can apply.
+async fn reload(State(state): State<AdminState>) -> Response {
+    let current = state.plan.load_full();
+    let file = current.file.clone();
+    let loaded = tokio::task::spawn_blocking(move || plan::load(&file)).await;
+    let next = match loaded {
+        Ok(Ok(next)) => next,
+        Ok(Err(err)) => return error(StatusCode::BAD_REQUEST, "bad_plan", err.to_string()),
+        Err(err) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                err.to_string(),
+            );
+        }
+    };
+    for (field, changed) in [
+        ("proxy.listen", next.proxy.listen != current.proxy.listen),
+        (
+            "proxy.admin_listen",
+            next.proxy.admin_listen != current.proxy.admin_listen,
+        ),
+        ("proxy.state", next.proxy.state != current.proxy.state),
+    ] {
+        if changed {
+            return error(
+                StatusCode::CONFLICT,
+                "restart_required",
+                format!(
+                    "{field} changed: restart the proxy to apply it; the old plan keeps serving"
+                ),
+            );
+        }
+    }
+    let routes = next.routes.len();
+    let (reply, answer) = oneshot::channel();
+    if state
+        .control
+        .send(ControlMsg::Reload(Box::new(next), reply))
+        .is_err()
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the proxy is shutting down",
+        );
+    }
+    match answer.await {
+        Ok(generation) => {
+            tracing::info!(routes, "plan reloaded");
+            Json(json!({ "reloaded": true, "routes": routes, "generation": generation }))
+                .into_response()
+        }
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the proxy is shutting down",
+        ),
+    }
+}
+
+async fn refresh(State(state): State<AdminState>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if state.control.send(ControlMsg::Refresh(reply)).is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the proxy is shutting down",
+        );
+    }
+    match answer.await {
+        Ok(generation) => Json(json!({ "generation": generation })).into_response(),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the proxy is shutting down",
+        ),
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let table = state.table.load();
+    let mut routes: Vec<(&str, &str, &RouteMetrics)> = table
+        .routes
+        .iter()
+        .map(|r| (r.spec.name.as_str(), r.stage.name(), &*r.metrics))
+        .collect();
+    routes.push((UNMATCHED, "legacy", &table.unmatched));
+    let mut services = std::collections::BTreeMap::new();
+    services.insert(table.legacy.upstream.name.as_str(), &*table.legacy.metrics);
+    for r in &table.routes {
+        services.insert(r.target.upstream.name.as_str(), &*r.target.metrics);
+    }
+    let mut out = String::new();
+    strangler_dataplane::metrics::render(&mut out, &routes, &services);
+    out.push_str(&format!(
+        "# TYPE strangler_table_generation gauge\nstrangler_table_generation {}\n",
+        table.generation
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

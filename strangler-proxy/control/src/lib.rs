@@ -1,0 +1,27 @@
+//! The control plane: everything that decides what the data plane serves, and the process
+//! that runs them together.
+//!
+//! Layout:
+//! - [`control`]: the control thread that watches the store and swaps the route table,
+//!   records the generation served, and writes heartbeats with counters;
+//! - [`recorder`]: drains the data plane's shadow results into the store;
+//! - [`rollout`]: stage changes as an operator makes them, the cutover gate
+//!   ([`rollout::GateVerdict`]), and waiting until every live proxy serves a change;
+//! - [`status`]: [`status::RouteStatus`], one route's state as the admin API, the CLI and
+//!   the reports show it;
+//! - [`admin`]: the admin API and its token;
+//! - [`proxy`]: a running proxy (data plane, admin, control, recorder, relays) and its
+//!   one way to stop.
+//!
+//! API boundary: the only crate that both reads the store and drives the data plane. The
+//! data plane sees a route table and a results channel; the store sees typed calls.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod control;
+pub mod proxy;
+pub mod recorder;
+pub mod rollout;
+pub mod status;
+
+pub use proxy::{Proxy, ServeError};

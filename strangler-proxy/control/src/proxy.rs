@@ -1,0 +1,173 @@
+//! A running proxy: the data plane, the admin listener, the control thread, the shadow
+//! recorder and the sync relays, started together. One shutdown signal stops them all;
+//! [`Proxy::stop`] awaits each in the order that loses nothing: the data plane finishes its
+//! in-flight requests, the recorder writes the results they produced, the relays finish
+//! their current step, the admin listener closes, and the control thread deregisters.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use strangler_dataplane::listener::{DataPlane, DataPlaneConfig, ListenError, until_stopped};
+use strangler_dataplane::shadow::results_channel;
+use strangler_plan::Plan;
+use strangler_relay::{RelayError, Relays};
+use strangler_store::StoreError;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState};
+use crate::control::{ControlPlane, proxy_record};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("cannot create the admin token file {path}: {source}")]
+    Token {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the control thread: {0}")]
+    Thread(std::io::Error),
+    #[error(transparent)]
+    Relay(#[from] RelayError),
+}
+
+/// A proxy serving a plan.
+pub struct Proxy {
+    /// Unique name of this proxy process in the state store.
+    pub id: String,
+    /// Where the data plane listens (the real port when the plan says 0).
+    pub listen: SocketAddr,
+    /// Where the admin API listens.
+    pub admin: SocketAddr,
+    /// The bearer token the admin API requires.
+    pub token: String,
+    /// The one shutdown signal every task below watches.
+    shutdown: watch::Sender<bool>,
+    data_plane: DataPlane,
+    /// Ends after the data plane, once it wrote the last results.
+    recorder: JoinHandle<()>,
+    /// The plan's sync links, relayed by this proxy.
+    relays: Relays,
+    admin_server: JoinHandle<()>,
+    control: ControlPlane,
+}
+
+impl Proxy {
+    /// Binds both listeners, reads the store and starts serving.
+    pub async fn start(plan: Plan) -> Result<Self, ServeError> {
+        let state = plan.proxy.state.clone();
+        let token = admin::ensure_token(&state).map_err(|source| ServeError::Token {
+            path: admin::token_file(&state),
+            source,
+        })?;
+        // A plain bind first: an address in use is an error, not a port silently shared
+        // through SO_REUSEPORT; it also resolves port 0 for the workers.
+        let listen = {
+            let probe = std::net::TcpListener::bind(plan.proxy.listen).map_err(|source| {
+                ServeError::Bind {
+                    addr: plan.proxy.listen,
+                    source,
+                }
+            })?;
+            probe.local_addr().map_err(|source| ServeError::Bind {
+                addr: plan.proxy.listen,
+                source,
+            })?
+        };
+        let admin_addr = plan.proxy.admin_listen;
+        let admin_listener =
+            TcpListener::bind(admin_addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: admin_addr,
+                    source,
+                })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind {
+                addr: admin_addr,
+                source,
+            })?;
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let (shutdown, stopping) = watch::channel(false);
+        let header_read_timeout = plan.proxy.header_read_timeout;
+        let relays = Relays::start(&plan, &stopping)?;
+        let record = proxy_record(&id, &listen.to_string(), &admin_addr.to_string());
+        let (control, table, current_plan) = ControlPlane::start(plan, record, stopping.clone())?;
+
+        let results_store = strangler_store::open(&state)?;
+        let (results, receiver) = results_channel(results_store.noisy_paths()?);
+        let recorder = crate::recorder::start(receiver, results_store);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let data_plane = DataPlane::start(
+            DataPlaneConfig {
+                listen,
+                workers,
+                proxy_id: id.clone(),
+                header_read_timeout,
+            },
+            &table,
+            &results,
+            &stopping,
+        )?;
+        // The workers hold the only senders now: the recorder ends when they do.
+        drop(results);
+        let admin_router = admin::router(AdminState {
+            token: Arc::from(token.as_str()),
+            table,
+            plan: current_plan,
+            control: control.sender.clone(),
+            proxy_id: Arc::from(id.as_str()),
+            listen: Arc::from(listen.to_string().as_str()),
+        });
+        let admin_stop = stopping.clone();
+        let admin_server = tokio::spawn(async move {
+            let result = axum::serve(admin_listener, admin_router)
+                .with_graceful_shutdown(until_stopped(admin_stop))
+                .await;
+            if let Err(err) = result {
+                tracing::warn!(error = %err, "admin listener failed");
+            }
+        });
+        tracing::info!(%listen, admin = %admin_addr, id = %id, "strangler proxy serving");
+        Ok(Self {
+            id,
+            listen,
+            admin: admin_addr,
+            token,
+            shutdown,
+            data_plane,
+            recorder,
+            relays,
+            admin_server,
+            control,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the data plane's grace
+    /// period), writes their shadow results, stops the relays and deregisters.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        self.data_plane.join().await;
+        let _ = self.recorder.await;
+        self.relays.join().await;
+        let _ = self.admin_server.await;
+        self.control.join().await;
+        tracing::info!(id = %self.id, "strangler proxy stopped");
+    }
+}

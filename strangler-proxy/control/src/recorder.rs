@@ -1,0 +1,303 @@
+//! The shadow recorder: drains the data plane's results channel, aggregates per route, and
+//! writes to the state store every [`FLUSH_EVERY`], on a blocking thread. It ends when the
+//! channel closes (every data-plane worker is gone), after writing what is pending, so a
+//! stopping proxy loses no result it took.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strangler_dataplane::shadow::{NoiseMap, Outcome, ResultReceiver, Unmirrored};
+use strangler_diff as diff;
+use strangler_store::{ShadowBatch, ShadowMetric, Store, StoreError};
+use tokio::task::JoinHandle;
+
+/// How often the recorder writes to the store.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// The store's name for why a request was not compared.
+pub fn unmirrored_metric(reason: Unmirrored) -> ShadowMetric {
+    use strangler_store::Unmirrored as Stored;
+    ShadowMetric::Unmirrored(match reason {
+        Unmirrored::SampledOut => Stored::SampledOut,
+        Unmirrored::WriteSkipped => Stored::WriteSkipped,
+        Unmirrored::TooLarge => Stored::TooLarge,
+        Unmirrored::Busy => Stored::Busy,
+        Unmirrored::Incomplete => Stored::Incomplete,
+    })
+}
+
+/// Starts the recorder on `receiver`, writing to `store`. The handle resolves after the
+/// final flush.
+pub fn start(receiver: ResultReceiver, store: Box<dyn Store>) -> JoinHandle<()> {
+    tokio::spawn(record(receiver, store))
+}
+
+/// Results gathered since the last flush, per route.
+#[derive(Default)]
+pub struct Pending {
+    batches: HashMap<String, ShadowBatch>,
+}
+
+impl Pending {
+    /// Adds one result of `route`; `noise` is the shared map of learned noisy paths.
+    pub fn add(&mut self, route: &str, outcome: Outcome, noise: &Mutex<NoiseMap>) {
+        let batch = self
+            .batches
+            .entry(route.to_string())
+            .or_insert_with(|| ShadowBatch {
+                route: route.to_string(),
+                ..ShadowBatch::default()
+            });
+        add(batch, outcome, noise, route);
+    }
+
+    /// Counts results the channel could not take (kept under the empty route).
+    pub fn dropped(&mut self, n: u64) {
+        if n > 0 {
+            self.batches
+                .entry(String::new())
+                .or_default()
+                .count(ShadowMetric::Dropped, i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// Everything gathered, leaving nothing behind.
+    pub fn take(&mut self) -> Vec<ShadowBatch> {
+        let mut batches: Vec<ShadowBatch> = self.batches.drain().map(|(_, b)| b).collect();
+        batches.sort_by(|a, b| a.route.cmp(&b.route));
+        batches
+    }
+}
+
+async fn record(mut receiver: ResultReceiver, store: Box<dyn Store>) {
+    let store = Arc::new(Mutex::new(store));
+    let mut pending = Pending::default();
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        tokio::select! {
+            received = receiver.rx.recv() => {
+                let Some((route, outcome)) = received else {
+                    // Every sender is gone: the data plane stopped. Write what is pending.
+                    pending.dropped(receiver.dropped.swap(0, Ordering::Relaxed));
+                    flush(&store, pending.take()).await;
+                    break;
+                };
+                pending.add(&route, outcome, &receiver.noise);
+            }
+            _ = tick.tick() => {
+                pending.dropped(receiver.dropped.swap(0, Ordering::Relaxed));
+                if !pending.is_empty() {
+                    flush(&store, pending.take()).await;
+                }
+            }
+        }
+    }
+}
+
+async fn flush(store: &Arc<Mutex<Box<dyn Store>>>, batches: Vec<ShadowBatch>) {
+    if batches.is_empty() {
+        return;
+    }
+    let store = Arc::clone(store);
+    let written = tokio::task::spawn_blocking(move || {
+        let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+        for batch in &batches {
+            store.record_shadow(batch)?;
+        }
+        Ok::<_, StoreError>(())
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "cannot record shadow results"),
+        Err(err) => tracing::warn!(error = %err, "the shadow recorder's store task failed"),
+    }
+}
+
+fn add(batch: &mut ShadowBatch, outcome: Outcome, noise: &Mutex<NoiseMap>, route: &str) {
+    match outcome {
+        Outcome::Unmirrored(reason) => batch.count(unmirrored_metric(reason), 1),
+        Outcome::Error(message) => {
+            batch.count(ShadowMetric::Errors, 1);
+            tracing::debug!(route, error = %message, "shadow leg failed");
+        }
+        Outcome::Noise(paths) => {
+            let mut known = noise.lock().unwrap_or_else(|p| p.into_inner());
+            let set = known.entry(route.to_string()).or_default();
+            for p in paths {
+                if set.insert(p.clone()) {
+                    *batch
+                        .paths
+                        .entry((p, "noise".to_string(), true))
+                        .or_default() += 1;
+                }
+            }
+        }
+        Outcome::Compared {
+            differences,
+            noisy,
+            sample,
+            primary_ms,
+            candidate_ms,
+        } => {
+            batch.count(ShadowMetric::Compared, 1);
+            let real: Vec<&diff::Difference> = differences
+                .iter()
+                .filter(|d| !noisy.contains(&diff::group_path(&d.path)))
+                .collect();
+            let verdict = if differences.is_empty() {
+                ShadowMetric::Matched
+            } else if real.is_empty() {
+                ShadowMetric::NoisyOnly
+            } else {
+                ShadowMetric::Mismatched
+            };
+            batch.count(verdict, 1);
+            let mut groups = HashSet::new();
+            for d in &differences {
+                let group = diff::group_path(&d.path);
+                let is_noise = noisy.contains(&group);
+                if groups.insert((group.clone(), d.kind.code().to_string(), is_noise)) {
+                    *batch
+                        .paths
+                        .entry((group, d.kind.code().to_string(), is_noise))
+                        .or_default() += 1;
+                }
+            }
+            if let (Some(sample), Some(first)) = (sample, real.first()) {
+                batch
+                    .samples
+                    .push((diff::group_path(&first.path), sample.to_string()));
+            }
+            batch.latencies.push((primary_ms, candidate_ms));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diff::{Difference, Kind};
+    use serde_json::json;
+
+    fn difference(path: &str) -> Difference {
+        Difference {
+            path: path.to_string(),
+            kind: Kind::ValueChanged,
+            left: Some(json!(1)),
+            right: Some(json!(2)),
+        }
+    }
+
+    fn compared(paths: &[&str], noisy: &[&str]) -> Outcome {
+        Outcome::Compared {
+            differences: paths.iter().map(|p| difference(p)).collect(),
+            noisy: noisy.iter().map(|p| p.to_string()).collect(),
+            sample: (!paths.is_empty()).then(|| json!({ "uri": "/x" })),
+            primary_ms: 1.0,
+            candidate_ms: 2.0,
+        }
+    }
+
+    #[test]
+    fn results_aggregate_per_route_and_verdict() {
+        let noise = Mutex::new(NoiseMap::new());
+        let mut pending = Pending::default();
+        pending.add("students", compared(&[], &[]), &noise);
+        pending.add("students", compared(&["/name"], &[]), &noise);
+        pending.add("students", compared(&["/name", "/name"], &[]), &noise);
+        pending.add("students", compared(&["/at"], &["/at"]), &noise);
+        pending.add("students", Outcome::Error("timeout".into()), &noise);
+        pending.add("students", Outcome::Unmirrored(Unmirrored::Busy), &noise);
+        pending.add(
+            "finance",
+            Outcome::Unmirrored(Unmirrored::SampledOut),
+            &noise,
+        );
+        pending.dropped(3);
+        let batches = pending.take();
+        assert!(pending.is_empty());
+        let routes: Vec<&str> = batches.iter().map(|b| b.route.as_str()).collect();
+        assert_eq!(routes, ["", "finance", "students"]);
+        let students = &batches[2];
+        let count = |m| students.counts.get(&m).copied().unwrap_or(0);
+        assert_eq!(count(ShadowMetric::Compared), 4);
+        assert_eq!(count(ShadowMetric::Matched), 1);
+        assert_eq!(count(ShadowMetric::Mismatched), 2);
+        assert_eq!(count(ShadowMetric::NoisyOnly), 1);
+        assert_eq!(count(ShadowMetric::Errors), 1);
+        assert_eq!(
+            count(unmirrored_metric(Unmirrored::Busy)),
+            1,
+            "{:?}",
+            students.counts
+        );
+        // A path counts once per comparison, however often it differs in it.
+        assert_eq!(
+            students.paths[&("/name".to_string(), "value_changed".to_string(), false)],
+            2
+        );
+        assert_eq!(
+            students.paths[&("/at".to_string(), "value_changed".to_string(), true)],
+            1
+        );
+        // Samples are kept for real mismatches only, latencies for every comparison.
+        assert_eq!(students.samples.len(), 2);
+        assert_eq!(students.latencies.len(), 4);
+        assert_eq!(batches[0].counts[&ShadowMetric::Dropped], 3);
+    }
+
+    #[test]
+    fn noise_is_learned_once_and_shared_with_the_legs() {
+        let noise = Mutex::new(NoiseMap::new());
+        let mut pending = Pending::default();
+        pending.add("students", Outcome::Noise(vec!["/at".into()]), &noise);
+        pending.add(
+            "students",
+            Outcome::Noise(vec!["/at".into(), "/id".into()]),
+            &noise,
+        );
+        let batch = pending.take().remove(0);
+        assert_eq!(batch.paths.len(), 2, "{:?}", batch.paths);
+        let known = noise.lock().unwrap();
+        assert_eq!(known["students"].len(), 2);
+    }
+
+    #[tokio::test]
+    async fn stopping_flushes_what_is_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let (sender, receiver) =
+            strangler_dataplane::shadow::results_channel_with_capacity(NoiseMap::new(), 2);
+        let handle = start(receiver, strangler_store::open(&path).unwrap());
+        sender.send("students", compared(&[], &[]));
+        sender.send("students", compared(&["/name"], &[]));
+        // Past the channel's capacity before the recorder ran: counted, not waited for.
+        for _ in 0..5 {
+            sender.send("students", Outcome::Unmirrored(Unmirrored::Busy));
+        }
+        drop(sender);
+        handle.await.unwrap();
+        let store = strangler_store::open(&path).unwrap();
+        let summary = store.shadow_summary("students").unwrap();
+        assert_eq!(summary.count(ShadowMetric::Compared), 2);
+        assert_eq!(summary.count(ShadowMetric::Mismatched), 1);
+        let dropped = store
+            .shadow_summary("")
+            .unwrap()
+            .count(ShadowMetric::Dropped);
+        let busy = summary.count(unmirrored_metric(Unmirrored::Busy));
+        assert_eq!(
+            dropped + busy,
+            5,
+            "every result is either recorded or counted as dropped"
+        );
+        assert!(dropped >= 3);
+    }
+}

@@ -1,0 +1,402 @@
+//! Stage changes as an operator makes them: which moves are allowed, writing the change and
+//! its audit entry, nudging the running proxies, and waiting until every live proxy serves it.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use strangler_plan::{self as plan, GateSpec, Plan, Stage};
+use strangler_store::prelude::*;
+use strangler_store::{
+    Change, ProxyRecord, ShadowMetric, ShadowSummary, StageChange, StageWrite, StoreError, now_ms,
+};
+
+use crate::admin;
+
+/// Default bound on waiting for every live proxy to apply a change.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(2);
+const NUDGE_TIMEOUT: Duration = Duration::from_millis(500);
+const POLL: Duration = Duration::from_millis(5);
+
+/// What the operator asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    Shadow,
+    Canary(u8),
+    Cutover,
+    Rollback,
+    Retire,
+}
+
+/// The stage `current` moves to, `None` when it is already there, or why the move is refused.
+pub fn next_stage(current: Stage, wanted: Move, force: bool) -> Result<Option<Stage>, String> {
+    let target = match wanted {
+        Move::Shadow => Stage::Shadow,
+        Move::Canary(p) if p > 100 => return Err(format!("canary percent {p} is over 100")),
+        Move::Canary(p) => Stage::Canary { percent: p },
+        Move::Cutover => Stage::Cutover,
+        Move::Rollback => Stage::Legacy,
+        Move::Retire => Stage::Retired,
+    };
+    if current == target {
+        return Ok(None);
+    }
+    match (current, wanted) {
+        (Stage::Retired, Move::Rollback) if force => Ok(Some(target)),
+        (Stage::Retired, Move::Rollback) => Err(
+            "the route is retired (its legacy path is declared gone); roll back with --force if the legacy code still runs".to_string(),
+        ),
+        (Stage::Retired, _) => Err("the route is retired; `rollback --force` it first".to_string()),
+        (Stage::Cutover, Move::Retire) => Ok(Some(target)),
+        (_, Move::Retire) => Err(format!("only a route in cutover can be retired (it is in {current})")),
+        _ => Ok(Some(target)),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error("unknown route `{route}` (routes: {known})")]
+    UnknownRoute { route: String, known: String },
+    #[error("{route}: cannot {wanted} from {current}: {reason}")]
+    Refused {
+        route: String,
+        wanted: String,
+        current: Stage,
+        reason: String,
+    },
+    #[error(
+        "{route}: the cutover gate is closed: {reason}; shadow the route longer, fix the differences (strangler report {route}), or pass --force"
+    )]
+    GateClosed { route: String, reason: String },
+    #[error(
+        "{route} was changed by someone else while this change was made (now {now}); check `strangler status` and retry"
+    )]
+    Raced { route: String, now: Stage },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Who asks and why, as the audit log records it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub route: String,
+    pub wanted: Move,
+    pub force: bool,
+    pub actor: String,
+    pub reason: Option<String>,
+    /// Bound on waiting for every live proxy to apply the change.
+    pub wait: Duration,
+}
+
+/// Which live proxies serve a generation, after waiting at most the bound.
+#[derive(Debug, Clone, Default)]
+pub struct Propagation {
+    /// Live proxies that serve the change.
+    pub applied: Vec<ProxyRecord>,
+    /// Live proxies that did not apply it within the bound.
+    pub pending: Vec<ProxyRecord>,
+    /// From the change's commit to the last confirmation (or the bound).
+    pub elapsed: Duration,
+}
+
+/// What a stage change did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Changed {
+        change: Change,
+        propagation: Propagation,
+    },
+    /// Nothing to do: the route already is in that stage.
+    Unchanged { stage: Stage },
+}
+
+/// The stage a route is in: the store's, or the plan's initial one.
+pub fn current_stage(plan: &Plan, store: &dyn Store, route: &str) -> Result<Stage, RolloutError> {
+    let spec = plan
+        .routes
+        .iter()
+        .find(|r| r.name == route)
+        .ok_or_else(|| RolloutError::UnknownRoute {
+            route: route.to_string(),
+            known: plan::route_names(plan),
+        })?;
+    Ok(store
+        .stages()?
+        .get(route)
+        .copied()
+        .unwrap_or(spec.initial_stage))
+}
+
+fn move_name(wanted: Move) -> String {
+    match wanted {
+        Move::Shadow => "shadow".to_string(),
+        Move::Canary(p) => format!("canary {p}%"),
+        Move::Cutover => "cut over".to_string(),
+        Move::Rollback => "roll back".to_string(),
+        Move::Retire => "retire".to_string(),
+    }
+}
+
+/// Applies a stage change and waits until every live proxy serves it (or the bound passes).
+pub async fn change_stage(plan: &Plan, request: &Request) -> Result<Outcome, RolloutError> {
+    let mut store = strangler_store::open(&plan.proxy.state)?;
+    let current = current_stage(plan, &*store, &request.route)?;
+    let target = next_stage(current, request.wanted, request.force).map_err(|reason| {
+        RolloutError::Refused {
+            route: request.route.clone(),
+            wanted: move_name(request.wanted),
+            current,
+            reason,
+        }
+    })?;
+    let Some(target) = target else {
+        return Ok(Outcome::Unchanged { stage: current });
+    };
+    let mut forced = request.force && current == Stage::Retired;
+    let mut reason = request.reason.clone();
+    // More traffic to the new service needs proof that it answers like the monolith.
+    if target.percent_new() > current.percent_new()
+        && matches!(target, Stage::Canary { .. } | Stage::Cutover)
+    {
+        let spec = plan
+            .routes
+            .iter()
+            .find(|r| r.name == request.route)
+            .map(|r| r.gate)
+            .unwrap_or_default();
+        let verdict = GateVerdict::judge(&store.shadow_summary(&request.route)?, &spec);
+        if let Some(closed) = verdict.refusal() {
+            if !request.force {
+                return Err(RolloutError::GateClosed {
+                    route: request.route.clone(),
+                    reason: closed,
+                });
+            }
+            forced = true;
+            let note = format!("gate overridden ({closed})");
+            reason = Some(match reason {
+                Some(r) => format!("{r}; {note}"),
+                None => note,
+            });
+        }
+    }
+    let change = match store.set_stage(&StageChange {
+        route: &request.route,
+        current,
+        to: target,
+        actor: &request.actor,
+        reason: reason.as_deref(),
+        forced,
+    })? {
+        StageWrite::Changed(change) => change,
+        StageWrite::Raced { now } => {
+            return Err(RolloutError::Raced {
+                route: request.route.clone(),
+                now,
+            });
+        }
+    };
+    tracing::info!(route = %change.route, from = %change.from, to = %change.to, generation = change.generation, actor = %request.actor, "stage changed");
+    let propagation = propagate(plan, &*store, change.generation, request.wait).await?;
+    Ok(Outcome::Changed {
+        change,
+        propagation,
+    })
+}
+
+/// The cutover gate's judgement of a route's shadow comparisons.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GateVerdict {
+    /// Whether `canary` and `cutover` may go ahead without `--force`.
+    pub open: bool,
+    pub compared: i64,
+    pub mismatched: i64,
+    /// The candidate failed to answer (counted as mismatches).
+    pub errors: i64,
+    /// (mismatched + errors) ÷ (compared + errors); 0 before any comparison.
+    pub failure_rate: f64,
+    pub min_comparisons: u64,
+    pub max_mismatch_rate: f64,
+    /// The most frequent mismatching paths, with their counts.
+    pub top_paths: Vec<(String, i64)>,
+}
+
+impl GateVerdict {
+    /// Judges `summary` against the route's gate.
+    pub fn judge(summary: &ShadowSummary, spec: &GateSpec) -> Self {
+        let compared = summary.count(ShadowMetric::Compared);
+        let failure_rate = summary.failure_rate().unwrap_or(0.0);
+        let enough = u64::try_from(compared).unwrap_or(0) >= spec.min_comparisons;
+        Self {
+            open: enough && failure_rate <= spec.max_mismatch_rate,
+            compared,
+            mismatched: summary.count(ShadowMetric::Mismatched),
+            errors: summary.count(ShadowMetric::Errors),
+            failure_rate,
+            min_comparisons: spec.min_comparisons,
+            max_mismatch_rate: spec.max_mismatch_rate,
+            top_paths: summary.top_paths(3),
+        }
+    }
+
+    /// Why the gate is closed, in one line; `None` when it is open.
+    pub fn refusal(&self) -> Option<String> {
+        if self.open {
+            return None;
+        }
+        let paths = if self.top_paths.is_empty() {
+            String::new()
+        } else {
+            let listed: Vec<String> = self
+                .top_paths
+                .iter()
+                .map(|(p, n)| format!("{p} ×{n}"))
+                .collect();
+            format!("; top mismatching paths: {}", listed.join(", "))
+        };
+        let failed = if self.errors > 0 {
+            format!(" and {} shadow errors", self.errors)
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "{} comparisons (needs {}), {} mismatched{failed} = {:.2} % (allowed {:.2} %, noise not counted){paths}",
+            self.compared,
+            self.min_comparisons,
+            self.mismatched,
+            self.failure_rate * 100.0,
+            self.max_mismatch_rate * 100.0
+        ))
+    }
+}
+
+/// Nudges every live proxy to re-read the store, then waits until each serves `generation`.
+pub async fn propagate(
+    plan: &Plan,
+    store: &dyn Store,
+    generation: i64,
+    bound: Duration,
+) -> Result<Propagation, StoreError> {
+    let started = Instant::now();
+    let live: Vec<ProxyRecord> = store
+        .proxies()?
+        .into_iter()
+        .filter(|p| p.is_live(now_ms()))
+        .collect();
+    if live.is_empty() {
+        return Ok(Propagation::default());
+    }
+    if let Some(token) = admin::read_token(&plan.proxy.state) {
+        nudge(&live, &token).await;
+    }
+    loop {
+        let proxies = store.proxies()?;
+        let serving = |p: &ProxyRecord| {
+            proxies
+                .iter()
+                .any(|q| q.id == p.id && q.generation >= generation)
+        };
+        let (applied, pending): (Vec<ProxyRecord>, Vec<ProxyRecord>) =
+            live.iter().cloned().partition(|p| serving(p));
+        if pending.is_empty() || started.elapsed() >= bound {
+            return Ok(Propagation {
+                applied,
+                pending,
+                elapsed: started.elapsed(),
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Asks each proxy's admin API to re-read the store now; a proxy that does not answer is
+/// still caught by its own polling.
+async fn nudge(proxies: &[ProxyRecord], token: &str) {
+    let Ok(client) = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(NUDGE_TIMEOUT)
+        .build()
+    else {
+        return;
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for p in proxies {
+        let request = client
+            .post(format!("http://{}/admin/refresh", p.admin))
+            .bearer_auth(token)
+            .send();
+        calls.spawn(request);
+    }
+    while let Some(joined) = calls.join_next().await {
+        if let Ok(Err(err)) = joined {
+            tracing::debug!(error = %err, "nudge failed; the proxy's polling will pick the change up");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_counts_errors_as_mismatches_and_names_the_paths() {
+        let spec = GateSpec {
+            min_comparisons: 10,
+            max_mismatch_rate: 0.1,
+        };
+        let mut summary = ShadowSummary::default();
+        summary.counts.insert(ShadowMetric::Compared, 9);
+        summary.counts.insert(ShadowMetric::Mismatched, 1);
+        summary.paths = vec![("/name".into(), "value_changed".into(), false, 1)];
+        let verdict = GateVerdict::judge(&summary, &spec);
+        assert!(!verdict.open, "9 comparisons are too few");
+        let why = verdict.refusal().unwrap();
+        assert!(
+            why.starts_with("9 comparisons (needs 10), 1 mismatched"),
+            "{why}"
+        );
+        assert!(why.contains("/name (value_changed) ×1"), "{why}");
+
+        summary.counts.insert(ShadowMetric::Compared, 10);
+        assert!(GateVerdict::judge(&summary, &spec).open, "10 % is allowed");
+
+        summary.counts.insert(ShadowMetric::Errors, 1);
+        let verdict = GateVerdict::judge(&summary, &spec);
+        assert!(!verdict.open, "2 of 11 failed");
+        assert!(verdict.refusal().unwrap().contains("and 1 shadow errors"));
+    }
+
+    #[test]
+    fn transitions() {
+        use Move::*;
+        type Case = (Stage, Move, bool, Result<Option<Stage>, ()>);
+        let cases: &[Case] = &[
+            (Stage::Legacy, Cutover, false, Ok(Some(Stage::Cutover))),
+            (
+                Stage::Legacy,
+                Canary(10),
+                false,
+                Ok(Some(Stage::Canary { percent: 10 })),
+            ),
+            (
+                Stage::Canary { percent: 10 },
+                Canary(50),
+                false,
+                Ok(Some(Stage::Canary { percent: 50 })),
+            ),
+            (Stage::Cutover, Rollback, false, Ok(Some(Stage::Legacy))),
+            (Stage::Legacy, Rollback, false, Ok(None)),
+            (Stage::Cutover, Retire, false, Ok(Some(Stage::Retired))),
+            (Stage::Canary { percent: 5 }, Retire, false, Err(())),
+            (Stage::Retired, Rollback, false, Err(())),
+            (Stage::Retired, Rollback, true, Ok(Some(Stage::Legacy))),
+            (Stage::Retired, Cutover, false, Err(())),
+            (Stage::Shadow, Cutover, false, Ok(Some(Stage::Cutover))),
+            (Stage::Legacy, Canary(101), false, Err(())),
+        ];
+        for (current, wanted, force, expected) in cases {
+            let got = next_stage(*current, *wanted, *force).map_err(|_| ());
+            assert_eq!(&got, expected, "{current} {wanted:?} force={force}");
+        }
+    }
+}

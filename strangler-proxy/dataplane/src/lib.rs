@@ -1,0 +1,26 @@
+//! The data plane: everything a request meets on its way through the proxy.
+//!
+//! Layout:
+//! - [`routing`]: the route table (most specific template wins), the canary split, and the
+//!   registry that keeps upstreams and counters across table rebuilds;
+//! - [`upstream`]: a service's instances, round-robin, passive health;
+//! - [`forward`]: the request path (normalize, route, rewrite headers, cap the body, send,
+//!   retry, fall back, answer the proxy's own errors as JSON);
+//! - [`tee`]: `TeeBody`, the copy of a body taken while it streams;
+//! - [`shadow`]: the shadow leg (mirror, compare) and the channel its results leave by;
+//! - [`metrics`]: lock-free counters and histograms, Prometheus text;
+//! - [`listener`]: one thread per core, each with its own runtime, listener and pool.
+//!
+//! API boundary: the data plane never touches the state store (it does not depend on the
+//! store crate). It reads a [`routing::RouteTable`] that the control plane swaps in, and
+//! hands shadow results to a [`shadow::ResultSender`] whose other end the control plane
+//! drains.
+#![forbid(unsafe_code)]
+
+pub mod forward;
+pub mod listener;
+pub mod metrics;
+pub mod routing;
+pub mod shadow;
+pub mod tee;
+pub mod upstream;

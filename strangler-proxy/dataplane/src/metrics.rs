@@ -1,0 +1,237 @@
+//! Request counters and latency histograms, lock-free on the request path, rendered in the
+//! Prometheus text format and snapshotted into the state store.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A latency histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last is above every bound.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// Which side answered a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Legacy,
+    New,
+}
+
+/// Counters of one route (or of unmatched requests).
+#[derive(Debug, Default)]
+pub struct RouteMetrics {
+    pub requests: AtomicU64,
+    /// Answers with status 5xx, the proxy's own included.
+    pub errors: AtomicU64,
+    pub served_legacy: AtomicU64,
+    pub served_new: AtomicU64,
+    pub latency: Histogram,
+}
+
+/// Counters of one upstream service.
+#[derive(Debug, Default)]
+pub struct ServiceMetrics {
+    pub requests: AtomicU64,
+    /// Connect failures, timeouts and 5xx answers.
+    pub errors: AtomicU64,
+    pub latency: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn record(&self, side: Option<Side>, status: u16, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        match side {
+            Some(Side::Legacy) => self.served_legacy.fetch_add(1, Ordering::Relaxed),
+            Some(Side::New) => self.served_new.fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
+        self.latency.observe(elapsed);
+    }
+
+    pub fn snapshot(&self) -> RouteCounts {
+        RouteCounts {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            served_legacy: self.served_legacy.load(Ordering::Relaxed),
+            served_new: self.served_new.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl ServiceMetrics {
+    pub fn record(&self, ok: bool, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency.observe(elapsed);
+    }
+}
+
+/// Writes one family: its HELP and TYPE lines, then every (labels, value) sample.
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// Renders every family in the Prometheus text format, each family's samples together.
+pub fn render(
+    out: &mut String,
+    routes: &[(&str, &str, &RouteMetrics)],
+    services: &std::collections::BTreeMap<&str, &ServiceMetrics>,
+) {
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let per_route = |f: &dyn Fn(&RouteMetrics) -> u64| {
+        routes
+            .iter()
+            .map(|(route, _, m)| (format!("route=\"{route}\""), f(m)))
+            .collect::<Vec<_>>()
+    };
+    let per_service = |f: &dyn Fn(&ServiceMetrics) -> u64| {
+        services
+            .iter()
+            .map(|(service, m)| (format!("service=\"{service}\""), f(m)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        out,
+        "strangler_route_requests_total",
+        "counter",
+        "Requests per route.",
+        per_route(&|m| load(&m.requests)),
+    );
+    family(
+        out,
+        "strangler_route_errors_total",
+        "counter",
+        "Answers with status 5xx per route.",
+        per_route(&|m| load(&m.errors)),
+    );
+    let served = routes.iter().flat_map(|(route, _, m)| {
+        [
+            (
+                format!("route=\"{route}\",side=\"legacy\""),
+                load(&m.served_legacy),
+            ),
+            (
+                format!("route=\"{route}\",side=\"new\""),
+                load(&m.served_new),
+            ),
+        ]
+    });
+    family(
+        out,
+        "strangler_route_served_total",
+        "counter",
+        "Requests per route by the side that answered.",
+        served,
+    );
+    let stages = routes
+        .iter()
+        .map(|(route, stage, _)| (format!("route=\"{route}\",stage=\"{stage}\""), 1));
+    family(
+        out,
+        "strangler_route_stage",
+        "gauge",
+        "The route's current stage (1).",
+        stages,
+    );
+    family(
+        out,
+        "strangler_route_latency_seconds",
+        "histogram",
+        "Time to answer, per route.",
+        [],
+    );
+    for (route, _, m) in routes {
+        m.latency.render(
+            out,
+            "strangler_route_latency_seconds",
+            &format!("route=\"{route}\""),
+        );
+    }
+    family(
+        out,
+        "strangler_service_requests_total",
+        "counter",
+        "Requests sent per upstream service.",
+        per_service(&|m| load(&m.requests)),
+    );
+    family(
+        out,
+        "strangler_service_errors_total",
+        "counter",
+        "Connect failures, timeouts and 5xx per upstream service.",
+        per_service(&|m| load(&m.errors)),
+    );
+    family(
+        out,
+        "strangler_service_latency_seconds",
+        "histogram",
+        "Upstream time to answer, per service.",
+        [],
+    );
+    for (service, m) in services {
+        m.latency.render(
+            out,
+            "strangler_service_latency_seconds",
+            &format!("service=\"{service}\""),
+        );
+    }
+}
+
+/// A route's counters at one moment (what the control plane stores with each heartbeat).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteCounts {
+    pub requests: u64,
+    pub errors: u64,
+    pub served_legacy: u64,
+    pub served_new: u64,
+}

@@ -1,0 +1,376 @@
+//! The shadow leg: while the primary side answers the client, a copy of the request goes to
+//! the candidate and the two answers are compared, off the client's path. The request body is
+//! teed while it streams to the primary, the primary's answer while it streams to the client
+//! (each up to the route's cap); the leg has its own timeout and an in-flight cap per route,
+//! and whatever goes wrong with it is counted, never passed to the client.
+//!
+//! Results go through a bounded channel ([`ResultSender`]) to the control plane's recorder,
+//! which aggregates them and writes them to the state store (a full channel is counted as
+//! `dropped`, never waited for): the data plane never touches the store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::routing::Service;
+pub use crate::tee::{Captured, TeeBody};
+use crate::upstream::Upstream;
+use strangler_diff::{self as diff, Answer, Difference};
+use strangler_plan::{ShadowSpec, ShadowWrites};
+
+/// Marks a mirrored request, so a candidate can tell it from real traffic.
+pub const SHADOW_HEADER: HeaderName = HeaderName::from_static("x-strangler-shadow");
+const DRY_RUN_HEADER: HeaderName = HeaderName::from_static("x-strangler-dry-run");
+/// Results waiting for the recorder; beyond, results are dropped and counted.
+const CHANNEL_CAPACITY: usize = 4096;
+/// Longest a leg waits for the client's request body or for the client to read the primary's
+/// answer; past it the leg gives its slot back (`incomplete`).
+const CAPTURE_DEADLINE: Duration = Duration::from_secs(30);
+/// Differences kept in a sample.
+const SAMPLE_DIFFERENCES: usize = 50;
+/// Bytes of each body kept in a sample.
+const SAMPLE_BODY_BYTES: usize = 16 * 1024;
+
+/// Why a request was not compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmirrored {
+    /// Not in the route's sample.
+    SampledOut,
+    /// An unsafe method on a route whose writes are skipped.
+    WriteSkipped,
+    /// A body over the route's cap.
+    TooLarge,
+    /// The route's in-flight cap was reached.
+    Busy,
+    /// The client's request or the primary's answer did not complete.
+    Incomplete,
+}
+
+/// What one mirrored request came to.
+#[derive(Debug)]
+pub enum Outcome {
+    Unmirrored(Unmirrored),
+    /// The candidate failed (connect, timeout, unreadable answer).
+    Error(String),
+    Compared {
+        differences: Vec<Difference>,
+        /// Group paths of the differences that are noise.
+        noisy: Vec<String>,
+        sample: Option<Value>,
+        primary_ms: f64,
+        candidate_ms: f64,
+    },
+    /// Paths seen to differ between two answers of the primary to the same request.
+    Noise(Vec<String>),
+}
+
+/// Hands results to the control plane's recorder through a bounded channel; cheap to
+/// clone. A full channel is counted (`dropped`), never waited for.
+#[derive(Clone)]
+pub struct ResultSender {
+    tx: mpsc::Sender<(String, Outcome)>,
+    dropped: Arc<AtomicU64>,
+    /// Learned noisy group paths per route, shared with the recorder that learns them.
+    noise: Arc<Mutex<NoiseMap>>,
+}
+
+/// Noisy group paths per route.
+pub type NoiseMap = HashMap<String, HashSet<String>>;
+
+/// The recorder's end of the results channel. The channel closes when every
+/// [`ResultSender`] is gone (the data plane stopped), which is the recorder's signal to
+/// write what is pending and end.
+pub struct ResultReceiver {
+    pub rx: mpsc::Receiver<(String, Outcome)>,
+    /// Results the channel could not take since the recorder last looked.
+    pub dropped: Arc<AtomicU64>,
+    pub noise: Arc<Mutex<NoiseMap>>,
+}
+
+/// A results channel, starting with the noise already learned.
+pub fn results_channel(noise: NoiseMap) -> (ResultSender, ResultReceiver) {
+    results_channel_with_capacity(noise, CHANNEL_CAPACITY)
+}
+
+/// [`results_channel`] with another capacity (tests fill it).
+pub fn results_channel_with_capacity(
+    noise: NoiseMap,
+    capacity: usize,
+) -> (ResultSender, ResultReceiver) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let noise = Arc::new(Mutex::new(noise));
+    (
+        ResultSender {
+            tx,
+            dropped: Arc::clone(&dropped),
+            noise: Arc::clone(&noise),
+        },
+        ResultReceiver { rx, dropped, noise },
+    )
+}
+
+impl ResultSender {
+    pub fn send(&self, route: &str, outcome: Outcome) {
+        if self.tx.try_send((route.to_string(), outcome)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn noisy(&self, route: &str) -> HashSet<String> {
+        self.noise
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(route)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Everything a shadow leg needs from the request path.
+pub struct Leg {
+    pub route: String,
+    pub spec: ShadowSpec,
+    pub rules: diff::Rules,
+    pub method: Method,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub request_body: Option<oneshot::Receiver<Captured>>,
+    pub primary: Service,
+    pub candidate: Service,
+    pub primary_answer: ResponseCapture,
+    pub primary_ms: f64,
+    pub request_id: String,
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// The primary's answer, as the tee will deliver it.
+pub struct ResponseCapture {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: oneshot::Receiver<Captured>,
+}
+
+pub fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn truncated(bytes: &[u8]) -> String {
+    let end = bytes.len().min(SAMPLE_BODY_BYTES);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    service: &Service,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+    spec: &ShadowSpec,
+) -> Result<(Answer, f64), String> {
+    let (_, instance) = service
+        .upstream
+        .pick()
+        .ok_or_else(|| format!("service {} has no instance", service.upstream.name))?;
+    let uri = Upstream::uri(instance, path_and_query).map_err(|e| e.to_string())?;
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers.clone();
+    let started = Instant::now();
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        let (parts, body) = response.into_parts();
+        let collected = Limited::new(body, spec.max_body_bytes)
+            .collect()
+            .await
+            .map_err(|e| format!("answer body: {e}"))?;
+        Ok::<_, String>((
+            Answer {
+                status: parts.status.as_u16(),
+                headers: header_pairs(&parts.headers),
+                body: collected.to_bytes().to_vec(),
+            },
+            elapsed,
+        ))
+    };
+    tokio::time::timeout(spec.timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {} ms", spec.timeout.as_millis()))?
+}
+
+/// Runs one shadow leg to its result. Never touches the client's answer.
+pub async fn run(
+    leg: Leg,
+    client: Client<HttpConnector, Full<Bytes>>,
+    recorder: ResultSender,
+    roll: u64,
+) {
+    let Leg {
+        route,
+        spec,
+        rules,
+        method,
+        path_and_query,
+        mut headers,
+        request_body,
+        primary,
+        candidate,
+        primary_answer,
+        primary_ms,
+        request_id,
+        permit,
+    } = leg;
+    let body = match request_body {
+        None => Bytes::new(),
+        Some(rx) => match tokio::time::timeout(CAPTURE_DEADLINE, rx)
+            .await
+            .unwrap_or(Ok(Captured::Incomplete))
+        {
+            Ok(Captured::Incomplete) => {
+                return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Incomplete));
+            }
+            Ok(Captured::Complete(bytes)) => bytes,
+            Ok(Captured::TooLarge) => {
+                return recorder.send(&route, Outcome::Unmirrored(Unmirrored::TooLarge));
+            }
+            Err(_) => return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Incomplete)),
+        },
+    };
+    headers.insert(SHADOW_HEADER, HeaderValue::from_static("1"));
+    let safe = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe && spec.writes == ShadowWrites::DryRun {
+        headers.insert(DRY_RUN_HEADER, HeaderValue::from_static("1"));
+    }
+    let candidate_result = send(
+        &client,
+        &candidate,
+        &method,
+        &path_and_query,
+        &headers,
+        body.clone(),
+        &spec,
+    )
+    .await;
+    let primary_body = match tokio::time::timeout(CAPTURE_DEADLINE, primary_answer.body)
+        .await
+        .unwrap_or(Ok(Captured::Incomplete))
+    {
+        Ok(Captured::Incomplete) => {
+            return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Incomplete));
+        }
+        Ok(Captured::Complete(bytes)) => bytes,
+        Ok(Captured::TooLarge) => {
+            return recorder.send(&route, Outcome::Unmirrored(Unmirrored::TooLarge));
+        }
+        Err(_) => return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Incomplete)),
+    };
+    let primary_answer = Answer {
+        status: primary_answer.status,
+        headers: primary_answer.headers,
+        body: primary_body.to_vec(),
+    };
+    let (candidate_answer, candidate_ms) = match candidate_result {
+        Ok(answer) => answer,
+        Err(message) => return recorder.send(&route, Outcome::Error(message)),
+    };
+    // Noise: the primary asked the same safe question twice; what differs is not a bug.
+    let mut noise = recorder.noisy(&route);
+    if safe && (roll as f64) < spec.noise_percent {
+        let mut again = headers.clone();
+        again.remove(&SHADOW_HEADER);
+        if let Ok((second, _)) = send(
+            &client,
+            &primary,
+            &method,
+            &path_and_query,
+            &again,
+            body.clone(),
+            &spec,
+        )
+        .await
+        {
+            // Only two good answers of the same status say anything about noise.
+            let comparable = second.status == primary_answer.status && primary_answer.status < 500;
+            let (first, rules_for_noise) = (primary_answer.clone(), rules.clone());
+            let paths: Vec<String> = if comparable {
+                tokio::task::spawn_blocking(move || {
+                    diff::compare(&first, &second, &rules_for_noise)
+                })
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(|d| diff::group_path(&d.path))
+                .filter(|p| p != "(status)")
+                .collect()
+            } else {
+                Vec::new()
+            };
+            if !paths.is_empty() {
+                noise.extend(paths.iter().cloned());
+                recorder.send(&route, Outcome::Noise(paths));
+            }
+        }
+    }
+    // Comparing large bodies is CPU work: off the runtime's workers, which serve clients.
+    let (differences, primary_answer, candidate_answer) = {
+        let (a, b) = (primary_answer, candidate_answer);
+        match tokio::task::spawn_blocking(move || (diff::compare(&a, &b, &rules), a, b)).await {
+            Ok(done) => done,
+            Err(err) => {
+                return recorder.send(&route, Outcome::Error(format!("comparison failed: {err}")));
+            }
+        }
+    };
+    let noisy: Vec<String> = differences
+        .iter()
+        .map(|d| diff::group_path(&d.path))
+        .filter(|p| noise.contains(p))
+        .collect();
+    let counts = differences.len() > noisy.len();
+    let sample = counts.then(|| {
+        let side = |a: &Answer, ms: f64| {
+            json!({ "status": a.status, "headers": a.headers, "body": truncated(&diff::decoded(a)), "ms": ms })
+        };
+        json!({
+            "request_id": request_id,
+            "method": method.as_str(),
+            "uri": path_and_query,
+            "request_body": truncated(&body),
+            "primary": side(&primary_answer, primary_ms),
+            "candidate": side(&candidate_answer, candidate_ms),
+            "differences": differences.iter().take(SAMPLE_DIFFERENCES).collect::<Vec<_>>(),
+        })
+    });
+    recorder.send(
+        &route,
+        Outcome::Compared {
+            differences,
+            noisy,
+            sample,
+            primary_ms,
+            candidate_ms,
+        },
+    );
+    drop(permit);
+}

@@ -1,0 +1,1145 @@
+//! The migration plan (`migration-plan.toml`): topology and intent, versioned with the code.
+//! Parsing keeps spans so that every error names the file, line and field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, Method, Uri};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::path::PathTemplate;
+use crate::stage::Stage;
+
+/// File read when no `--plan` or `STRANGLER_PLAN` names another.
+pub const DEFAULT_PLAN: &str = "migration-plan.toml";
+/// Upstream timeout of a route that sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request body forwarded when the plan sets none.
+pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
+/// Time a client has to send its request headers when the plan sets none.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A plan that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError {
+    pub file: PathBuf,
+    /// 1-based line, 0 when the error concerns the whole file.
+    pub line: usize,
+    pub column: usize,
+    /// Dotted path of the offending field, e.g. `routes[2].service`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if self.field.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    proxy: Spanned<RawProxy>,
+    services: Spanned<BTreeMap<String, Spanned<RawService>>>,
+    #[serde(default)]
+    routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    sync: Vec<Spanned<RawSync>>,
+    /// Defaults of every route's cutover gate.
+    gate: Option<Spanned<RawGate>>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawGate {
+    min_comparisons: Option<Spanned<i64>>,
+    max_mismatch_rate: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShadow {
+    sample: Option<Spanned<f64>>,
+    writes: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    max_in_flight: Option<Spanned<i64>>,
+    max_body: Option<Spanned<String>>,
+    noise_sample: Option<Spanned<f64>>,
+    reverse_shadow: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompare {
+    #[serde(default)]
+    ignore: Vec<Spanned<String>>,
+    tolerance: Option<Spanned<f64>>,
+    #[serde(default)]
+    sets: Vec<Spanned<String>>,
+    #[serde(default)]
+    keyed: BTreeMap<String, String>,
+    headers: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    listen: Spanned<String>,
+    admin_listen: Spanned<String>,
+    state: Spanned<String>,
+    served_by_headers: Option<bool>,
+    max_body: Option<Spanned<String>>,
+    header_read_timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    urls: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    legacy: bool,
+    run: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Spanned<String>,
+    paths: Spanned<Vec<Spanned<String>>>,
+    methods: Option<Vec<Spanned<String>>>,
+    service: Spanned<String>,
+    stage: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    canary: Option<Spanned<RawCanary>>,
+    shadow: Option<Spanned<RawShadow>>,
+    compare: Option<Spanned<RawCompare>>,
+    gate: Option<Spanned<RawGate>>,
+    #[serde(default)]
+    fallback: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCanary {
+    percent: Option<Spanned<i64>>,
+    sticky: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    from: Spanned<String>,
+    to: Spanned<String>,
+    #[serde(default)]
+    types: Vec<Spanned<String>>,
+}
+
+/// A validated plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The file it was read from.
+    pub file: PathBuf,
+    pub proxy: ProxySettings,
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// Name of the one service with `legacy = true`.
+    pub legacy: String,
+    pub routes: Vec<RouteSpec>,
+    pub sync: Vec<SyncLink>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySettings {
+    /// Data-plane listener.
+    pub listen: SocketAddr,
+    /// Admin API listener, never the same as `listen`.
+    pub admin_listen: SocketAddr,
+    /// State store file (relative paths are relative to the plan's directory).
+    pub state: PathBuf,
+    /// Whether responses carry `x-strangler-route` and `x-strangler-served-by`.
+    pub served_by_headers: bool,
+    /// Largest request body forwarded (413 above).
+    pub max_body_bytes: u64,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Upstream timeout of routes that set none, and of unmatched requests.
+    pub default_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// Base URLs of its instances (`http://host:port`), used round-robin.
+    pub urls: Vec<Uri>,
+    pub legacy: bool,
+    /// Command line that starts it for `strangler up` (dev mode): program, then arguments,
+    /// run in the plan's directory. Services without one are expected to be running.
+    pub run: Option<Vec<String>>,
+}
+
+/// How a canary keeps the same caller on the same side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    Header(HeaderName),
+    Cookie(String),
+    PathParam(String),
+}
+
+impl fmt::Display for Sticky {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sticky::Header(h) => write!(f, "header:{h}"),
+            Sticky::Cookie(c) => write!(f, "cookie:{c}"),
+            Sticky::PathParam(p) => write!(f, "path:{p}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    pub name: String,
+    pub paths: Vec<PathTemplate>,
+    /// `None`: every method.
+    pub methods: Option<Vec<Method>>,
+    /// The service the route moves to.
+    pub service: String,
+    /// Stage when the store holds none for this route.
+    pub initial_stage: Stage,
+    pub timeout: Duration,
+    pub sticky: Option<Sticky>,
+    /// How the shadow leg mirrors this route.
+    pub shadow: ShadowSpec,
+    /// How its answers are compared.
+    pub compare: CompareSpec,
+    /// What `canary` and `cutover` require of its comparisons.
+    pub gate: GateSpec,
+    /// When the new service fails to connect or answers 502/503 on a body-less idempotent
+    /// request, answer it from legacy instead.
+    pub fallback: bool,
+}
+
+/// How a route's answers are compared (its `compare` section), for the diff engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareSpec {
+    /// JSON Pointer patterns (`*` for any one token) whose differences do not count.
+    pub ignore: Vec<String>,
+    /// Numbers closer than this are equal.
+    pub tolerance: f64,
+    /// Patterns of arrays whose order does not matter.
+    pub sets: Vec<String>,
+    /// Patterns of arrays whose elements are matched by a field: (pattern, field).
+    pub keyed: Vec<(String, String)>,
+    /// Headers compared besides the status and body (lower-case).
+    pub headers: Vec<String>,
+}
+
+impl Default for CompareSpec {
+    fn default() -> Self {
+        Self {
+            ignore: Vec::new(),
+            tolerance: 0.0,
+            sets: Vec::new(),
+            keyed: Vec::new(),
+            headers: vec!["content-type".to_string()],
+        }
+    }
+}
+
+/// A comparison path pattern is a JSON Pointer (empty: the whole document) where `*`
+/// stands for any one token.
+pub fn check_pattern(raw: &str) -> Result<(), String> {
+    if raw.is_empty() || raw.starts_with('/') {
+        Ok(())
+    } else {
+        Err(format!("`{raw}` must be a JSON Pointer starting with /"))
+    }
+}
+
+/// What happens to writes (unsafe methods) in shadow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowWrites {
+    /// Not mirrored (counted as unmirrored `write_skipped`).
+    Skip,
+    /// Mirrored with `x-strangler-dry-run: 1`: executed and rolled back by the candidate.
+    DryRun,
+}
+
+/// A route's shadow leg.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowSpec {
+    /// Share of requests mirrored, 0–100 %.
+    pub sample_percent: f64,
+    pub writes: ShadowWrites,
+    /// The candidate's own timeout.
+    pub timeout: Duration,
+    /// Mirrored requests in flight at once for this route; beyond, skipped (`busy`).
+    pub max_in_flight: usize,
+    /// Largest request or response body compared; beyond, skipped (`too_large`).
+    pub max_body_bytes: usize,
+    /// Share of mirrored safe requests also sent to the primary a second time, to learn
+    /// which paths differ by themselves (noise).
+    pub noise_percent: f64,
+    /// In cutover, mirror to the monolith and compare the other way round.
+    pub reverse: bool,
+}
+
+impl Default for ShadowSpec {
+    fn default() -> Self {
+        Self {
+            sample_percent: 100.0,
+            writes: ShadowWrites::Skip,
+            timeout: Duration::from_secs(5),
+            max_in_flight: 64,
+            max_body_bytes: 1 << 20,
+            noise_percent: 10.0,
+            reverse: false,
+        }
+    }
+}
+
+/// The cutover gate of a route.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GateSpec {
+    pub min_comparisons: u64,
+    /// Mismatched ÷ compared at most this (noise not counted).
+    pub max_mismatch_rate: f64,
+}
+
+impl Default for GateSpec {
+    fn default() -> Self {
+        Self {
+            min_comparisons: 100,
+            max_mismatch_rate: 0.001,
+        }
+    }
+}
+
+impl RouteSpec {
+    pub fn allows(&self, method: &Method) -> bool {
+        self.methods.as_ref().is_none_or(|m| m.contains(method))
+    }
+}
+
+/// A one-way event sync from one participant's feed to another's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncLink {
+    pub from: String,
+    pub to: String,
+    /// Event type patterns (`student.*`, `invoice.paid`); empty: every type.
+    pub types: Vec<String>,
+}
+
+/// Reads and validates the plan at `file`.
+pub fn load(file: &Path) -> Result<Plan, PlanError> {
+    let text = std::fs::read_to_string(file).map_err(|err| PlanError {
+        file: file.to_path_buf(),
+        line: 0,
+        column: 0,
+        field: String::new(),
+        message: format!("cannot read the plan: {err}"),
+    })?;
+    parse(file, &text)
+}
+
+/// Validates plan `text`, naming `file` in errors.
+pub fn parse(file: &Path, text: &str) -> Result<Plan, PlanError> {
+    let ctx = Ctx { file, text };
+    let raw: RawPlan = toml::from_str(text).map_err(|err| {
+        let span = err.span().unwrap_or(0..0);
+        let message = err.message().replace('\n', " ");
+        ctx.error(&span, "", message)
+    })?;
+    ctx.validate(raw)
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn error(&self, span: &Range<usize>, field: &str, message: impl Into<String>) -> PlanError {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = start - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        PlanError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn at<T>(&self, value: &Spanned<T>, field: &str, message: impl Into<String>) -> PlanError {
+        self.error(&value.span(), field, message)
+    }
+
+    fn duration(&self, value: &Spanned<String>, field: &str) -> Result<Duration, PlanError> {
+        parse_duration(value.get_ref()).ok_or_else(|| {
+            self.at(
+                value,
+                field,
+                "must be a duration like 250ms, 5s or 2m, above zero",
+            )
+        })
+    }
+
+    fn validate(&self, raw: RawPlan) -> Result<Plan, PlanError> {
+        let proxy = self.proxy(raw.proxy.get_ref())?;
+        let services = self.services(&raw.services)?;
+        let legacy = services
+            .values()
+            .find(|s| s.legacy)
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let default_gate = self.gate(
+            raw.gate.as_ref().map(|g| g.get_ref()),
+            GateSpec::default(),
+            "gate",
+        )?;
+        let routes = self.routes(
+            &raw.routes,
+            &services,
+            &legacy,
+            proxy.default_timeout,
+            default_gate,
+        )?;
+        let sync = self.sync(&raw.sync, &services)?;
+        let state = if proxy.state.is_relative() {
+            self.file
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(&proxy.state)
+        } else {
+            proxy.state.clone()
+        };
+        Ok(Plan {
+            file: self.file.to_path_buf(),
+            proxy: ProxySettings { state, ..proxy },
+            services,
+            legacy,
+            routes,
+            sync,
+        })
+    }
+
+    fn proxy(&self, raw: &RawProxy) -> Result<ProxySettings, PlanError> {
+        let addr = |value: &Spanned<String>, field: &str| {
+            value
+                .get_ref()
+                .parse::<SocketAddr>()
+                .map_err(|_| self.at(value, field, "must be an address like 127.0.0.1:8080"))
+        };
+        let listen = addr(&raw.listen, "proxy.listen")?;
+        let admin_listen = addr(&raw.admin_listen, "proxy.admin_listen")?;
+        if listen == admin_listen && listen.port() != 0 {
+            return Err(self.at(
+                &raw.admin_listen,
+                "proxy.admin_listen",
+                "must differ from proxy.listen: the admin API never shares the data-plane port",
+            ));
+        }
+        if raw.state.get_ref().trim().is_empty() {
+            return Err(self.at(&raw.state, "proxy.state", "must name the state store file"));
+        }
+        let max_body_bytes = match &raw.max_body {
+            None => DEFAULT_MAX_BODY,
+            Some(value) => parse_size(value.get_ref()).ok_or_else(|| {
+                self.at(
+                    value,
+                    "proxy.max_body",
+                    "must be a size like 512KiB, 10MiB or 1048576",
+                )
+            })?,
+        };
+        let header_read_timeout = match &raw.header_read_timeout {
+            None => DEFAULT_HEADER_READ_TIMEOUT,
+            Some(value) => self.duration(value, "proxy.header_read_timeout")?,
+        };
+        let default_timeout = match &raw.timeout {
+            None => DEFAULT_TIMEOUT,
+            Some(value) => self.duration(value, "proxy.timeout")?,
+        };
+        Ok(ProxySettings {
+            listen,
+            admin_listen,
+            state: PathBuf::from(raw.state.get_ref()),
+            served_by_headers: raw.served_by_headers.unwrap_or(true),
+            max_body_bytes,
+            header_read_timeout,
+            default_timeout,
+        })
+    }
+
+    fn services(
+        &self,
+        raw: &Spanned<BTreeMap<String, Spanned<RawService>>>,
+    ) -> Result<BTreeMap<String, ServiceSpec>, PlanError> {
+        let mut services = BTreeMap::new();
+        for (name, service) in raw.get_ref() {
+            let field = format!("services.{name}");
+            if !is_name(name) {
+                return Err(self.at(
+                    service,
+                    &field,
+                    "a service name is lower-case letters, digits, - and _",
+                ));
+            }
+            let svc = service.get_ref();
+            if svc.urls.get_ref().is_empty() {
+                return Err(self.at(
+                    &svc.urls,
+                    &format!("{field}.urls"),
+                    "must list at least one URL",
+                ));
+            }
+            let mut urls = Vec::new();
+            for (i, url) in svc.urls.get_ref().iter().enumerate() {
+                let field = format!("{field}.urls[{i}]");
+                urls.push(parse_base_url(url.get_ref()).map_err(|m| self.at(url, &field, m))?);
+            }
+            services.insert(
+                name.clone(),
+                ServiceSpec {
+                    name: name.clone(),
+                    urls,
+                    legacy: svc.legacy,
+                    run: match &svc.run {
+                        None => None,
+                        Some(run)
+                            if run.get_ref().is_empty() || run.get_ref()[0].trim().is_empty() =>
+                        {
+                            return Err(self.at(
+                                run,
+                                &format!("{field}.run"),
+                                "must start with the program to run",
+                            ));
+                        }
+                        Some(run) => Some(run.get_ref().clone()),
+                    },
+                },
+            );
+        }
+        let legacies: Vec<&String> = services
+            .values()
+            .filter(|s| s.legacy)
+            .map(|s| &s.name)
+            .collect();
+        match legacies.len() {
+            1 => Ok(services),
+            0 => Err(self.at(
+                raw,
+                "services",
+                "exactly one service needs `legacy = true` (the monolith)",
+            )),
+            _ => Err(self.at(
+                raw,
+                "services",
+                format!(
+                    "exactly one service may be the legacy one, found {}",
+                    join(legacies)
+                ),
+            )),
+        }
+    }
+
+    fn routes(
+        &self,
+        raw: &[Spanned<RawRoute>],
+        services: &BTreeMap<String, ServiceSpec>,
+        legacy: &str,
+        default_timeout: Duration,
+        default_gate: GateSpec,
+    ) -> Result<Vec<RouteSpec>, PlanError> {
+        let mut routes: Vec<RouteSpec> = Vec::new();
+        // shape → (route index, methods) of every template seen, to find ambiguity.
+        let mut shapes: BTreeMap<String, Vec<TemplateOwner>> = BTreeMap::new();
+        for (i, spanned) in raw.iter().enumerate() {
+            let r = spanned.get_ref();
+            let field = |f: &str| format!("routes[{i}].{f}");
+            let name = r.name.get_ref().clone();
+            if !is_name(&name) {
+                return Err(self.at(
+                    &r.name,
+                    &field("name"),
+                    "a route name is lower-case letters, digits, - and _",
+                ));
+            }
+            if routes.iter().any(|other| other.name == name) {
+                return Err(self.at(
+                    &r.name,
+                    &field("name"),
+                    format!("route `{name}` is declared twice"),
+                ));
+            }
+            let service = r.service.get_ref().clone();
+            if !services.contains_key(&service) {
+                return Err(self.at(
+                    &r.service,
+                    &field("service"),
+                    format!(
+                        "unknown service `{service}` (services: {})",
+                        join(services.keys())
+                    ),
+                ));
+            }
+            if service == legacy {
+                return Err(self.at(
+                    &r.service,
+                    &field("service"),
+                    format!(
+                        "`{service}` is the legacy service; a route targets the service it moves to"
+                    ),
+                ));
+            }
+            let methods = match &r.methods {
+                None => None,
+                Some(list) if list.is_empty() => None,
+                Some(list) => {
+                    let mut methods = Vec::new();
+                    for (j, m) in list.iter().enumerate() {
+                        let upper = m.get_ref().to_ascii_uppercase();
+                        let method = Method::from_bytes(upper.as_bytes())
+                            .ok()
+                            .filter(|_| upper.bytes().all(|b| b.is_ascii_uppercase()))
+                            .ok_or_else(|| {
+                                self.at(
+                                    m,
+                                    &field(&format!("methods[{j}]")),
+                                    "must be an HTTP method like GET",
+                                )
+                            })?;
+                        if !methods.contains(&method) {
+                            methods.push(method);
+                        }
+                    }
+                    Some(methods)
+                }
+            };
+            if r.paths.get_ref().is_empty() {
+                return Err(self.at(
+                    &r.paths,
+                    &field("paths"),
+                    "must list at least one path template",
+                ));
+            }
+            let mut paths = Vec::new();
+            for (j, p) in r.paths.get_ref().iter().enumerate() {
+                let f = field(&format!("paths[{j}]"));
+                let template = PathTemplate::parse(p.get_ref())
+                    .map_err(|m| self.at(p, &f, format!("`{}` {m}", p.get_ref())))?;
+                let entry = shapes.entry(template.shape()).or_default();
+                for (other, other_methods) in entry.iter() {
+                    if methods_overlap(methods.as_deref(), other_methods.as_deref()) {
+                        let who = if *other == i {
+                            "this route already lists it".to_string()
+                        } else {
+                            format!("route `{}` matches the same requests", routes[*other].name)
+                        };
+                        return Err(self.at(
+                            p,
+                            &f,
+                            format!("`{}` is ambiguous: {who}", p.get_ref()),
+                        ));
+                    }
+                }
+                entry.push((i, methods.clone()));
+                paths.push(template);
+            }
+            let timeout = match &r.timeout {
+                None => default_timeout,
+                Some(t) => self.duration(t, &field("timeout"))?,
+            };
+            let (percent, sticky) = match &r.canary {
+                None => (None, None),
+                Some(c) => {
+                    let canary = c.get_ref();
+                    let percent = match &canary.percent {
+                        None => None,
+                        Some(p) => Some(
+                            u8::try_from(*p.get_ref())
+                                .ok()
+                                .filter(|p| *p <= 100)
+                                .ok_or_else(|| {
+                                    self.at(p, &field("canary.percent"), "must be 0 to 100")
+                                })?,
+                        ),
+                    };
+                    let sticky = match &canary.sticky {
+                        None => None,
+                        Some(s) => Some(
+                            parse_sticky(s.get_ref(), &paths)
+                                .map_err(|m| self.at(s, &field("canary.sticky"), m))?,
+                        ),
+                    };
+                    (percent, sticky)
+                }
+            };
+            let initial_stage = match &r.stage {
+                None => Stage::Legacy,
+                Some(s) => Stage::from_parts(s.get_ref(), percent).map_err(|m| {
+                    let m = if s.get_ref() == "canary" {
+                        format!("{m}: set canary = {{ percent = N }}")
+                    } else {
+                        m
+                    };
+                    self.at(s, &field("stage"), m)
+                })?,
+            };
+            let shadow = match &r.shadow {
+                None => ShadowSpec::default(),
+                Some(raw) => self.shadow(raw.get_ref(), &field)?,
+            };
+            let compare = match &r.compare {
+                None => CompareSpec::default(),
+                Some(raw) => self.compare(raw.get_ref(), &field)?,
+            };
+            let gate = self.gate(
+                r.gate.as_ref().map(|g| g.get_ref()),
+                default_gate,
+                &field("gate"),
+            )?;
+            routes.push(RouteSpec {
+                name,
+                paths,
+                methods,
+                service,
+                initial_stage,
+                timeout,
+                sticky,
+                shadow,
+                compare,
+                gate,
+                fallback: r.fallback,
+            });
+        }
+        Ok(routes)
+    }
+
+    fn gate(
+        &self,
+        raw: Option<&RawGate>,
+        base: GateSpec,
+        field: &str,
+    ) -> Result<GateSpec, PlanError> {
+        let Some(raw) = raw else {
+            return Ok(base);
+        };
+        let mut gate = base;
+        if let Some(n) = &raw.min_comparisons {
+            gate.min_comparisons = u64::try_from(*n.get_ref()).map_err(|_| {
+                self.at(n, &format!("{field}.min_comparisons"), "must be 0 or more")
+            })?;
+        }
+        if let Some(rate) = &raw.max_mismatch_rate {
+            let r = *rate.get_ref();
+            if !(0.0..=1.0).contains(&r) {
+                return Err(self.at(
+                    rate,
+                    &format!("{field}.max_mismatch_rate"),
+                    "must be a fraction from 0 to 1 (0.001 is 0.1 %)",
+                ));
+            }
+            gate.max_mismatch_rate = r;
+        }
+        Ok(gate)
+    }
+
+    fn shadow(
+        &self,
+        raw: &RawShadow,
+        field: &dyn Fn(&str) -> String,
+    ) -> Result<ShadowSpec, PlanError> {
+        let mut spec = ShadowSpec::default();
+        let percent = |v: &Spanned<f64>, f: &str| {
+            let p = *v.get_ref();
+            if (0.0..=100.0).contains(&p) {
+                Ok(p)
+            } else {
+                Err(self.at(v, &field(f), "must be a percentage from 0 to 100"))
+            }
+        };
+        if let Some(v) = &raw.sample {
+            spec.sample_percent = percent(v, "shadow.sample")?;
+        }
+        if let Some(v) = &raw.noise_sample {
+            spec.noise_percent = percent(v, "shadow.noise_sample")?;
+        }
+        if let Some(w) = &raw.writes {
+            spec.writes = match w.get_ref().as_str() {
+                "skip" => ShadowWrites::Skip,
+                "dry-run" => ShadowWrites::DryRun,
+                _ => {
+                    return Err(self.at(
+                        w,
+                        &field("shadow.writes"),
+                        "must be \"skip\" or \"dry-run\"",
+                    ));
+                }
+            };
+        }
+        if let Some(t) = &raw.timeout {
+            spec.timeout = self.duration(t, &field("shadow.timeout"))?;
+        }
+        if let Some(n) = &raw.max_in_flight {
+            spec.max_in_flight = usize::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| self.at(n, &field("shadow.max_in_flight"), "must be 1 or more"))?;
+        }
+        if let Some(b) = &raw.max_body {
+            spec.max_body_bytes = parse_size(b.get_ref())
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    self.at(
+                        b,
+                        &field("shadow.max_body"),
+                        "must be a size like 256KiB or 1MiB",
+                    )
+                })?;
+        }
+        spec.reverse = raw.reverse_shadow.unwrap_or(false);
+        Ok(spec)
+    }
+
+    fn compare(
+        &self,
+        raw: &RawCompare,
+        field: &dyn Fn(&str) -> String,
+    ) -> Result<CompareSpec, PlanError> {
+        let mut spec = CompareSpec::default();
+        for (i, p) in raw.ignore.iter().enumerate() {
+            check_pattern(p.get_ref())
+                .map_err(|m| self.at(p, &field(&format!("compare.ignore[{i}]")), m))?;
+            spec.ignore.push(p.get_ref().clone());
+        }
+        for (i, p) in raw.sets.iter().enumerate() {
+            check_pattern(p.get_ref())
+                .map_err(|m| self.at(p, &field(&format!("compare.sets[{i}]")), m))?;
+            spec.sets.push(p.get_ref().clone());
+        }
+        for (path, key) in &raw.keyed {
+            check_pattern(path).map_err(|m| PlanError {
+                file: self.file.to_path_buf(),
+                line: 0,
+                column: 0,
+                field: field("compare.keyed"),
+                message: m,
+            })?;
+            spec.keyed.push((path.clone(), key.clone()));
+        }
+        if let Some(t) = &raw.tolerance {
+            if *t.get_ref() < 0.0 {
+                return Err(self.at(t, &field("compare.tolerance"), "must be 0 or more"));
+            }
+            spec.tolerance = *t.get_ref();
+        }
+        if let Some(headers) = &raw.headers {
+            spec.headers = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+        }
+        Ok(spec)
+    }
+
+    fn sync(
+        &self,
+        raw: &[Spanned<RawSync>],
+        services: &BTreeMap<String, ServiceSpec>,
+    ) -> Result<Vec<SyncLink>, PlanError> {
+        let mut links = Vec::new();
+        for (i, link) in raw.iter().enumerate() {
+            let l = link.get_ref();
+            for (value, f) in [(&l.from, "from"), (&l.to, "to")] {
+                if !services.contains_key(value.get_ref()) {
+                    return Err(self.at(
+                        value,
+                        &format!("sync[{i}].{f}"),
+                        format!(
+                            "unknown service `{}` (services: {})",
+                            value.get_ref(),
+                            join(services.keys())
+                        ),
+                    ));
+                }
+            }
+            if l.from.get_ref() == l.to.get_ref() {
+                return Err(self.at(
+                    &l.to,
+                    &format!("sync[{i}].to"),
+                    "a link joins two different services",
+                ));
+            }
+            let mut types = Vec::new();
+            for (j, t) in l.types.iter().enumerate() {
+                let valid = t.get_ref() == "*"
+                    || t.get_ref().split_once('.').is_some_and(|(kind, change)| {
+                        is_name(kind) && (change == "*" || is_name(change))
+                    });
+                if !valid {
+                    return Err(self.at(
+                        t,
+                        &format!("sync[{i}].types[{j}]"),
+                        "must be an event type like `student.updated` or `student.*`",
+                    ));
+                }
+                types.push(t.get_ref().clone());
+            }
+            links.push(SyncLink {
+                from: l.from.get_ref().clone(),
+                to: l.to.get_ref().clone(),
+                types,
+            });
+        }
+        Ok(links)
+    }
+}
+
+/// A route (by index) that lists a template, and the methods it takes.
+type TemplateOwner = (usize, Option<Vec<Method>>);
+
+fn methods_overlap(a: Option<&[Method]>, b: Option<&[Method]>) -> bool {
+    match (a, b) {
+        (None, _) | (_, None) => true,
+        (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn join<I: IntoIterator<Item = T>, T: fmt::Display>(items: I) -> String {
+    items
+        .into_iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn parse_base_url(raw: &str) -> Result<Uri, String> {
+    let uri: Uri = raw
+        .parse()
+        .map_err(|_| format!("`{raw}` is not a URL like http://127.0.0.1:7000"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("`{raw}`: only http:// upstreams are supported"));
+    }
+    if uri.authority().is_none_or(|a| a.port_u16().is_none()) {
+        return Err(format!("`{raw}` needs an explicit host:port"));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+        return Err(format!("`{raw}`: a base URL has no path or query"));
+    }
+    Ok(uri)
+}
+
+fn parse_sticky(raw: &str, paths: &[PathTemplate]) -> Result<Sticky, String> {
+    let (kind, name) = raw
+        .split_once(':')
+        .ok_or_else(|| format!("`{raw}` must be header:NAME, cookie:NAME or path:PARAM"))?;
+    match kind {
+        "header" => HeaderName::from_bytes(name.as_bytes())
+            .map(Sticky::Header)
+            .map_err(|_| format!("`{name}` is not a header name")),
+        "cookie" if !name.is_empty() && !name.contains([';', '=', ' ']) => {
+            Ok(Sticky::Cookie(name.to_string()))
+        }
+        "cookie" => Err(format!("`{name}` is not a cookie name")),
+        "path" if paths.iter().any(|p| p.has_param(name)) => {
+            Ok(Sticky::PathParam(name.to_string()))
+        }
+        "path" => Err(format!(
+            "no path template of this route has a parameter `{name}`"
+        )),
+        _ => Err(format!(
+            "`{raw}` must be header:NAME, cookie:NAME or path:PARAM"
+        )),
+    }
+}
+
+/// Parses `250ms`, `5s`, `2m` (must be above zero).
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    (!d.is_zero()).then_some(d)
+}
+
+/// Parses `1048576`, `512KiB`, `10MiB`, `1GiB` (must be above zero).
+pub fn parse_size(raw: &str) -> Option<u64> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale).filter(|n| *n > 0)
+}
+
+/// Names of the plan's routes, for messages.
+pub fn route_names(plan: &Plan) -> String {
+    join(plan.routes.iter().map(|r| &r.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"[proxy]
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:8081"
+state = "data/strangler.db"
+
+[services.legacy]
+urls = ["http://127.0.0.1:7000"]
+legacy = true
+
+[services.students]
+urls = ["http://127.0.0.1:7101", "http://127.0.0.1:7201"]
+"#;
+
+    fn check(extra: &str) -> Result<Plan, PlanError> {
+        parse(Path::new("plan.toml"), &format!("{BASE}{extra}"))
+    }
+
+    #[test]
+    fn the_demo_plan_is_valid() {
+        let plan =
+            load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migration-plan.toml")).unwrap();
+        assert_eq!(plan.legacy, "legacy");
+        let names: Vec<&str> = plan.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["students", "finance", "gamification", "enrollment"]);
+        assert!(plan.routes.iter().all(|r| r.initial_stage == Stage::Legacy));
+        assert_eq!(plan.proxy.listen.to_string(), "127.0.0.1:8080");
+        assert!(plan.proxy.state.ends_with("data/strangler.db"));
+    }
+
+    #[test]
+    fn a_full_route_parses() {
+        let plan = check(
+            r#"
+[[routes]]
+name = "students"
+paths = ["/students", "/students/{id}"]
+methods = ["get", "POST"]
+service = "students"
+stage = "canary"
+timeout = "250ms"
+canary = { percent = 25, sticky = "path:id" }
+"#,
+        )
+        .unwrap();
+        let r = &plan.routes[0];
+        assert_eq!(r.initial_stage, Stage::Canary { percent: 25 });
+        assert_eq!(r.timeout, Duration::from_millis(250));
+        assert_eq!(r.methods.as_deref(), Some(&[Method::GET, Method::POST][..]));
+        assert_eq!(r.sticky, Some(Sticky::PathParam("id".into())));
+        assert_eq!(plan.services["students"].urls.len(), 2);
+    }
+
+    /// Each bad plan and the (line, field, words in the message) its error must name.
+    #[test]
+    fn bad_plans_name_line_and_field() {
+        let route = |body: &str| {
+            format!(
+                "\n[[routes]]\nname = \"r\"\npaths = [\"/students\"]\nservice = \"students\"\n{body}"
+            )
+        };
+        let cases: Vec<(String, usize, &str, &str)> = vec![
+            (route("colour = \"red\""), 17, "", "unknown field `colour`"),
+            ("\n[[routes]]\nname = \"r\"\npaths = [\"/s\"]\nservice = \"studnts\"\n".into(), 16, "routes[0].service", "unknown service `studnts`"),
+            ("\n[[routes]]\nname = \"r\"\npaths = [\"/s\"]\nservice = \"legacy\"\n".into(), 16, "routes[0].service", "is the legacy service"),
+            (route("stage = \"sideways\""), 17, "routes[0].stage", "unknown stage"),
+            (route("stage = \"canary\""), 17, "routes[0].stage", "needs a percent"),
+            (route("canary = { percent = 101 }"), 17, "routes[0].canary.percent", "0 to 100"),
+            (route("canary = { sticky = \"path:nope\" }"), 17, "routes[0].canary.sticky", "no path template"),
+            (route("canary = { sticky = \"body:x\" }"), 17, "routes[0].canary.sticky", "header:NAME"),
+            (route("timeout = \"soon\""), 17, "routes[0].timeout", "duration"),
+            (route("methods = [\"FETCH!\"]"), 17, "routes[0].methods[0]", "HTTP method"),
+            ("\n[[routes]]\nname = \"r\"\npaths = [\"students\"]\nservice = \"students\"\n".into(), 15, "routes[0].paths[0]", "must start with /"),
+            ("\n[[routes]]\nname = \"r\"\npaths = [\"/a/../b\"]\nservice = \"students\"\n".into(), 15, "routes[0].paths[0]", "normal form"),
+            ("\n[[routes]]\nname = \"a\"\npaths = [\"/s/{id}\"]\nservice = \"students\"\n[[routes]]\nname = \"b\"\npaths = [\"/s/{sid}\"]\nservice = \"students\"\n".into(), 19, "routes[1].paths[0]", "ambiguous: route `a`"),
+            ("\n[[routes]]\nname = \"a\"\npaths = [\"/s\"]\nservice = \"students\"\n[[routes]]\nname = \"a\"\npaths = [\"/t\"]\nservice = \"students\"\n".into(), 18, "routes[1].name", "declared twice"),
+            ("\n[[sync]]\nfrom = \"legacy\"\nto = \"nobody\"\n".into(), 15, "sync[0].to", "unknown service"),
+            ("\n[[sync]]\nfrom = \"legacy\"\nto = \"students\"\ntypes = [\"student\"]\n".into(), 16, "sync[0].types[0]", "event type"),
+        ];
+        for (extra, line, field, words) in cases {
+            let err = check(&extra).unwrap_err();
+            assert_eq!(err.file, Path::new("plan.toml"));
+            assert_eq!(
+                (err.line, err.field.as_str()),
+                (line, field),
+                "{extra}\n→ {err}"
+            );
+            assert!(err.message.contains(words), "{extra}\n→ {err}");
+        }
+    }
+
+    #[test]
+    fn disjoint_methods_on_one_path_are_not_ambiguous() {
+        let plan = check(
+            "\n[[routes]]\nname = \"reads\"\npaths = [\"/s/{id}\"]\nmethods = [\"GET\"]\nservice = \"students\"\n\
+             [[routes]]\nname = \"writes\"\npaths = [\"/s/{id}\"]\nmethods = [\"POST\", \"PUT\"]\nservice = \"students\"\n",
+        );
+        assert!(plan.is_ok(), "{plan:?}");
+    }
+
+    #[test]
+    fn topology_errors() {
+        let no_legacy = BASE.replace("legacy = true\n", "");
+        let err = parse(Path::new("p.toml"), &no_legacy).unwrap_err();
+        assert!(err.message.contains("exactly one service"), "{err}");
+        let same_port = BASE.replace("127.0.0.1:8081", "127.0.0.1:8080");
+        let err = parse(Path::new("p.toml"), &same_port).unwrap_err();
+        assert_eq!(err.field, "proxy.admin_listen");
+        let https = BASE.replace("http://127.0.0.1:7101", "https://127.0.0.1:7101");
+        let err = parse(Path::new("p.toml"), &https).unwrap_err();
+        assert_eq!(err.field, "services.students.urls[0]");
+        let err = parse(Path::new("p.toml"), "[proxy\nlisten=").unwrap_err();
+        assert_eq!(err.line, 1);
+        assert!(err.to_string().starts_with("p.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("10MiB"), Some(10 << 20));
+        assert_eq!(parse_size("512KiB"), Some(512 << 10));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("0"), None);
+        assert_eq!(parse_size("1TB"), None);
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("5"), None);
+    }
+}

@@ -1,0 +1,475 @@
+//! The state store: what changes while a migration runs. Each route's stage, the append-only
+//! audit log, the live proxies (which table generation each serves, with a heartbeat) and
+//! their counters, sync checkpoints and leases, and shadow results.
+//!
+//! Layout:
+//! - the interface, one small trait per concern: [`Stages`] (with a cheap change token to
+//!   poll), [`ProxyRegistry`], [`Checkpoints`] (and leases), [`ShadowResults`]; [`Store`]
+//!   is all four, what [`open`] returns;
+//! - [`sqlite`]: the embedded backend (one file, WAL), the default.
+//!
+//! API boundary: callers hold a `Box<dyn Store>` (or a trait they need) and never see the
+//! backend; every method is blocking, so async callers run it on a blocking thread.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use strangler_plan::Stage;
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// A proxy whose heartbeat is older than this is not live.
+pub const LIVE_WINDOW: Duration = Duration::from_secs(3);
+/// Samples kept per route and path group.
+pub const SAMPLES_PER_GROUP: i64 = 5;
+/// Latency pairs kept per route (the newest).
+pub const LATENCIES_PER_ROUTE: i64 = 5000;
+
+/// Opens the store `state` names, creating it if needed.
+pub fn open(state: &Path) -> Result<Box<dyn Store>, StoreError> {
+    Ok(Box::new(SqliteStore::open(state)?))
+}
+
+/// Every concern of the store, as one object.
+pub trait Store: Stages + ProxyRegistry + Checkpoints + ShadowResults + Send {}
+
+impl<T: Stages + ProxyRegistry + Checkpoints + ShadowResults + Send> Store for T {}
+
+/// Route stages, their generation and the audit log.
+pub trait Stages {
+    /// A value that changes whenever anyone commits to the store; cheap enough to poll
+    /// every few milliseconds. Equal tokens mean nothing changed.
+    fn change_token(&self) -> Result<i64, StoreError>;
+    /// The generation of the newest stage change.
+    fn generation(&self) -> Result<i64, StoreError>;
+    /// Every route's stored stage (routes without one are at the plan's initial stage).
+    fn stages(&self) -> Result<HashMap<String, Stage>, StoreError>;
+    /// Moves a route, appends the audit entry and bumps the generation, in one
+    /// transaction; a lost race (someone moved the route since `current` was read) writes
+    /// nothing.
+    fn set_stage(&mut self, change: &StageChange<'_>) -> Result<StageWrite, StoreError>;
+    /// The audit log, oldest first, optionally for one route, the last `limit` entries.
+    fn history(&self, route: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// The running proxies: which generation each serves, heartbeats and counters.
+pub trait ProxyRegistry {
+    /// Registers (or re-registers) a running proxy.
+    fn register_proxy(&self, record: &ProxyRecord) -> Result<(), StoreError>;
+    /// Records that proxy `id` now serves `generation`.
+    fn applied(&self, id: &str, generation: i64) -> Result<(), StoreError>;
+    /// Heartbeat with the proxy's counters since it started.
+    fn heartbeat(&mut self, id: &str, counters: &[RouteCounters]) -> Result<(), StoreError>;
+    /// Removes a proxy that is shutting down.
+    fn deregister_proxy(&self, id: &str) -> Result<(), StoreError>;
+    /// Every registered proxy, live or not, newest heartbeat first.
+    fn proxies(&self) -> Result<Vec<ProxyRecord>, StoreError>;
+    /// Counters summed over the proxies in `ids`, per route.
+    fn counters(&self, ids: &[String]) -> Result<HashMap<String, RouteCounters>, StoreError>;
+}
+
+/// Sync links: checkpoints, progress and the lease that lets one relay run per link.
+pub trait Checkpoints {
+    /// The checkpoint of `link` (0 when it never ran).
+    fn checkpoint(&self, link: &str) -> Result<i64, StoreError>;
+    /// Records a delivered batch: the new checkpoint (never moved back) and counters, the
+    /// error cleared.
+    fn advance(&self, progress: &LinkProgress) -> Result<(), StoreError>;
+    /// Takes or renews the lease on `link` for `owner`; answers whether `owner` holds it.
+    fn lease_link(&self, link: &str, owner: &str, lease: Duration) -> Result<bool, StoreError>;
+    /// Gives a lease up, so another relay takes over at once.
+    fn release_link(&self, link: &str, owner: &str) -> Result<(), StoreError>;
+    /// Records a failed attempt; the checkpoint stays.
+    fn link_failed(&self, link: &str, error: &str) -> Result<(), StoreError>;
+    /// Every link's progress.
+    fn links(&self) -> Result<Vec<LinkProgress>, StoreError>;
+}
+
+/// Shadow comparison results, aggregated per route.
+pub trait ShadowResults {
+    /// Adds a batch of results.
+    fn record_shadow(&mut self, batch: &ShadowBatch) -> Result<(), StoreError>;
+    /// The noisy paths learned so far, per route.
+    fn noisy_paths(&self) -> Result<HashMap<String, HashSet<String>>, StoreError>;
+    /// Everything recorded for `route` (`""`: results not tied to a route, like drops).
+    fn shadow_summary(&self, route: &str) -> Result<ShadowSummary, StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the state store's directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state store {path} has a stage it cannot read for route {route}: {message}")]
+    Corrupt {
+        path: PathBuf,
+        route: String,
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed (a busy or unreachable store), as opposed to
+    /// a store that is corrupt or cannot be created.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::SystemIoFailure
+                        | rusqlite::ErrorCode::CannotOpen
+                )
+            ),
+            StoreError::CreateDir { .. } | StoreError::Corrupt { .. } => false,
+        }
+    }
+}
+
+/// A stage change as an operator asks for it.
+#[derive(Debug, Clone, Copy)]
+pub struct StageChange<'a> {
+    pub route: &'a str,
+    /// What the caller believes the stage is (the store's, or the plan's initial stage).
+    pub current: Stage,
+    pub to: Stage,
+    pub actor: &'a str,
+    pub reason: Option<&'a str>,
+    /// Made with `--force` (past a closed gate, or out of `retired`).
+    pub forced: bool,
+}
+
+/// What [`Stages::set_stage`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageWrite {
+    Changed(Change),
+    /// Another writer moved the route first; it is now in `now`, and nothing was written.
+    Raced {
+        now: Stage,
+    },
+}
+
+/// One stage change, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    pub route: String,
+    pub from: String,
+    pub to: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub forced: bool,
+    pub generation: i64,
+}
+
+/// A running proxy as it registered itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProxyRecord {
+    pub id: String,
+    pub pid: u32,
+    pub listen: String,
+    pub admin: String,
+    /// Generation of the route table it serves.
+    pub generation: i64,
+    /// When it started serving that generation (Unix ms).
+    pub applied_at_ms: i64,
+    pub started_at: String,
+    pub heartbeat_ms: i64,
+}
+
+impl ProxyRecord {
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        now_ms - self.heartbeat_ms <= LIVE_WINDOW.as_millis() as i64
+    }
+}
+
+/// What a stage change wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub route: String,
+    pub from: Stage,
+    pub to: Stage,
+    /// The store generation that carries the change; proxies serving it have applied it.
+    pub generation: i64,
+}
+
+/// A route's counters at one moment, as stored by each proxy and summed by `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RouteCounters {
+    pub route: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub served_legacy: u64,
+    pub served_new: u64,
+}
+
+/// A sync link's progress, as its relay records it after every batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LinkProgress {
+    /// `from->to`.
+    pub link: String,
+    /// Highest source `seq` acknowledged by the target (or filtered out).
+    pub checkpoint: i64,
+    /// Source head when last read.
+    pub head: i64,
+    /// Age of the oldest event not yet delivered (0 when caught up).
+    pub lag_seconds: f64,
+    /// Events the target applied, acknowledged as duplicates, and not sent (origin or type).
+    pub applied: i64,
+    pub duplicates: i64,
+    pub skipped: i64,
+    /// Events the target refused and parked (see its `parked_events`), and the last reason.
+    pub rejected: i64,
+    pub last_rejection: Option<String>,
+    pub last_error: Option<String>,
+    pub updated_ms: i64,
+}
+
+impl LinkProgress {
+    pub fn lag_events(&self) -> i64 {
+        (self.head - self.checkpoint).max(0)
+    }
+}
+
+/// Why a mirrored request was not compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmirrored {
+    /// Not in the route's sample.
+    SampledOut,
+    /// An unsafe method on a route whose writes are skipped.
+    WriteSkipped,
+    /// A body over the route's cap.
+    TooLarge,
+    /// The route's in-flight cap was reached.
+    Busy,
+    /// The client's request or the primary's answer did not complete.
+    Incomplete,
+}
+
+impl Unmirrored {
+    pub const ALL: [Unmirrored; 5] = [
+        Unmirrored::SampledOut,
+        Unmirrored::WriteSkipped,
+        Unmirrored::TooLarge,
+        Unmirrored::Busy,
+        Unmirrored::Incomplete,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unmirrored::SampledOut => "sampled_out",
+            Unmirrored::WriteSkipped => "write_skipped",
+            Unmirrored::TooLarge => "too_large",
+            Unmirrored::Busy => "busy",
+            Unmirrored::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// What the shadow counters count, per route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ShadowMetric {
+    /// Both sides answered and were compared.
+    Compared,
+    /// Compared with no difference.
+    Matched,
+    /// Compared with a difference that is not noise.
+    Mismatched,
+    /// Compared, and every difference was noise.
+    NoisyOnly,
+    /// The candidate failed (connect, timeout, unreadable answer).
+    Errors,
+    /// Not compared, and why.
+    Unmirrored(Unmirrored),
+    /// Results the recorder's queue could not take.
+    Dropped,
+}
+
+impl ShadowMetric {
+    /// The name stored and reported (`compared`, `unmirrored:busy`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowMetric::Compared => "compared",
+            ShadowMetric::Matched => "matched",
+            ShadowMetric::Mismatched => "mismatched",
+            ShadowMetric::NoisyOnly => "noisy_only",
+            ShadowMetric::Errors => "errors",
+            ShadowMetric::Dropped => "dropped",
+            ShadowMetric::Unmirrored(reason) => match reason {
+                Unmirrored::SampledOut => "unmirrored:sampled_out",
+                Unmirrored::WriteSkipped => "unmirrored:write_skipped",
+                Unmirrored::TooLarge => "unmirrored:too_large",
+                Unmirrored::Busy => "unmirrored:busy",
+                Unmirrored::Incomplete => "unmirrored:incomplete",
+            },
+        }
+    }
+
+    /// The metric a stored name stands for (`None`: a name this version does not know).
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            ShadowMetric::Compared,
+            ShadowMetric::Matched,
+            ShadowMetric::Mismatched,
+            ShadowMetric::NoisyOnly,
+            ShadowMetric::Errors,
+            ShadowMetric::Dropped,
+        ]
+        .into_iter()
+        .chain(Unmirrored::ALL.map(ShadowMetric::Unmirrored))
+        .find(|m| m.as_str() == name)
+    }
+}
+
+/// Shadow results gathered since the last flush, for one route.
+#[derive(Debug, Clone, Default)]
+pub struct ShadowBatch {
+    pub route: String,
+    pub counts: BTreeMap<ShadowMetric, i64>,
+    /// (path, kind, noisy) → count.
+    pub paths: BTreeMap<(String, String, bool), i64>,
+    /// (path, sample JSON).
+    pub samples: Vec<(String, String)>,
+    /// (primary ms, candidate ms).
+    pub latencies: Vec<(f64, f64)>,
+}
+
+impl ShadowBatch {
+    /// Adds `n` to a counter.
+    pub fn count(&mut self, metric: ShadowMetric, n: i64) {
+        *self.counts.entry(metric).or_default() += n;
+    }
+}
+
+/// A route's shadow record, as reports and the gate read it.
+#[derive(Debug, Clone, Default)]
+pub struct ShadowSummary {
+    pub route: String,
+    pub counts: BTreeMap<ShadowMetric, i64>,
+    /// (path, kind, noisy, count), most frequent first.
+    pub paths: Vec<(String, String, bool, i64)>,
+    /// (path, sample JSON), oldest first.
+    pub samples: Vec<(String, serde_json::Value)>,
+    pub latencies: Vec<(f64, f64)>,
+}
+
+impl ShadowSummary {
+    pub fn count(&self, metric: ShadowMetric) -> i64 {
+        self.counts.get(&metric).copied().unwrap_or(0)
+    }
+
+    /// Mismatched ÷ compared (noise not counted), or `None` before any comparison.
+    pub fn mismatch_rate(&self) -> Option<f64> {
+        let compared = self.count(ShadowMetric::Compared);
+        (compared > 0).then(|| self.count(ShadowMetric::Mismatched) as f64 / compared as f64)
+    }
+
+    /// What the gate judges: a candidate that failed to answer (error) counts as a mismatch,
+    /// so a service that times out on the hard requests cannot pass on the easy ones.
+    pub fn failure_rate(&self) -> Option<f64> {
+        let attempts = self.count(ShadowMetric::Compared) + self.count(ShadowMetric::Errors);
+        (attempts > 0).then(|| {
+            (self.count(ShadowMetric::Mismatched) + self.count(ShadowMetric::Errors)) as f64
+                / attempts as f64
+        })
+    }
+
+    /// The most frequent mismatching (not noisy) paths.
+    pub fn top_paths(&self, n: usize) -> Vec<(String, i64)> {
+        self.paths
+            .iter()
+            .filter(|(_, _, noisy, _)| !noisy)
+            .take(n)
+            .map(|(p, k, _, c)| (format!("{p} ({k})"), *c))
+            .collect()
+    }
+
+    /// Requests not compared, per reason.
+    pub fn unmirrored(&self) -> Vec<(Unmirrored, i64)> {
+        self.counts
+            .iter()
+            .filter_map(|(m, n)| match m {
+                ShadowMetric::Unmirrored(reason) => Some((*reason, *n)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// RFC 3339 UTC, second precision is not enough for an audit log: milliseconds.
+pub fn timestamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Parses what [`timestamp`] writes (and any `YYYY-MM-DDTHH:MM:SS[.fff]Z`) to Unix ms.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !text.ends_with('Z') {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let fraction = text.get(19..text.len() - 1)?;
+    let millis = match fraction.strip_prefix('.') {
+        None if fraction.is_empty() => 0,
+        Some(digits) if !digits.is_empty() && digits.bytes().all(|d| d.is_ascii_digit()) => {
+            format!("{digits:0<3}").get(..3)?.parse::<i64>().ok()?
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1000) + millis)
+}
+
+/// The store's traits, for callers that hold a `Box<dyn Store>`.
+pub mod prelude {
+    pub use crate::{Checkpoints, ProxyRegistry, ShadowResults, Stages, Store};
+}

@@ -1,0 +1,796 @@
+//! The embedded backend: one SQLite file in WAL mode, so the CLI writes while proxies read.
+//! Its change token is `PRAGMA data_version`, which moves when another connection commits
+//! and costs no disk read.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use strangler_plan::Stage;
+
+use crate::{
+    AuditEntry, Change, Checkpoints, LATENCIES_PER_ROUTE, LinkProgress, ProxyRecord, ProxyRegistry,
+    RouteCounters, SAMPLES_PER_GROUP, ShadowBatch, ShadowMetric, ShadowResults, ShadowSummary,
+    StageChange, StageWrite, Stages, StoreError, now_ms, timestamp,
+};
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Schema steps, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    "
+    CREATE TABLE route_status (
+        route TEXT PRIMARY KEY,
+        stage TEXT NOT NULL,
+        percent INTEGER,
+        generation INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        route TEXT NOT NULL,
+        from_stage TEXT NOT NULL,
+        to_stage TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT,
+        forced INTEGER NOT NULL DEFAULT 0,
+        generation INTEGER NOT NULL
+    );
+    CREATE TABLE control (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    INSERT INTO control (key, value) VALUES ('generation', 1);
+    CREATE TABLE proxies (
+        id TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        listen TEXT NOT NULL,
+        admin TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        applied_at_ms INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        heartbeat_ms INTEGER NOT NULL
+    );
+    CREATE TABLE proxy_counters (
+        proxy_id TEXT NOT NULL,
+        route TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        served_legacy INTEGER NOT NULL,
+        served_new INTEGER NOT NULL,
+        PRIMARY KEY (proxy_id, route)
+    );
+",
+    "
+    CREATE TABLE sync_links (
+        link TEXT PRIMARY KEY,
+        checkpoint INTEGER NOT NULL DEFAULT 0,
+        head INTEGER NOT NULL DEFAULT 0,
+        lag_seconds REAL NOT NULL DEFAULT 0,
+        applied INTEGER NOT NULL DEFAULT 0,
+        duplicates INTEGER NOT NULL DEFAULT 0,
+        skipped INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        updated_ms INTEGER NOT NULL DEFAULT 0
+    );
+",
+    "
+    ALTER TABLE sync_links ADD COLUMN rejected INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sync_links ADD COLUMN last_rejection TEXT;
+",
+    "
+    CREATE TABLE shadow_counts (
+        route TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (route, metric)
+    ) WITHOUT ROWID;
+    CREATE TABLE shadow_paths (
+        route TEXT NOT NULL,
+        path TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        noisy INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (route, path, kind, noisy)
+    ) WITHOUT ROWID;
+    CREATE TABLE shadow_samples (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        route TEXT NOT NULL,
+        path TEXT NOT NULL,
+        at TEXT NOT NULL,
+        sample TEXT NOT NULL
+    );
+    CREATE INDEX shadow_samples_by_group ON shadow_samples (route, path);
+    CREATE TABLE shadow_latency (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        route TEXT NOT NULL,
+        primary_ms REAL NOT NULL,
+        candidate_ms REAL NOT NULL
+    );
+    CREATE INDEX shadow_latency_by_route ON shadow_latency (route, id);
+",
+    "
+    ALTER TABLE sync_links ADD COLUMN owner TEXT;
+    ALTER TABLE sync_links ADD COLUMN lease_until_ms INTEGER NOT NULL DEFAULT 0;
+",
+];
+
+/// Maps a SQLite error to a [`StoreError`] naming the store's file.
+fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+    move |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A connection to the SQLite state store.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating it and its directory if needed.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let err = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let applied: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        for (i, step) in (1i64..).zip(MIGRATIONS.iter()) {
+            if i > applied {
+                tx.execute_batch(step).map_err(err)?;
+                tx.pragma_update(None, "user_version", i).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Every row of a query, mapped.
+    fn rows<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let mapped = stmt.query_map(params, map).map_err(|e| self.err(e))?;
+        mapped
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+}
+
+impl Stages for SqliteStore {
+    fn change_token(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// The generation of the newest stage change.
+    fn generation(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM control WHERE key = 'generation'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every route's stored stage.
+    fn stages(&self) -> Result<HashMap<String, Stage>, StoreError> {
+        let rows = self.rows("SELECT route, stage, percent FROM route_status", [], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<u8>>(2)?,
+            ))
+        })?;
+        rows.into_iter()
+            .map(|(route, stage, percent)| {
+                let stage =
+                    Stage::from_parts(&stage, percent).map_err(|message| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        route: route.clone(),
+                        message,
+                    })?;
+                Ok((route, stage))
+            })
+            .collect()
+    }
+
+    fn set_stage(&mut self, change: &StageChange<'_>) -> Result<StageWrite, StoreError> {
+        let StageChange {
+            route,
+            current,
+            to,
+            actor,
+            reason,
+            forced,
+        } = *change;
+        let err = sql_error(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let stored: Option<(String, Option<u8>)> = tx
+            .query_row(
+                "SELECT stage, percent FROM route_status WHERE route = ?1",
+                [route],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(err)?;
+        if let Some((name, percent)) = stored {
+            let now = Stage::from_parts(&name, percent).map_err(|message| StoreError::Corrupt {
+                path: self.path.clone(),
+                route: route.to_string(),
+                message,
+            })?;
+            if now != current {
+                return Ok(StageWrite::Raced { now });
+            }
+        }
+        let generation: i64 = tx
+            .query_row(
+                "UPDATE control SET value = value + 1 WHERE key = 'generation' RETURNING value",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        let at = timestamp(now_ms());
+        let percent = match to {
+            Stage::Canary { percent } => Some(percent),
+            _ => None,
+        };
+        tx.execute(
+            "INSERT INTO route_status (route, stage, percent, generation, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (route) DO UPDATE SET stage = excluded.stage, percent = excluded.percent,
+                 generation = excluded.generation, updated_at = excluded.updated_at",
+            (route, to.name(), percent, generation, &at),
+        )
+        .map_err(err)?;
+        tx.execute(
+            "INSERT INTO audit_log (at, route, from_stage, to_stage, actor, reason, forced, generation)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            (&at, route, current.to_string(), to.to_string(), actor, reason, forced, generation),
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(StageWrite::Changed(Change {
+            route: route.to_string(),
+            from: current,
+            to,
+            generation,
+        }))
+    }
+
+    /// The audit log, oldest first, optionally for one route, the last `limit` entries.
+    fn history(&self, route: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT * FROM (
+                    SELECT id, at, route, from_stage, to_stage, actor, reason, forced, generation
+                    FROM audit_log WHERE ?1 IS NULL OR route = ?1 ORDER BY id DESC LIMIT ?2
+                 ) ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map((route, limit), |r| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    route: r.get(2)?,
+                    from: r.get(3)?,
+                    to: r.get(4)?,
+                    actor: r.get(5)?,
+                    reason: r.get(6)?,
+                    forced: r.get(7)?,
+                    generation: r.get(8)?,
+                })
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+}
+
+impl ProxyRegistry for SqliteStore {
+    /// Registers (or re-registers) a running proxy.
+    fn register_proxy(&self, record: &ProxyRecord) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO proxies (id, pid, listen, admin, generation, applied_at_ms, started_at, heartbeat_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (id) DO UPDATE SET generation = excluded.generation,
+                     applied_at_ms = excluded.applied_at_ms, heartbeat_ms = excluded.heartbeat_ms",
+                (
+                    &record.id,
+                    record.pid,
+                    &record.listen,
+                    &record.admin,
+                    record.generation,
+                    record.applied_at_ms,
+                    &record.started_at,
+                    record.heartbeat_ms,
+                ),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records that proxy `id` now serves `generation`.
+    fn applied(&self, id: &str, generation: i64) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.conn
+            .execute(
+                "UPDATE proxies SET generation = ?2, applied_at_ms = ?3, heartbeat_ms = ?3 WHERE id = ?1",
+                (id, generation, now),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Heartbeat with the proxy's counters since it started.
+    fn heartbeat(&mut self, id: &str, counters: &[RouteCounters]) -> Result<(), StoreError> {
+        let err = sql_error(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        tx.execute(
+            "UPDATE proxies SET heartbeat_ms = ?2 WHERE id = ?1",
+            (id, now_ms()),
+        )
+        .map_err(err)?;
+        for c in counters {
+            tx.execute(
+                "INSERT INTO proxy_counters (proxy_id, route, requests, errors, served_legacy, served_new)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (proxy_id, route) DO UPDATE SET requests = excluded.requests,
+                     errors = excluded.errors, served_legacy = excluded.served_legacy,
+                     served_new = excluded.served_new",
+                (id, &c.route, c.requests as i64, c.errors as i64, c.served_legacy as i64, c.served_new as i64),
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(())
+    }
+
+    /// Removes a proxy that is shutting down.
+    fn deregister_proxy(&self, id: &str) -> Result<(), StoreError> {
+        for sql in [
+            "DELETE FROM proxy_counters WHERE proxy_id = ?1",
+            "DELETE FROM proxies WHERE id = ?1",
+        ] {
+            self.conn.execute(sql, [id]).map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Every registered proxy, live or not, newest heartbeat first.
+    fn proxies(&self) -> Result<Vec<ProxyRecord>, StoreError> {
+        let rows = self.rows(
+            "SELECT id, pid, listen, admin, generation, applied_at_ms, started_at, heartbeat_ms
+                 FROM proxies ORDER BY heartbeat_ms DESC",
+            [],
+            |r| {
+                Ok(ProxyRecord {
+                    id: r.get(0)?,
+                    pid: r.get(1)?,
+                    listen: r.get(2)?,
+                    admin: r.get(3)?,
+                    generation: r.get(4)?,
+                    applied_at_ms: r.get(5)?,
+                    started_at: r.get(6)?,
+                    heartbeat_ms: r.get(7)?,
+                })
+            },
+        )?;
+        Ok(rows)
+    }
+
+    /// Counters summed over the proxies in `ids`.
+    fn counters(&self, ids: &[String]) -> Result<HashMap<String, RouteCounters>, StoreError> {
+        let mut sums: HashMap<String, RouteCounters> = HashMap::new();
+        let rows = self.rows(
+            "SELECT proxy_id, route, requests, errors, served_legacy, served_new FROM proxy_counters",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    RouteCounters {
+                        route: r.get(1)?,
+                        requests: r.get::<_, i64>(2)? as u64,
+                        errors: r.get::<_, i64>(3)? as u64,
+                        served_legacy: r.get::<_, i64>(4)? as u64,
+                        served_new: r.get::<_, i64>(5)? as u64,
+                    },
+                ))
+            },
+        )?;
+        for (proxy, c) in rows {
+            if !ids.contains(&proxy) {
+                continue;
+            }
+            let sum = sums
+                .entry(c.route.clone())
+                .or_insert_with(|| RouteCounters {
+                    route: c.route.clone(),
+                    ..RouteCounters::default()
+                });
+            sum.requests += c.requests;
+            sum.errors += c.errors;
+            sum.served_legacy += c.served_legacy;
+            sum.served_new += c.served_new;
+        }
+        Ok(sums)
+    }
+}
+
+impl Checkpoints for SqliteStore {
+    /// The checkpoint of `link` (0 when it never ran).
+    fn checkpoint(&self, link: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT checkpoint FROM sync_links WHERE link = ?1",
+                [link],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .unwrap_or(0))
+    }
+
+    /// Records a delivered batch: the new checkpoint and counters, the error cleared.
+    fn advance(&self, p: &LinkProgress) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO sync_links (link, checkpoint, head, lag_seconds, applied, duplicates, skipped, last_error, updated_ms, rejected, last_rejection)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9, ?10)
+                 ON CONFLICT (link) DO UPDATE SET checkpoint = MAX(checkpoint, excluded.checkpoint),
+                     head = excluded.head, lag_seconds = excluded.lag_seconds,
+                     applied = applied + excluded.applied, duplicates = duplicates + excluded.duplicates,
+                     skipped = skipped + excluded.skipped, last_error = NULL, updated_ms = excluded.updated_ms,
+                     rejected = rejected + excluded.rejected,
+                     last_rejection = COALESCE(excluded.last_rejection, last_rejection)",
+                rusqlite::params![
+                    p.link,
+                    p.checkpoint,
+                    p.head,
+                    p.lag_seconds,
+                    p.applied,
+                    p.duplicates,
+                    p.skipped,
+                    now_ms(),
+                    p.rejected,
+                    p.last_rejection
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Takes or renews the lease on `link` for `owner`: only the holder relays it, so proxy
+    /// replicas on one store do not all push the same events. Answers whether `owner` holds it.
+    fn lease_link(&self, link: &str, owner: &str, lease: Duration) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let changed = self
+            .conn
+            .execute(
+                "INSERT INTO sync_links (link, owner, lease_until_ms, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (link) DO UPDATE SET owner = excluded.owner, lease_until_ms = excluded.lease_until_ms
+                 WHERE sync_links.owner IS NULL OR sync_links.owner = excluded.owner
+                       OR sync_links.lease_until_ms < ?4",
+                (link, owner, until, now),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(changed > 0)
+    }
+
+    /// Gives a link's lease up (a relay that stops), so another takes over at once.
+    fn release_link(&self, link: &str, owner: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE sync_links SET lease_until_ms = 0 WHERE link = ?1 AND owner = ?2",
+                (link, owner),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records a failed attempt; the checkpoint stays.
+    fn link_failed(&self, link: &str, error: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO sync_links (link, last_error, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (link) DO UPDATE SET last_error = excluded.last_error, updated_ms = excluded.updated_ms",
+                (link, error, now_ms()),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every link's progress.
+    fn links(&self) -> Result<Vec<LinkProgress>, StoreError> {
+        let rows = self.rows(
+            "SELECT link, checkpoint, head, lag_seconds, applied, duplicates, skipped, last_error, updated_ms,
+                        rejected, last_rejection
+                 FROM sync_links ORDER BY link",
+            [],
+            |r| {
+                Ok(LinkProgress {
+                    link: r.get(0)?,
+                    checkpoint: r.get(1)?,
+                    head: r.get(2)?,
+                    lag_seconds: r.get(3)?,
+                    applied: r.get(4)?,
+                    duplicates: r.get(5)?,
+                    skipped: r.get(6)?,
+                    last_error: r.get(7)?,
+                    updated_ms: r.get(8)?,
+                    rejected: r.get(9)?,
+                    last_rejection: r.get(10)?,
+                })
+            },
+        )?;
+        Ok(rows)
+    }
+}
+
+impl ShadowResults for SqliteStore {
+    /// Adds a batch of shadow results.
+    fn record_shadow(&mut self, batch: &ShadowBatch) -> Result<(), StoreError> {
+        let err = sql_error(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        for (metric, n) in &batch.counts {
+            tx.execute(
+                "INSERT INTO shadow_counts (route, metric, count) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (route, metric) DO UPDATE SET count = count + excluded.count",
+                (&batch.route, metric.as_str(), n),
+            )
+            .map_err(err)?;
+        }
+        for ((p, kind, noisy), n) in &batch.paths {
+            tx.execute(
+                "INSERT INTO shadow_paths (route, path, kind, noisy, count) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (route, path, kind, noisy) DO UPDATE SET count = count + excluded.count",
+                (&batch.route, p, kind, noisy, n),
+            )
+            .map_err(err)?;
+        }
+        for (p, sample) in &batch.samples {
+            tx.execute(
+                "INSERT INTO shadow_samples (route, path, at, sample)
+                 SELECT ?1, ?2, ?3, ?4 WHERE (SELECT COUNT(*) FROM shadow_samples WHERE route = ?1 AND path = ?2) < ?5",
+                (&batch.route, p, timestamp(now_ms()), sample, SAMPLES_PER_GROUP),
+            )
+            .map_err(err)?;
+        }
+        for (primary, candidate) in &batch.latencies {
+            tx.execute(
+                "INSERT INTO shadow_latency (route, primary_ms, candidate_ms) VALUES (?1, ?2, ?3)",
+                (&batch.route, primary, candidate),
+            )
+            .map_err(err)?;
+        }
+        if !batch.latencies.is_empty() {
+            tx.execute(
+                "DELETE FROM shadow_latency WHERE route = ?1 AND id <= (
+                     SELECT id FROM shadow_latency WHERE route = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                (&batch.route, LATENCIES_PER_ROUTE),
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(())
+    }
+
+    /// The noisy paths learned so far, per route.
+    fn noisy_paths(
+        &self,
+    ) -> Result<HashMap<String, std::collections::HashSet<String>>, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let mut out: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT route, path FROM shadow_paths WHERE kind = 'noise'")
+            .map_err(e)?;
+        for row in stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(e)?
+        {
+            let (route, path) = row.map_err(e)?;
+            out.entry(route).or_default().insert(path);
+        }
+        Ok(out)
+    }
+
+    /// Everything recorded for `route`'s shadow leg.
+    fn shadow_summary(&self, route: &str) -> Result<ShadowSummary, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let mut summary = ShadowSummary {
+            route: route.to_string(),
+            ..ShadowSummary::default()
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT metric, count FROM shadow_counts WHERE route = ?1")
+            .map_err(e)?;
+        for row in stmt
+            .query_map([route], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(e)?
+        {
+            let (metric, count) = row.map_err(e)?;
+            // A metric this version does not know (written by a newer one) is left out.
+            if let Some(metric) = ShadowMetric::parse(&metric) {
+                summary.counts.insert(metric, count);
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT path, kind, noisy, count FROM shadow_paths WHERE route = ?1 ORDER BY count DESC, path",
+            )
+            .map_err(e)?;
+        summary.paths = stmt
+            .query_map([route], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .map_err(e)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(e)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT path, sample FROM shadow_samples WHERE route = ?1 ORDER BY id")
+            .map_err(e)?;
+        summary.samples = stmt
+            .query_map([route], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(e)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(e)?
+            .into_iter()
+            .map(|(p, s)| {
+                (
+                    p,
+                    serde_json::from_str(&s).unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT primary_ms, candidate_ms FROM shadow_latency WHERE route = ?1 ORDER BY id",
+            )
+            .map_err(e)?;
+        summary.latencies = stmt
+            .query_map([route], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(e)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(e)?;
+        Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_timestamp;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        assert_eq!(timestamp(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        for ms in [0, 951_782_400_000, 1_795_000_000_123, 1_700_000_000_001] {
+            assert_eq!(parse_timestamp(&timestamp(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_timestamp("2026-11-23T23:52:22Z"),
+            Some(1_795_477_942_000)
+        );
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
+
+    #[test]
+    fn stage_changes_are_audited_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let g0 = store.generation().unwrap();
+        let first = StageChange {
+            route: "students",
+            current: Stage::Legacy,
+            to: Stage::Canary { percent: 10 },
+            actor: "ana",
+            reason: Some("first step"),
+            forced: false,
+        };
+        let StageWrite::Changed(change) = store.set_stage(&first).unwrap() else {
+            panic!("the first change raced with nobody");
+        };
+        assert_eq!(change.generation, g0 + 1);
+        assert_eq!(
+            store.stages().unwrap()["students"],
+            Stage::Canary { percent: 10 }
+        );
+        // A writer that thinks it is still legacy lost the race.
+        let lost = store
+            .set_stage(&StageChange {
+                to: Stage::Cutover,
+                actor: "bob",
+                reason: None,
+                ..first
+            })
+            .unwrap();
+        assert_eq!(
+            lost,
+            StageWrite::Raced {
+                now: Stage::Canary { percent: 10 }
+            }
+        );
+        let history = store.history(None, 10).unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].from, "legacy");
+        assert_eq!(history[0].to, "canary 10%");
+        assert_eq!(history[0].actor, "ana");
+        // Reopening keeps everything and runs no migration twice.
+        drop(store);
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        assert_eq!(store.generation().unwrap(), g0 + 1);
+    }
+}

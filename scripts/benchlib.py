@@ -169,7 +169,7 @@ def criterion_section():
     """Runs the criterion hot-path benchmarks and renders their medians as a table."""
     print("criterion hot paths", flush=True)
     out = subprocess.run(
-        ["cargo", "bench", "-p", "strangler-proxy", "--bench", "hot_paths", "--",
+        ["cargo", "bench", "-p", "strangler-dataplane", "--bench", "hot_paths", "--",
          "--warm-up-time", "1", "--measurement-time", "3", "--output-format", "bencher"],
         cwd=ROOT, check=True, capture_output=True, text=True).stdout
     rows = ["| benchmark | time per iteration |", "|---|---:|"]
@@ -179,5 +179,5 @@ def criterion_section():
             ns = int(m.group(2).replace(",", ""))
             shown = f"{ns / 1000:.1f} µs" if ns >= 10_000 else f"{ns} ns"
             rows.append(f"| {m.group(1)} | {shown} (± {m.group(3)} ns) |")
-    return ("Command: `cargo bench -p strangler-proxy --bench hot_paths` (criterion; route matching "
+    return ("Command: `cargo bench -p strangler-dataplane --bench hot_paths` (criterion; route matching "
             "includes normalizing the path).\n\n" + "\n".join(rows) + "\n")

@@ -21,6 +21,9 @@ use strangler_plan::Stage;
 
 pub mod sqlite;
 
+#[cfg(test)]
+mod contract;
+
 pub use sqlite::SqliteStore;
 
 /// A proxy whose heartbeat is older than this is not live.

@@ -748,49 +748,59 @@ mod tests {
     }
 
     #[test]
-    fn stage_changes_are_audited_and_checked() {
+    fn the_sqlite_backend_keeps_the_contract() {
+        let dirs = std::cell::RefCell::new(Vec::new());
+        crate::contract::run_all(&|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.db");
+            dirs.borrow_mut().push(dir);
+            Box::new(move || Box::new(SqliteStore::open(&path).unwrap()) as Box<dyn crate::Store>)
+        });
+    }
+
+    #[test]
+    fn reopening_keeps_everything_and_runs_no_migration_twice() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let path = dir.path().join("s.db");
+        let mut store = SqliteStore::open(&path).unwrap();
         let g0 = store.generation().unwrap();
-        let first = StageChange {
-            route: "students",
-            current: Stage::Legacy,
-            to: Stage::Canary { percent: 10 },
-            actor: "ana",
-            reason: Some("first step"),
-            forced: false,
-        };
-        let StageWrite::Changed(change) = store.set_stage(&first).unwrap() else {
-            panic!("the first change raced with nobody");
-        };
-        assert_eq!(change.generation, g0 + 1);
-        assert_eq!(
-            store.stages().unwrap()["students"],
-            Stage::Canary { percent: 10 }
-        );
-        // A writer that thinks it is still legacy lost the race.
-        let lost = store
+        store
             .set_stage(&StageChange {
-                to: Stage::Cutover,
-                actor: "bob",
+                route: "students",
+                current: Stage::Legacy,
+                to: Stage::Shadow,
+                actor: "ana",
                 reason: None,
-                ..first
+                forced: false,
             })
             .unwrap();
-        assert_eq!(
-            lost,
-            StageWrite::Raced {
-                now: Stage::Canary { percent: 10 }
-            }
-        );
-        let history = store.history(None, 10).unwrap();
-        assert_eq!(history.len(), 1);
-        assert_eq!(history[0].from, "legacy");
-        assert_eq!(history[0].to, "canary 10%");
-        assert_eq!(history[0].actor, "ana");
-        // Reopening keeps everything and runs no migration twice.
         drop(store);
-        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.generation().unwrap(), g0 + 1);
+        assert_eq!(store.stages().unwrap()["students"], Stage::Shadow);
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn every_shadow_metric_round_trips_through_its_stored_name() {
+        use crate::Unmirrored;
+        let all = [
+            ShadowMetric::Compared,
+            ShadowMetric::Matched,
+            ShadowMetric::Mismatched,
+            ShadowMetric::NoisyOnly,
+            ShadowMetric::Errors,
+            ShadowMetric::Dropped,
+        ]
+        .into_iter()
+        .chain(Unmirrored::ALL.map(ShadowMetric::Unmirrored));
+        for metric in all {
+            assert_eq!(ShadowMetric::parse(metric.as_str()), Some(metric));
+        }
+        assert_eq!(ShadowMetric::parse("unmirrored:tomorrow"), None);
     }
 }

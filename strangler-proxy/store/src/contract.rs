@@ -1,0 +1,190 @@
+//! What every backend must do, as tests any backend runs against itself: each function takes
+//! two connections to one fresh store (a proxy's and the CLI's, say) and checks one concern.
+
+use std::time::Duration;
+
+use strangler_plan::Stage;
+
+use crate::{
+    LinkProgress, ProxyRecord, RouteCounters, ShadowBatch, ShadowMetric, StageChange, StageWrite,
+    Store, Unmirrored, now_ms, timestamp,
+};
+
+/// A connection to the store under test.
+pub type Open<'a> = &'a dyn Fn() -> Box<dyn Store>;
+
+/// Runs every check, each on a store of its own.
+pub fn run_all(fresh: &dyn Fn() -> Box<dyn Fn() -> Box<dyn Store>>) {
+    stages_are_compared_and_set_audited_and_announced(&*fresh());
+    the_registry_keeps_generations_heartbeats_and_counters(&*fresh());
+    checkpoints_never_move_back_and_one_owner_holds_a_lease(&*fresh());
+    shadow_results_add_up(&*fresh());
+}
+
+pub fn stages_are_compared_and_set_audited_and_announced(open: Open<'_>) {
+    let mut cli = open();
+    let proxy = open();
+    let token = proxy.change_token().unwrap();
+    let g0 = cli.generation().unwrap();
+    let first = StageChange {
+        route: "students",
+        current: Stage::Legacy,
+        to: Stage::Canary { percent: 10 },
+        actor: "ana",
+        reason: Some("first step"),
+        forced: false,
+    };
+    let StageWrite::Changed(change) = cli.set_stage(&first).unwrap() else {
+        panic!("the first change raced with nobody");
+    };
+    assert_eq!(change.generation, g0 + 1);
+    assert_ne!(
+        proxy.change_token().unwrap(),
+        token,
+        "another connection sees that something changed"
+    );
+    assert_eq!(proxy.generation().unwrap(), g0 + 1);
+    assert_eq!(
+        proxy.stages().unwrap()["students"],
+        Stage::Canary { percent: 10 }
+    );
+    // A writer that thinks it is still legacy lost the race, and wrote nothing.
+    let lost = cli
+        .set_stage(&StageChange {
+            to: Stage::Cutover,
+            actor: "bob",
+            reason: None,
+            ..first
+        })
+        .unwrap();
+    assert_eq!(
+        lost,
+        StageWrite::Raced {
+            now: Stage::Canary { percent: 10 }
+        }
+    );
+    assert_eq!(cli.generation().unwrap(), g0 + 1);
+    let history = proxy.history(None, 10).unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0].from.as_str(), history[0].to.as_str()),
+        ("legacy", "canary 10%")
+    );
+    assert_eq!(history[0].actor, "ana");
+    assert_eq!(history[0].reason.as_deref(), Some("first step"));
+    assert!(proxy.history(Some("finance"), 10).unwrap().is_empty());
+}
+
+pub fn the_registry_keeps_generations_heartbeats_and_counters(open: Open<'_>) {
+    let mut store = open();
+    let record = |id: &str| ProxyRecord {
+        id: id.to_string(),
+        pid: 1,
+        listen: "127.0.0.1:1".into(),
+        admin: "127.0.0.1:2".into(),
+        generation: 1,
+        applied_at_ms: now_ms(),
+        started_at: timestamp(now_ms()),
+        heartbeat_ms: now_ms(),
+    };
+    store.register_proxy(&record("a")).unwrap();
+    store.register_proxy(&record("b")).unwrap();
+    store.applied("a", 7).unwrap();
+    let counters = |n| RouteCounters {
+        route: "students".into(),
+        requests: n,
+        errors: 1,
+        served_legacy: n - 1,
+        served_new: 1,
+    };
+    store.heartbeat("a", &[counters(10)]).unwrap();
+    store.heartbeat("b", &[counters(5)]).unwrap();
+    let proxies = open().proxies().unwrap();
+    assert_eq!(proxies.len(), 2);
+    let a = proxies.iter().find(|p| p.id == "a").unwrap();
+    assert_eq!(a.generation, 7);
+    assert!(a.is_live(now_ms()));
+    let both = store.counters(&["a".into(), "b".into()]).unwrap();
+    assert_eq!(both["students"].requests, 15);
+    assert_eq!(both["students"].errors, 2);
+    let only_b = store.counters(&["b".into()]).unwrap();
+    assert_eq!(only_b["students"].requests, 5);
+    store.deregister_proxy("a").unwrap();
+    assert_eq!(store.proxies().unwrap().len(), 1);
+    assert!(store.counters(&["a".into()]).unwrap().is_empty());
+}
+
+pub fn checkpoints_never_move_back_and_one_owner_holds_a_lease(open: Open<'_>) {
+    let one = open();
+    let two = open();
+    assert_eq!(one.checkpoint("a->b").unwrap(), 0);
+    let progress = |checkpoint| LinkProgress {
+        link: "a->b".into(),
+        checkpoint,
+        head: 20,
+        applied: 3,
+        ..LinkProgress::default()
+    };
+    one.link_failed("a->b", "a is down").unwrap();
+    one.advance(&progress(10)).unwrap();
+    // A late writer (a relay that lost its lease mid-batch) cannot move it back.
+    two.advance(&progress(4)).unwrap();
+    assert_eq!(two.checkpoint("a->b").unwrap(), 10);
+    let links = two.links().unwrap();
+    assert_eq!(links[0].applied, 6);
+    assert_eq!(links[0].last_error, None, "a delivery clears the error");
+    assert_eq!(links[0].lag_events(), 10);
+
+    let lease = Duration::from_secs(5);
+    assert!(one.lease_link("a->b", "relay-1", lease).unwrap());
+    assert!(!two.lease_link("a->b", "relay-2", lease).unwrap());
+    assert!(
+        one.lease_link("a->b", "relay-1", lease).unwrap(),
+        "the holder renews"
+    );
+    one.release_link("a->b", "relay-1").unwrap();
+    assert!(
+        two.lease_link("a->b", "relay-2", lease).unwrap(),
+        "released: taken at once"
+    );
+    assert!(!one.lease_link("a->b", "relay-1", lease).unwrap());
+}
+
+pub fn shadow_results_add_up(open: Open<'_>) {
+    let mut store = open();
+    let mut batch = ShadowBatch {
+        route: "students".into(),
+        ..ShadowBatch::default()
+    };
+    batch.count(ShadowMetric::Compared, 3);
+    batch.count(ShadowMetric::Mismatched, 1);
+    batch.count(ShadowMetric::Unmirrored(Unmirrored::Busy), 2);
+    batch
+        .paths
+        .insert(("/name".into(), "value_changed".into(), false), 1);
+    batch.paths.insert(("/at".into(), "noise".into(), true), 1);
+    batch
+        .samples
+        .push(("/name".into(), r#"{"uri":"/students/1"}"#.into()));
+    batch.latencies.push((1.0, 2.0));
+    store.record_shadow(&batch).unwrap();
+    store.record_shadow(&batch).unwrap();
+    let summary = open().shadow_summary("students").unwrap();
+    assert_eq!(summary.count(ShadowMetric::Compared), 6);
+    assert_eq!(summary.count(ShadowMetric::Mismatched), 2);
+    assert_eq!(summary.unmirrored(), [(Unmirrored::Busy, 4)]);
+    assert_eq!(summary.mismatch_rate(), Some(2.0 / 6.0));
+    assert_eq!(
+        summary.top_paths(5),
+        [("/name (value_changed)".to_string(), 2)]
+    );
+    assert_eq!(summary.samples.len(), 2);
+    assert_eq!(summary.samples[0].1["uri"], "/students/1");
+    assert_eq!(summary.latencies.len(), 2);
+    let noise = store.noisy_paths().unwrap();
+    assert!(noise["students"].contains("/at"));
+    assert_eq!(
+        store.shadow_summary("finance").unwrap().mismatch_rate(),
+        None
+    );
+}

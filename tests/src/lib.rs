@@ -427,6 +427,27 @@ impl TestProxy {
         strangler_cli::cli::run(cli).await
     }
 
+    /// The proxy's Prometheus metrics, as text.
+    pub async fn metrics(&self) -> String {
+        Client::new(&self.admin_url)
+            .request(Method::GET, "/metrics")
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// One sample of the metrics (`name{labels}`), 0 when absent.
+    pub async fn metric(&self, sample: &str) -> u64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// A request to the admin API, with or without the token.
     pub async fn admin(&self, method: Method, path: &str, with_token: bool) -> Answer {
         let admin = Client::new(&self.admin_url);
@@ -442,9 +463,22 @@ impl TestProxy {
 /// line's code, the headers (lower-cased names) and the body. For paths a URL library would
 /// rewrite before sending.
 pub async fn raw_request(addr: &str, raw: &str) -> (u16, Vec<(String, String)>, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw_bytes(addr, raw.as_bytes()).await
+}
+
+/// [`raw_request`] with bytes that need not be text (a header a client library refuses).
+pub async fn raw_bytes(addr: &str, raw: &[u8]) -> (u16, Vec<(String, String)>, String) {
+    use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(raw.as_bytes()).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    read_answer(stream).await
+}
+
+/// Reads one answer until the server closes the connection.
+pub async fn read_answer(
+    mut stream: tokio::net::TcpStream,
+) -> (u16, Vec<(String, String)>, String) {
+    use tokio::io::AsyncReadExt;
     let mut response = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response))
         .await

@@ -74,25 +74,35 @@ impl Downstream {
             WriteMode::DryRun => request.header(DRY_RUN_HEADER, "1"),
             WriteMode::Commit => request,
         };
-        let unavailable = |err: String| {
+        // The client is told which service failed and how, never where it runs: the
+        // address and the error chain go to the log.
+        let unavailable = |why: &str, detail: String| {
+            tracing::warn!(service = service.name(), %detail, "{why}");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "dependency_unavailable",
-                format!("the {} service is unavailable: {err}", service.name()),
+                format!("the {} service is unavailable: {why}", service.name()),
             )
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|err| unavailable(err.to_string()))?;
+        let response = request.send().await.map_err(|err| {
+            let why = if err.is_timeout() {
+                "it did not answer in time"
+            } else if err.is_connect() {
+                "it cannot be reached"
+            } else {
+                "the exchange failed"
+            };
+            unavailable(why, err.to_string())
+        })?;
         let status = response.status();
         let body: Value = response
             .json()
             .await
-            .map_err(|err| unavailable(format!("unreadable answer: {err}")))?;
+            .map_err(|err| unavailable("its answer is unreadable", err.to_string()))?;
         if status.is_success() {
-            return serde_json::from_value(body)
-                .map_err(|err| unavailable(format!("unexpected answer: {err}")));
+            return serde_json::from_value(body).map_err(|err| {
+                unavailable("its answer is not what was expected", err.to_string())
+            });
         }
         let code = body.pointer("/error/code").and_then(Value::as_str);
         let message = body.pointer("/error/message").and_then(Value::as_str);
@@ -103,7 +113,10 @@ impl Downstream {
                 known_code(code),
                 message.to_string(),
             )),
-            _ => Err(unavailable(format!("answered {status}"))),
+            _ => Err(unavailable(
+                &format!("it answered {status}"),
+                body.to_string(),
+            )),
         }
     }
 

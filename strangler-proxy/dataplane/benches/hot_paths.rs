@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
 use serde_json::{Value, json};
-use strangler_dataplane::forward::rewrite_request_headers;
+use strangler_dataplane::headers::{Head, Peer, rewrite_request_headers};
 use strangler_dataplane::routing::{Registry, RouteTable};
 use strangler_diff::{self as diff, Rules};
 use strangler_plan::path::{normalize, split};
@@ -114,11 +114,23 @@ fn headers(c: &mut Criterion) {
             HeaderValue::from_static(v),
         );
     }
+    let trusted = [strangler_plan::Cidr::parse("10.0.0.0/8").expect("a range")];
     c.bench_function("request header rewriting", |b| {
         b.iter_batched(
             || template.clone(),
             |mut h| {
-                rewrite_request_headers(&mut h, peer, &id);
+                let head = Head {
+                    host: h.get(http::header::HOST).cloned(),
+                };
+                rewrite_request_headers(
+                    &mut h,
+                    &head,
+                    Peer {
+                        addr: peer,
+                        trusted: &trusted,
+                    },
+                    &id,
+                );
                 black_box(h)
             },
             criterion::BatchSize::SmallInput,

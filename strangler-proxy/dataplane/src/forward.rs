@@ -1,35 +1,47 @@
 //! The forwarding path: one client request in, one upstream request out, the answer back.
 //! Reads the route table without a lock (one atomic load), never touches the store.
+//!
+//! Every answer the proxy gives itself is a [`ForwardError`] that says who caused it
+//! ([`Cause`]): a client's bad head, path or body is never charged to a service.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{Either, Empty, Full, Limited};
-use hyper::body::{Body, Incoming};
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::metrics::Side;
-use crate::routing::{RouteTable, Service, UNMATCHED, choose_side};
+use crate::headers::{self, HeadError, Peer};
+use crate::inbound::{self, Inbound, InboundError, InboundState};
+use crate::metrics::{Cause, Side};
+use crate::routing::{ActiveRoute, RouteTable, Service, UNMATCHED, choose_side};
 use crate::shadow::{self, Leg, ResponseCapture, ResultSender, TeeBody, Unmirrored};
 use crate::upstream::Upstream;
-use strangler_plan::Stage;
 use strangler_plan::path::{normalize, split};
+use strangler_plan::{Stage, TrailingSlash};
 
-/// Body sent upstream: the client's, capped (and teed for a shadow leg), or nothing.
-pub type UpstreamBody = Either<TeeBody<Limited<Incoming>>, Empty<Bytes>>;
+pub use crate::headers::{REQUEST_ID_HEADER, rewrite_request_headers, strip_hop_by_hop};
+
+/// Body sent upstream: the client's, capped and timed (and teed for a shadow leg), or
+/// nothing.
+pub type UpstreamBody = Either<TeeBody<Inbound<Incoming>>, Empty<Bytes>>;
 /// Body sent to the client: the upstream's, streamed (and teed for a shadow leg), or the
-/// proxy's own JSON.
-pub type ClientBody = Either<TeeBody<Incoming>, Full<Bytes>>;
+/// proxy's own.
+pub type ClientBody = Either<Streamed, Full<Bytes>>;
 
 /// Idle upstream connections are closed after this; below the upstreams' own idle timeouts
 /// so the proxy, not the upstream, closes an idle connection.
@@ -43,88 +55,59 @@ pub const ROUTE_HEADER: HeaderName = HeaderName::from_static("x-strangler-route"
 pub const SERVED_BY_HEADER: HeaderName = HeaderName::from_static("x-strangler-served-by");
 /// Set on an answer legacy gave because the new service failed (route `fallback = true`).
 pub const FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-strangler-fallback");
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// Longest client-supplied request id that is kept.
 const MAX_REQUEST_ID: usize = 200;
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
-/// Removes hop-by-hop headers, including every header the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
+/// The upstream's answer on its way to the client, holding the service's in-flight slot
+/// until the last byte is passed on (or the client goes away).
+pub struct Streamed {
+    body: TeeBody<Incoming>,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
-/// Rewrites a client's request headers for the upstream: hop-by-hop removed, `Host` moved to
-/// `X-Forwarded-Host`, the peer appended to `X-Forwarded-For` (a client's own list is kept
-/// before it, never in its place), `X-Forwarded-Proto`, and the request id.
-pub fn rewrite_request_headers(
-    headers: &mut HeaderMap,
-    peer: SocketAddr,
-    request_id: &HeaderValue,
-) {
-    strip_hop_by_hop(headers);
-    if let Some(host) = headers.remove(header::HOST) {
-        headers.insert(X_FORWARDED_HOST, host);
-    } else {
-        headers.remove(X_FORWARDED_HOST);
+impl Body for Streamed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
     }
-    let peer_ip = peer.ip().to_string();
-    // A chain may arrive on several header lines; keep every hop, in order.
-    let prior: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .collect();
-    let forwarded_for = if prior.is_empty() {
-        peer_ip
-    } else {
-        format!("{}, {peer_ip}", prior.join(", "))
-    };
-    headers.remove(&X_FORWARDED_FOR);
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, value);
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    headers.insert(REQUEST_ID_HEADER, request_id.clone());
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Why the proxy answered a request itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForwardErrorKind {
+    /// Two `Host` lines, none in HTTP/1.1, or a forwarding header that is not text.
+    BadHead,
+    /// A transfer coding the proxy does not implement.
+    UnsupportedCoding,
     /// The path cannot be normalized (encoded slash, NUL, …).
     BadPath,
     /// The path names a participant's internal endpoint (`/_events`, …).
     Internal,
+    /// The request asks to switch protocols on a route that refuses upgrades.
+    UpgradeRefused,
     /// The request body is over the plan's cap.
     BodyTooLarge,
+    /// The client paused longer than `body_read_timeout` while sending its body.
+    BodyStalled,
+    /// The request body is malformed or broke off.
+    BadBody,
+    /// The service already has `max_in_flight` requests.
+    Overloaded,
+    /// The proxy could not build the upstream request.
+    Internal500,
     /// No connection could be made to any instance.
     ConnectFailed,
     /// The upstream did not answer within the route's timeout.
@@ -133,51 +116,50 @@ pub enum ForwardErrorKind {
     UpstreamFailed,
 }
 
-/// Who caused a failed request: what the proxy's counters charge it to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The client sent something the proxy refuses (a bad path, a body over the cap).
-    Client,
-    /// The proxy itself could not do its part.
-    Proxy,
-    /// The upstream service failed to connect, answer in time, or finish its answer.
-    Upstream,
-}
-
-impl Fault {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Fault::Client => "client",
-            Fault::Proxy => "proxy",
-            Fault::Upstream => "upstream",
-        }
-    }
-}
-
 impl ForwardErrorKind {
     /// Who a failure of this kind is charged to.
-    pub fn fault(self) -> Fault {
+    pub fn cause(self) -> Cause {
         match self {
-            Self::BadPath | Self::Internal | Self::BodyTooLarge => Fault::Client,
-            Self::ConnectFailed | Self::Timeout | Self::UpstreamFailed => Fault::Upstream,
+            Self::BadHead
+            | Self::UnsupportedCoding
+            | Self::BadPath
+            | Self::Internal
+            | Self::UpgradeRefused
+            | Self::BodyTooLarge
+            | Self::BodyStalled
+            | Self::BadBody => Cause::Client,
+            Self::Overloaded | Self::Internal500 => Cause::Proxy,
+            Self::ConnectFailed | Self::Timeout | Self::UpstreamFailed => Cause::Upstream,
         }
     }
 
-    fn status(self) -> StatusCode {
+    pub fn status(self) -> StatusCode {
         match self {
-            Self::BadPath => StatusCode::BAD_REQUEST,
+            Self::BadHead | Self::BadPath | Self::BadBody => StatusCode::BAD_REQUEST,
+            Self::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
             Self::Internal => StatusCode::NOT_FOUND,
+            Self::UpgradeRefused => StatusCode::FORBIDDEN,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyStalled => StatusCode::REQUEST_TIMEOUT,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal500 => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ConnectFailed | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
-    fn code(self) -> &'static str {
+    pub fn code(self) -> &'static str {
         match self {
+            Self::BadHead => "bad_request",
+            Self::UnsupportedCoding => "unsupported_transfer_encoding",
             Self::BadPath => "bad_path",
             Self::Internal => "internal_endpoint",
+            Self::UpgradeRefused => "upgrade_refused",
             Self::BodyTooLarge => "body_too_large",
+            Self::BodyStalled => "body_timeout",
+            Self::BadBody => "bad_request_body",
+            Self::Overloaded => "overloaded",
+            Self::Internal500 => "internal",
             Self::ConnectFailed => "upstream_unreachable",
             Self::Timeout => "upstream_timeout",
             Self::UpstreamFailed => "upstream_failed",
@@ -191,11 +173,14 @@ impl ForwardErrorKind {
 #[derive(Debug)]
 pub struct ForwardError {
     pub kind: ForwardErrorKind,
-    pub fault: Fault,
+    pub cause: Cause,
     /// The request can be sent again (to another instance, or to legacy): it had no body
     /// and an idempotent method, so a second delivery cannot apply anything twice.
     pub retry_safe: bool,
+    /// What the client is told: names the route and the service, never an address.
     pub message: String,
+    /// What only the log gets (the instance's address, the error chain).
+    pub detail: Option<String>,
     pub route: String,
     pub service: Option<String>,
 }
@@ -210,12 +195,30 @@ impl ForwardError {
     ) -> Self {
         Self {
             kind,
-            fault: kind.fault(),
+            cause: kind.cause(),
             retry_safe: false,
             message,
+            detail: None,
             route: route.to_string(),
             service: service.map(str::to_string),
         }
+    }
+
+    fn with_detail(self, detail: String) -> Self {
+        Self {
+            detail: Some(detail),
+            ..self
+        }
+    }
+
+    /// The client's body failed: too large, stalled or broken.
+    fn from_inbound(err: &InboundError, route: &str) -> Self {
+        let kind = match err {
+            InboundError::TooLarge { .. } => ForwardErrorKind::BodyTooLarge,
+            InboundError::Stalled { .. } => ForwardErrorKind::BodyStalled,
+            InboundError::Broken(_) => ForwardErrorKind::BadBody,
+        };
+        Self::new(kind, err.to_string(), route, None)
     }
 
     fn into_response(self) -> Response<ClientBody> {
@@ -227,10 +230,18 @@ impl ForwardError {
         }});
         let mut response = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
         *response.status_mut() = self.kind.status();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self.kind == ForwardErrorKind::Overloaded {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.kind == ForwardErrorKind::BodyStalled || self.kind == ForwardErrorKind::BadBody {
+            // The connection's framing cannot be trusted after a broken or abandoned body.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -247,6 +258,12 @@ pub struct Forwarder {
     /// Prefix of generated request ids (unique per proxy process).
     id_prefix: String,
     next_id: AtomicU64,
+}
+
+/// A request the proxy answers at once, before any upstream is involved.
+struct Early {
+    response: Response<ClientBody>,
+    cause: Option<Cause>,
 }
 
 impl Forwarder {
@@ -298,6 +315,31 @@ impl Forwarder {
             .unwrap_or_else(|_| HeaderValue::from_static("strangler"))
     }
 
+    /// Answers a request the proxy refuses before routing it (route `default`).
+    fn refuse(
+        table: &RouteTable,
+        error: ForwardError,
+        started: Instant,
+        request_id: &HeaderValue,
+    ) -> Response<ClientBody> {
+        let cause = error.cause;
+        let response = error.into_response();
+        table.unmatched.failed(cause);
+        table.unmatched.record(
+            None,
+            response.status().as_u16(),
+            started.elapsed(),
+            Some(cause),
+        );
+        finish(
+            response,
+            &UNMATCHED_HEADER,
+            None,
+            request_id,
+            table.served_by_headers,
+        )
+    }
+
     /// Handles one client request. Never fails: errors become JSON answers.
     pub async fn handle(
         self: Arc<Self>,
@@ -309,6 +351,21 @@ impl Forwarder {
         let (mut parts, body) = request.into_parts();
         let request_id = self.request_id(&parts.headers);
 
+        let head = match headers::check_head(&parts) {
+            Ok(head) => head,
+            Err(err) => {
+                let kind = match err {
+                    HeadError::UnsupportedTransferEncoding(_) => {
+                        ForwardErrorKind::UnsupportedCoding
+                    }
+                    HeadError::BadHost(_) | HeadError::BadForwarding(_) => {
+                        ForwardErrorKind::BadHead
+                    }
+                };
+                let error = ForwardError::new(kind, err.message(), UNMATCHED, None);
+                return Ok(Self::refuse(&table, error, started, &request_id));
+            }
+        };
         let path = match normalize(parts.uri.path()) {
             Ok(path) => path,
             Err(err) => {
@@ -318,14 +375,7 @@ impl Forwarder {
                     UNMATCHED,
                     None,
                 );
-                table.unmatched.record(None, 400, started.elapsed());
-                return Ok(finish(
-                    error.into_response(),
-                    &UNMATCHED_HEADER,
-                    None,
-                    &request_id,
-                    table.served_by_headers,
-                ));
+                return Ok(Self::refuse(&table, error, started, &request_id));
             }
         };
         if is_internal(&path) {
@@ -337,17 +387,35 @@ impl Forwarder {
                 UNMATCHED,
                 None,
             );
-            table.unmatched.record(None, 404, started.elapsed());
-            return Ok(finish(
-                error.into_response(),
-                &UNMATCHED_HEADER,
-                None,
-                &request_id,
-                table.served_by_headers,
-            ));
+            return Ok(Self::refuse(&table, error, started, &request_id));
         }
+        let path = match resolve_trailing_slash(&table, &parts.method, path) {
+            Ok(path) => path,
+            Err(location) => {
+                let location = match parts.uri.query() {
+                    Some(q) => format!("{location}?{q}"),
+                    None => location,
+                };
+                let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+                *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+                if let Ok(value) = HeaderValue::from_str(&location) {
+                    response.headers_mut().insert(header::LOCATION, value);
+                }
+                table.unmatched.record(None, 308, started.elapsed(), None);
+                return Ok(finish(
+                    response,
+                    &UNMATCHED_HEADER,
+                    None,
+                    &request_id,
+                    table.served_by_headers,
+                ));
+            }
+        };
         let segments = split(&path);
         let found = table.find(&parts.method, &segments);
+        if found.is_none() {
+            count_case_near_miss(&table, &parts.method, &path, &segments);
+        }
         let (route_name, route_metrics, side, service, timeout) = match found {
             Some((route, template)) => {
                 let side = choose_side(route, template, &segments, &parts.headers);
@@ -371,115 +439,180 @@ impl Forwarder {
                 table.default_timeout,
             ),
         };
+        let route_header = found.map_or(&UNMATCHED_HEADER, |(route, _)| &route.header);
+        let early = |early: Early| {
+            if let Some(cause) = early.cause {
+                route_metrics.failed(cause);
+            }
+            route_metrics.record(
+                Some(side),
+                early.response.status().as_u16(),
+                started.elapsed(),
+                early.cause,
+            );
+            Ok(finish(
+                early.response,
+                route_header,
+                Some(&service.header),
+                &request_id,
+                table.served_by_headers,
+            ))
+        };
+        let refused = |error: ForwardError| {
+            let cause = Some(error.cause);
+            early(Early {
+                response: error.into_response(),
+                cause,
+            })
+        };
+
+        // A request to switch protocols (WebSocket) is tunnelled, never mirrored or retried.
+        let upgrade = headers::wants_upgrade(&parts.headers)
+            .then(|| parts.headers.get(header::UPGRADE).cloned())
+            .flatten();
+        if upgrade.is_some() && found.is_some_and(|(route, _)| !route.spec.upgrades) {
+            return refused(ForwardError::new(
+                ForwardErrorKind::UpgradeRefused,
+                format!("route {route_name} does not allow switching protocols"),
+                route_name,
+                None,
+            ));
+        }
+        let client_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+
         let path_and_query = match parts.uri.query() {
             Some(q) => format!("{path}?{q}"),
             None => path,
         };
-
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         // A shadow leg for this request, if its stage mirrors and the leg is allowed one.
-        let mirror = found.and_then(|(route, _)| {
-            let candidate = match route.stage {
-                Stage::Shadow => route.target.clone(),
-                Stage::Cutover | Stage::Retired if route.spec.shadow.reverse => {
-                    table.legacy.clone()
-                }
-                _ => return None,
-            };
-            let spec = &route.spec.shadow;
-            let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-            let refused = if (crate::routing::roll() as f64) >= spec.sample_percent {
-                Some(Unmirrored::SampledOut)
-            } else if !safe && spec.writes == strangler_plan::ShadowWrites::Skip {
-                Some(Unmirrored::WriteSkipped)
-            } else if declared.is_some_and(|n| n > spec.max_body_bytes as u64) {
-                Some(Unmirrored::TooLarge)
-            } else {
-                None
-            };
-            if let Some(reason) = refused {
-                self.recorder
-                    .send(&route.spec.name, shadow::Outcome::Unmirrored(reason));
-                return None;
-            }
-            match Arc::clone(&route.shadow_slots).try_acquire_owned() {
-                Ok(permit) => Some((route, candidate, permit)),
-                Err(_) => {
-                    self.recorder.send(
-                        &route.spec.name,
-                        shadow::Outcome::Unmirrored(Unmirrored::Busy),
-                    );
-                    None
-                }
-            }
-        });
-        let mut shadow_parts = None;
-        // A body-less idempotent request the new service fails may be answered by legacy.
-        let fallback = side == Side::New
-            && body.is_end_stream()
-            && is_idempotent(&parts.method)
-            && found.is_some_and(|(route, _)| route.spec.fallback);
-        let mut fallback_headers = None;
-        let mut result = if declared.is_some_and(|n| n > table.max_body_bytes) {
+        let mirror = found
+            .filter(|_| upgrade.is_none())
+            .and_then(|(route, _)| self.mirror(&table, route, &parts.method, declared));
+        if declared.is_some_and(|n| n > table.max_body_bytes) {
             if let Some((route, ..)) = &mirror {
                 self.recorder.send(
                     &route.spec.name,
                     shadow::Outcome::Unmirrored(Unmirrored::TooLarge),
                 );
             }
-            Err(ForwardError::new(
+            return refused(ForwardError::new(
                 ForwardErrorKind::BodyTooLarge,
                 format!("request body over {} bytes", table.max_body_bytes),
                 route_name,
                 None,
-            ))
-        } else {
-            rewrite_request_headers(&mut parts.headers, peer, &request_id);
-            let mut request_capture = None;
-            let body = if body.is_end_stream() {
-                Either::Right(Empty::new())
-            } else {
-                let cap = usize::try_from(table.max_body_bytes).unwrap_or(usize::MAX);
-                let limited = Limited::new(body, cap);
-                match &mirror {
-                    Some((route, _, _)) => {
-                        let (tee, rx) = TeeBody::capture(limited, route.spec.shadow.max_body_bytes);
-                        request_capture = Some(rx);
-                        Either::Left(tee)
-                    }
-                    None => Either::Left(TeeBody::passthrough(limited)),
+            ));
+        }
+        // The client's body, capped and timed; read whole first when the route asks.
+        let has_body = !body.is_end_stream();
+        let mut inbound_state = None;
+        let mut inbound = None;
+        if has_body {
+            let (mut body, state) =
+                Inbound::new(body, table.max_body_bytes, table.body_read_timeout);
+            if let Some(limit) = found.and_then(|(route, _)| route.spec.buffer_body_up_to)
+                && let Err(err) = body.buffer(limit).await
+            {
+                if let Some((route, ..)) = &mirror {
+                    self.recorder.send(
+                        &route.spec.name,
+                        shadow::Outcome::Unmirrored(Unmirrored::Incomplete),
+                    );
                 }
-            };
-            if let Some((route, candidate, permit)) = mirror {
-                shadow_parts = Some((
-                    route,
-                    candidate,
-                    permit,
-                    parts.headers.clone(),
-                    request_capture,
+                return refused(ForwardError::from_inbound(&err, route_name));
+            }
+            inbound_state = Some(state);
+            inbound = Some(body);
+        }
+        // A slot among the service's requests in flight, held until its answer is passed on.
+        let slot = match Arc::clone(&service.in_flight).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                service.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+                if let Some((route, ..)) = &mirror {
+                    self.recorder.send(
+                        &route.spec.name,
+                        shadow::Outcome::Unmirrored(Unmirrored::Incomplete),
+                    );
+                }
+                return refused(ForwardError::new(
+                    ForwardErrorKind::Overloaded,
+                    format!(
+                        "service {} has too many requests in flight; retry shortly",
+                        service.upstream.name
+                    ),
+                    route_name,
+                    Some(&service.upstream.name),
                 ));
             }
-            if fallback {
-                fallback_headers = Some(parts.headers.clone());
-            }
-            let sent_at = Instant::now();
-            let sent = self
-                .send(
-                    parts.method.clone(),
-                    parts.headers,
+        };
+
+        headers::rewrite_request_headers(
+            &mut parts.headers,
+            &head,
+            Peer {
+                addr: peer,
+                trusted: &table.trusted_proxies,
+            },
+            &request_id,
+        );
+        if let Some(protocol) = &upgrade {
+            parts.headers.insert(header::UPGRADE, protocol.clone());
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        let mut request_capture = None;
+        let body = match inbound {
+            None => Either::Right(Empty::new()),
+            Some(inbound) => match &mirror {
+                Some((route, _, _)) => {
+                    let (tee, rx) = TeeBody::capture(inbound, route.spec.shadow.max_body_bytes);
+                    request_capture = Some(rx);
+                    Either::Left(tee)
+                }
+                None => Either::Left(TeeBody::passthrough(inbound)),
+            },
+        };
+        let mut shadow_parts = mirror.map(|(route, candidate, permit)| {
+            (
+                route,
+                candidate,
+                permit,
+                parts.headers.clone(),
+                request_capture,
+            )
+        });
+        // A body-less idempotent request the new service fails may be answered by legacy.
+        let fallback = side == Side::New
+            && !has_body
+            && upgrade.is_none()
+            && is_idempotent(&parts.method)
+            && found.is_some_and(|(route, _)| route.spec.fallback);
+        let fallback_headers = fallback.then(|| parts.headers.clone());
+        let sent_at = Instant::now();
+        let mut result = self
+            .send(
+                Outgoing {
+                    method: parts.method.clone(),
+                    headers: parts.headers,
                     body,
-                    &path_and_query,
-                    route_name,
+                    path_and_query: &path_and_query,
+                    route: route_name,
                     service,
                     timeout,
-                )
-                .await;
-            sent.map(|r| (r, sent_at.elapsed()))
-        };
+                },
+                inbound_state.as_ref(),
+            )
+            .await
+            .map(|r| (r, sent_at.elapsed(), slot));
+
         // The new service could not answer: ask legacy instead (route `fallback = true`).
         let mut side = side;
         let mut service = service;
@@ -495,25 +628,31 @@ impl Forwarder {
                 {
                     Some(err.message.clone())
                 }
-                Ok((response, _)) if matches!(response.status().as_u16(), 502 | 503) => Some(
+                Ok((response, ..)) if matches!(response.status().as_u16(), 502 | 503) => Some(
                     format!("{} answered {}", service.upstream.name, response.status()),
                 ),
                 _ => None,
             };
-            if let Some(why) = failure {
+            let legacy_slot = failure
+                .as_ref()
+                .and_then(|_| Arc::clone(&table.legacy.in_flight).try_acquire_owned().ok());
+            if let (Some(why), Some(legacy_slot)) = (failure, legacy_slot) {
                 let sent_at = Instant::now();
                 let retried = self
                     .send(
-                        parts.method.clone(),
-                        headers,
-                        Either::Right(Empty::new()),
-                        &path_and_query,
-                        route_name,
-                        &table.legacy,
-                        timeout,
+                        Outgoing {
+                            method: parts.method.clone(),
+                            headers,
+                            body: Either::Right(Empty::new()),
+                            path_and_query: &path_and_query,
+                            route: route_name,
+                            service: &table.legacy,
+                            timeout,
+                        },
+                        None,
                     )
                     .await;
-                if retried.is_ok() {
+                if let Ok(response) = retried {
                     tracing::warn!(route = route_name, reason = %why, "new service failed; answered by legacy");
                     if let Some((route, ..)) = shadow_parts.take() {
                         self.recorder.send(
@@ -524,23 +663,39 @@ impl Forwarder {
                     side = Side::Legacy;
                     service = &table.legacy;
                     fell_back = Some(why);
-                    result = retried.map(|r| (r, sent_at.elapsed()));
+                    result = Ok((response, sent_at.elapsed(), legacy_slot));
                 }
             }
         }
+        let mut cause = None;
         let response = match result {
-            Ok((mut response, primary_elapsed)) => {
+            Ok((mut response, _, slot)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let upstream_io = hyper::upgrade::on(&mut response);
+                let protocol = response.headers().get(header::UPGRADE).cloned();
                 strip_hop_by_hop(response.headers_mut());
-                match shadow_parts {
+                if let Some(protocol) = protocol {
+                    response.headers_mut().insert(header::UPGRADE, protocol);
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                }
+                match client_upgrade {
+                    Some(client_io) => {
+                        tokio::spawn(tunnel(client_io, upstream_io, slot, route_name.to_string()));
+                    }
+                    None => {
+                        tracing::warn!(route = route_name, "upstream switched protocols unasked")
+                    }
+                }
+                response.map(|_| Either::Right(Full::new(Bytes::new())))
+            }
+            Ok((mut response, primary_elapsed, slot)) => {
+                strip_hop_by_hop(response.headers_mut());
+                let (head, body) = response.into_parts();
+                let body = match shadow_parts {
                     Some((route, candidate, permit, headers, request_body)) => {
                         let spec = route.spec.shadow.clone();
-                        let status = response.status().as_u16();
-                        let response_headers = shadow::header_pairs(response.headers());
-                        let (response, body_rx) = {
-                            let (head, body) = response.into_parts();
-                            let (tee, rx) = TeeBody::capture(body, spec.max_body_bytes);
-                            (Response::from_parts(head, tee), rx)
-                        };
+                        let (tee, body_rx) = TeeBody::capture(body, spec.max_body_bytes);
                         let leg = Leg {
                             route: route.spec.name.clone(),
                             rules: route.rules.clone(),
@@ -552,8 +707,8 @@ impl Forwarder {
                             primary: service.clone(),
                             candidate,
                             primary_answer: ResponseCapture {
-                                status,
-                                headers: response_headers,
+                                status: head.status.as_u16(),
+                                headers: shadow::header_pairs(&head.headers),
                                 body: body_rx,
                             },
                             primary_ms: primary_elapsed.as_secs_f64() * 1000.0,
@@ -566,10 +721,17 @@ impl Forwarder {
                             self.recorder.clone(),
                             crate::routing::roll(),
                         ));
-                        response.map(Either::Left)
+                        tee
                     }
-                    None => response.map(|b| Either::Left(TeeBody::passthrough(b))),
-                }
+                    None => TeeBody::passthrough(body),
+                };
+                Response::from_parts(
+                    head,
+                    Either::Left(Streamed {
+                        body,
+                        _slot: Some(slot),
+                    }),
+                )
             }
             Err(err) => {
                 if let Some((route, ..)) = &shadow_parts {
@@ -578,21 +740,30 @@ impl Forwarder {
                         shadow::Outcome::Unmirrored(Unmirrored::Incomplete),
                     );
                 }
-                if err.kind != ForwardErrorKind::BodyTooLarge {
+                if err.cause != Cause::Client {
                     tracing::warn!(
                         route = %err.route,
                         service = err.service.as_deref().unwrap_or("-"),
                         request_id = request_id.to_str().unwrap_or("-"),
+                        cause = err.cause.as_str(),
                         error = %err.message,
+                        detail = err.detail.as_deref().unwrap_or("-"),
                         "request failed"
                     );
+                } else {
+                    tracing::debug!(route = %err.route, error = %err.message, "client error");
                 }
+                route_metrics.failed(err.cause);
+                cause = Some(err.cause);
                 err.into_response()
             }
         };
-        let served = Some(&service.header);
-        let route_header = found.map_or(&UNMATCHED_HEADER, |(route, _)| &route.header);
-        route_metrics.record(Some(side), response.status().as_u16(), started.elapsed());
+        route_metrics.record(
+            Some(side),
+            response.status().as_u16(),
+            started.elapsed(),
+            cause,
+        );
         let mut response = response;
         if fell_back.is_some() {
             response
@@ -602,26 +773,71 @@ impl Forwarder {
         Ok(finish(
             response,
             route_header,
-            served,
+            Some(&service.header),
             &request_id,
             table.served_by_headers,
         ))
     }
 
+    /// Whether `route` mirrors this request, with the candidate and a slot of its shadow
+    /// leg; a request it does not mirror is counted with the reason.
+    fn mirror<'t>(
+        &self,
+        table: &'t RouteTable,
+        route: &'t ActiveRoute,
+        method: &Method,
+        declared: Option<u64>,
+    ) -> Option<(&'t ActiveRoute, Service, OwnedSemaphorePermit)> {
+        let candidate = match route.stage {
+            Stage::Shadow => route.target.clone(),
+            Stage::Cutover | Stage::Retired if route.spec.shadow.reverse => table.legacy.clone(),
+            _ => return None,
+        };
+        let spec = &route.spec.shadow;
+        let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let refused = if (crate::routing::roll() as f64) >= spec.sample_percent {
+            Some(Unmirrored::SampledOut)
+        } else if !safe && spec.writes == strangler_plan::ShadowWrites::Skip {
+            Some(Unmirrored::WriteSkipped)
+        } else if declared.is_some_and(|n| n > spec.max_body_bytes as u64) {
+            Some(Unmirrored::TooLarge)
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            self.recorder
+                .send(&route.spec.name, shadow::Outcome::Unmirrored(reason));
+            return None;
+        }
+        match Arc::clone(&route.shadow_slots).try_acquire_owned() {
+            Ok(permit) => Some((route, candidate, permit)),
+            Err(_) => {
+                self.recorder.send(
+                    &route.spec.name,
+                    shadow::Outcome::Unmirrored(Unmirrored::Busy),
+                );
+                None
+            }
+        }
+    }
+
     /// Sends the request to an instance of `service`; an idempotent request without a body
     /// is tried once more (on the next instance) when the first attempt fails to connect or
     /// its reused connection breaks.
-    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
-        method: Method,
-        headers: HeaderMap,
-        body: UpstreamBody,
-        path_and_query: &str,
-        route: &str,
-        service: &Service,
-        timeout: Duration,
+        outgoing: Outgoing<'_>,
+        inbound: Option<&InboundState>,
     ) -> Result<Response<Incoming>, ForwardError> {
+        let Outgoing {
+            method,
+            headers,
+            body,
+            path_and_query,
+            route,
+            service,
+            timeout,
+        } = outgoing;
         // Only a body-less idempotent request can be sent twice without applying anything
         // twice; the errors made below carry that as `retry_safe`.
         let replayable = matches!(body, Either::Right(_)) && is_idempotent(&method);
@@ -642,13 +858,13 @@ impl Forwarder {
                     false,
                 ));
             };
-            let uri = Upstream::uri(instance, path_and_query).map_err(|err| ForwardError {
-                fault: Fault::Proxy,
-                ..fail(
-                    ForwardErrorKind::BadPath,
-                    format!("cannot build the upstream URI: {err}"),
+            let uri = Upstream::uri(instance, path_and_query).map_err(|err| {
+                fail(
+                    ForwardErrorKind::Internal500,
+                    "cannot build the upstream request".to_string(),
                     false,
                 )
+                .with_detail(err.to_string())
             })?;
             let may_retry = replayable && another_instance && attempt == 0;
             let (attempt_headers, attempt_body) = if may_retry {
@@ -678,16 +894,12 @@ impl Forwarder {
                         .record(!response.status().is_server_error(), elapsed);
                     return Ok(response);
                 }
-                Ok(Err(err)) if is_body_too_large(&err) => {
-                    // The client's body outgrew the cap while streaming: the client's doing.
-                    return Err(ForwardError::new(
-                        ForwardErrorKind::BodyTooLarge,
-                        "request body over the proxy's limit".to_string(),
-                        route,
-                        None,
-                    ));
-                }
                 Ok(Err(err)) => {
+                    // The client's body failed (too large, stalled, broken): the client's
+                    // doing, never the service's.
+                    if let Some(client) = inbound::find(&err) {
+                        return Err(ForwardError::from_inbound(client, route));
+                    }
                     service.metrics.record(false, elapsed);
                     let connect = err.is_connect();
                     if connect {
@@ -700,14 +912,26 @@ impl Forwarder {
                     };
                     fail(
                         kind,
-                        format!(
-                            "{what} service {} at {}: {}",
-                            service.upstream.name,
-                            instance.authority,
-                            error_chain(&err)
-                        ),
+                        format!("{what} service {}", service.upstream.name),
                         replayable,
                     )
+                    .with_detail(format!(
+                        "{}: {}",
+                        instance.authority,
+                        error_chain(&err)
+                    ))
+                }
+                Err(_) if inbound.is_some_and(InboundState::waiting_on_client) => {
+                    // The client, not the service, is what the request is waiting for.
+                    return Err(ForwardError::new(
+                        ForwardErrorKind::BodyStalled,
+                        format!(
+                            "request body not complete within the route's {} ms",
+                            timeout.as_millis()
+                        ),
+                        route,
+                        None,
+                    ));
                 }
                 Err(_) => {
                     service.metrics.record(false, elapsed);
@@ -715,13 +939,13 @@ impl Forwarder {
                     return Err(fail(
                         ForwardErrorKind::Timeout,
                         format!(
-                            "service {} at {} did not answer within {} ms",
+                            "service {} did not answer within {} ms",
                             service.upstream.name,
-                            instance.authority,
                             timeout.as_millis()
                         ),
                         false,
-                    ));
+                    )
+                    .with_detail(instance.authority.to_string()));
                 }
             };
             if error.retry_safe && may_retry {
@@ -738,6 +962,72 @@ impl Forwarder {
     }
 }
 
+/// One request as it goes upstream.
+struct Outgoing<'a> {
+    method: Method,
+    headers: HeaderMap,
+    body: UpstreamBody,
+    path_and_query: &'a str,
+    route: &'a str,
+    service: &'a Service,
+    timeout: Duration,
+}
+
+/// Carries bytes both ways between the client and the upstream once both switched
+/// protocols; the service's in-flight slot is held until the tunnel closes.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, slot: OwnedSemaphorePermit, route: String) {
+    let (client, upstream) = match (client.await, upstream.await) {
+        (Ok(client), Ok(upstream)) => (client, upstream),
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::debug!(route, error = %err, "upgrade did not complete");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((up, down)) => tracing::debug!(route, up, down, "tunnel closed"),
+        Err(err) => tracing::debug!(route, error = %err, "tunnel broke"),
+    }
+    drop(slot);
+}
+
+/// A path with a trailing slash that no route matches, but that one matches without it:
+/// what the plan's `trailing_slash` says to do. `Err` holds the path to redirect to.
+fn resolve_trailing_slash(
+    table: &RouteTable,
+    method: &Method,
+    mut path: String,
+) -> Result<String, String> {
+    if path.len() < 2 || !path.ends_with('/') || table.find(method, &split(&path)).is_some() {
+        return Ok(path);
+    }
+    let stripped = &path[..path.len() - 1];
+    let Some((route, _)) = table.find(method, &split(stripped)) else {
+        return Ok(path);
+    };
+    match table.matching.trailing_slash {
+        TrailingSlash::Strict => {
+            route.metrics.near_misses.fetch_add(1, Ordering::Relaxed);
+            Ok(path)
+        }
+        TrailingSlash::Redirect => Err(stripped.to_string()),
+        TrailingSlash::Ignore => {
+            path.pop();
+            Ok(path)
+        }
+    }
+}
+
+/// Counts an unmatched request that a route would match ignoring letter case.
+fn count_case_near_miss(table: &RouteTable, method: &Method, path: &str, segments: &[&str]) {
+    if table.matching.case_sensitive
+        && path.bytes().any(|b| b.is_ascii_uppercase())
+        && let Some((route, _)) = table.find_with(method, segments, false)
+    {
+        route.metrics.near_misses.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Paths whose first segment starts with `_` (the event feed `/_events`) are how participants
 /// talk to each other; clients never reach them through the proxy, or anyone could read every
 /// change or forge one.
@@ -750,17 +1040,6 @@ fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
-}
-
-fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(err);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }
 
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
@@ -800,44 +1079,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hop_by_hop_headers_are_removed_with_those_connection_names() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, "keep-alive, X-Secret".parse().unwrap());
-        h.insert("keep-alive", "timeout=5".parse().unwrap());
-        h.insert("x-secret", "1".parse().unwrap());
-        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
-        h.insert(header::TE, "trailers".parse().unwrap());
-        h.insert("x-kept", "1".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["x-kept"]);
+    fn every_failure_is_charged_to_someone_and_client_faults_are_4xx() {
+        use ForwardErrorKind::*;
+        for kind in [
+            BadHead,
+            UnsupportedCoding,
+            BadPath,
+            Internal,
+            UpgradeRefused,
+            BodyTooLarge,
+            BodyStalled,
+            BadBody,
+            Overloaded,
+            Internal500,
+            ConnectFailed,
+            Timeout,
+            UpstreamFailed,
+        ] {
+            let status = kind.status().as_u16();
+            match kind.cause() {
+                // 501 is the one 5xx a client earns: it asked for a coding nobody here
+                // implements.
+                Cause::Client => assert!(status < 500 || status == 501, "{kind:?}"),
+                Cause::Proxy | Cause::Upstream => assert!(status >= 500, "{kind:?}"),
+            }
+        }
     }
 
     #[test]
-    fn forwarded_headers_append_the_peer() {
-        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
-        let id = HeaderValue::from_static("req-1");
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, "shop.example".parse().unwrap());
-        h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
-        h.insert("x-forwarded-proto", "https".parse().unwrap());
-        rewrite_request_headers(&mut h, peer, &id);
-        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "shop.example");
-        assert!(h.get(header::HOST).is_none());
-        assert_eq!(h["x-request-id"], "req-1");
-
-        let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", "1.1.1.1".parse().unwrap());
-        h.append("x-forwarded-for", "2.2.2.2, 3.3.3.3".parse().unwrap());
-        rewrite_request_headers(&mut h, peer, &id);
-        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.1.2.3");
-
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-host", "spoofed".parse().unwrap());
-        rewrite_request_headers(&mut h, peer, &id);
-        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
-        assert!(h.get("x-forwarded-host").is_none());
+    fn error_answers_name_route_and_service_and_overload_says_when_to_retry() {
+        let error = ForwardError::new(
+            ForwardErrorKind::Overloaded,
+            "busy".into(),
+            "students",
+            Some("students-svc"),
+        )
+        .with_detail("127.0.0.1:7101".into());
+        let response = error.into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }
 }

@@ -4,8 +4,12 @@
 //! - [`routing`]: the route table (most specific template wins), the canary split, and the
 //!   registry that keeps upstreams and counters across table rebuilds;
 //! - [`upstream`]: a service's instances, round-robin, passive health;
+//! - [`headers`]: the request head checked (one host, a transfer coding the proxy
+//!   implements) and rewritten (hop-by-hop out, forwarding headers by trust);
+//! - [`inbound`]: the client's body, capped, timed, optionally buffered first;
 //! - [`forward`]: the request path (normalize, route, rewrite headers, cap the body, send,
-//!   retry, fall back, answer the proxy's own errors as JSON);
+//!   retry, fall back, tunnel upgrades, answer the proxy's own errors as JSON naming who
+//!   caused them);
 //! - [`tee`]: `TeeBody`, the copy of a body taken while it streams;
 //! - [`shadow`]: the shadow leg (mirror, compare) and the channel its results leave by;
 //! - [`metrics`]: lock-free counters and histograms, Prometheus text;
@@ -18,6 +22,8 @@
 #![forbid(unsafe_code)]
 
 pub mod forward;
+pub mod headers;
+pub mod inbound;
 pub mod listener;
 pub mod metrics;
 pub mod routing;

@@ -1,7 +1,8 @@
 //! The data plane's listeners: one thread per core, each with its own current-thread
 //! runtime, `SO_REUSEPORT` listener and [`Forwarder`] (upstream pool), so a request never
-//! hops threads. Stopped by the shutdown signal: stop accepting, let in-flight requests
-//! finish (up to [`SHUTDOWN_GRACE`]), then the threads end.
+//! hops threads. Connections may switch protocols (WebSocket), and are then tunnelled.
+//! Stopped by the shutdown signal: stop accepting, let in-flight requests finish (up to
+//! [`SHUTDOWN_GRACE`]), then the threads end (a tunnel still open is closed with them).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -171,9 +171,11 @@ async fn accept_loop(
     header_read_timeout: Duration,
     stopped: watch::Receiver<bool>,
 ) {
-    let stop = until_stopped(stopped);
+    let stop = until_stopped(stopped.clone());
     tokio::pin!(stop);
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a sender; when all are gone, every connection finished
+    // (hyper's GracefulShutdown cannot watch connections that may upgrade).
+    let (open_tx, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
@@ -193,18 +195,31 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let forwarder = Arc::clone(&forwarder);
                 let service = service_fn(move |request| Arc::clone(&forwarder).handle(peer, request));
-                let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                let connection = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+                let stopping = until_stopped(stopped.clone());
+                let open = open_tx.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = connection.await {
+                    tokio::pin!(connection);
+                    let result = tokio::select! {
+                        result = connection.as_mut() => result,
+                        () = stopping => {
+                            // Finish the request in flight, then close.
+                            connection.as_mut().graceful_shutdown();
+                            connection.await
+                        }
+                    };
+                    if let Err(err) = result {
                         tracing::debug!(%peer, error = %err, "client connection ended with an error");
                     }
+                    drop(open);
                 });
             }
             () = &mut stop => break,
         }
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    drop(open_tx);
+    if tokio::time::timeout(SHUTDOWN_GRACE, all_closed.recv())
         .await
         .is_err()
     {

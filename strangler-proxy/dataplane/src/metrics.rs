@@ -53,14 +53,42 @@ pub enum Side {
     New,
 }
 
+/// Who a failed request is charged to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The client sent something the proxy refused (a bad head, path or body).
+    Client,
+    /// The proxy could not do its part (including shedding load it cannot take).
+    Proxy,
+    /// The upstream service failed to connect, answer in time, or finish its answer.
+    Upstream,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 3] = [Cause::Client, Cause::Proxy, Cause::Upstream];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Client => "client",
+            Cause::Proxy => "proxy",
+            Cause::Upstream => "upstream",
+        }
+    }
+}
+
 /// Counters of one route (or of unmatched requests).
 #[derive(Debug, Default)]
 pub struct RouteMetrics {
     pub requests: AtomicU64,
-    /// Answers with status 5xx, the proxy's own included.
+    /// Answers with status 5xx, the proxy's own included, unless the client caused them.
     pub errors: AtomicU64,
     pub served_legacy: AtomicU64,
     pub served_new: AtomicU64,
+    /// Requests the proxy answered itself because something failed, by [`Cause`].
+    pub failures: [AtomicU64; 3],
+    /// Requests that would have matched this route but for a trailing slash or letter case
+    /// (they went to legacy as unmatched).
+    pub near_misses: AtomicU64,
     pub latency: Histogram,
 }
 
@@ -68,15 +96,18 @@ pub struct RouteMetrics {
 #[derive(Debug, Default)]
 pub struct ServiceMetrics {
     pub requests: AtomicU64,
-    /// Connect failures, timeouts and 5xx answers.
+    /// Connect failures, timeouts and 5xx answers (never a client's fault).
     pub errors: AtomicU64,
+    /// Requests not sent because the service had `max_in_flight` requests already.
+    pub overloaded: AtomicU64,
     pub latency: Histogram,
 }
 
 impl RouteMetrics {
-    pub fn record(&self, side: Option<Side>, status: u16, elapsed: Duration) {
+    /// Counts an answer; a 5xx counts as an error unless the client caused it.
+    pub fn record(&self, side: Option<Side>, status: u16, elapsed: Duration, cause: Option<Cause>) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        if status >= 500 {
+        if status >= 500 && cause != Some(Cause::Client) {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
         match side {
@@ -85,6 +116,11 @@ impl RouteMetrics {
             None => 0,
         };
         self.latency.observe(elapsed);
+    }
+
+    /// Counts a request the proxy answered itself because of `cause`.
+    pub fn failed(&self, cause: Cause) {
+        self.failures[cause as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> RouteCounts {
@@ -154,6 +190,28 @@ pub fn render(
         "Answers with status 5xx per route.",
         per_route(&|m| load(&m.errors)),
     );
+    let failures = routes.iter().flat_map(|(route, _, m)| {
+        Cause::ALL.map(|cause| {
+            (
+                format!("route=\"{route}\",cause=\"{}\"", cause.as_str()),
+                load(&m.failures[cause as usize]),
+            )
+        })
+    });
+    family(
+        out,
+        "strangler_route_failures_total",
+        "counter",
+        "Requests the proxy answered itself because something failed, per route and cause (client, proxy, upstream).",
+        failures,
+    );
+    family(
+        out,
+        "strangler_route_near_misses_total",
+        "counter",
+        "Requests that matched the route only without a trailing slash or ignoring letter case, and went to legacy.",
+        per_route(&|m| load(&m.near_misses)),
+    );
     let served = routes.iter().flat_map(|(route, _, m)| {
         [
             (
@@ -210,6 +268,13 @@ pub fn render(
         "counter",
         "Connect failures, timeouts and 5xx per upstream service.",
         per_service(&|m| load(&m.errors)),
+    );
+    family(
+        out,
+        "strangler_service_overloaded_total",
+        "counter",
+        "Requests answered 503 without being sent because the service had max_in_flight requests.",
+        per_service(&|m| load(&m.overloaded)),
     );
     family(
         out,

@@ -24,6 +24,8 @@ pub struct Service {
     pub metrics: Arc<ServiceMetrics>,
     /// Its name as the `x-strangler-served-by` value, made once.
     pub header: http::HeaderValue,
+    /// Requests sent to it now, at most its `max_in_flight` (shared by every worker).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// A name as a header value (plan names are lower-case letters, digits, `-` and `_`).
@@ -50,6 +52,7 @@ impl Registry {
         }
         let service = Service {
             header: header_value(&spec.name),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(spec.max_in_flight)),
             upstream: Arc::new(Upstream::new(spec)),
             metrics: self
                 .services
@@ -114,6 +117,12 @@ pub struct RouteTable {
     pub default_timeout: Duration,
     pub served_by_headers: bool,
     pub max_body_bytes: u64,
+    /// Longest pause between a request body's bytes.
+    pub body_read_timeout: Duration,
+    /// Peers whose forwarding headers are kept.
+    pub trusted_proxies: Vec<strangler_plan::Cidr>,
+    /// How paths meet templates (trailing slash, letter case).
+    pub matching: strangler_plan::PathMatching,
 }
 
 impl RouteTable {
@@ -167,18 +176,32 @@ impl RouteTable {
             default_timeout: plan.proxy.default_timeout,
             served_by_headers: plan.proxy.served_by_headers,
             max_body_bytes: plan.proxy.max_body_bytes,
+            body_read_timeout: plan.proxy.body_read_timeout,
+            trusted_proxies: plan.proxy.trusted_proxies.clone(),
+            matching: plan.proxy.matching,
         }
     }
 
-    /// The most specific route whose template matches `segments` and which allows `method`.
+    /// The most specific route whose template matches `segments` and which allows `method`
+    /// (literal segments compared as the plan's `case_sensitive` says).
     pub fn find(
         &self,
         method: &Method,
         segments: &[&str],
     ) -> Option<(&ActiveRoute, &PathTemplate)> {
+        self.find_with(method, segments, self.matching.case_sensitive)
+    }
+
+    /// [`RouteTable::find`] with letter case as given.
+    pub fn find_with(
+        &self,
+        method: &Method,
+        segments: &[&str],
+        case_sensitive: bool,
+    ) -> Option<(&ActiveRoute, &PathTemplate)> {
         self.matchers.iter().find_map(|m| {
             let route = &self.routes[m.route];
-            (route.spec.allows(method) && m.template.matches(segments))
+            (route.spec.allows(method) && m.template.matches_with(segments, case_sensitive))
                 .then_some((route, &m.template))
         })
     }
@@ -215,11 +238,15 @@ pub fn compile_rules(spec: &strangler_plan::CompareSpec) -> strangler_diff::Rule
 fn missing_service(name: &str) -> Service {
     Service {
         header: header_value(name),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(
+            strangler_plan::DEFAULT_MAX_IN_FLIGHT,
+        )),
         upstream: Arc::new(Upstream::new(&strangler_plan::ServiceSpec {
             name: name.to_string(),
             urls: Vec::new(),
             legacy: false,
             run: None,
+            max_in_flight: strangler_plan::DEFAULT_MAX_IN_FLIGHT,
         })),
         metrics: Arc::default(),
     }

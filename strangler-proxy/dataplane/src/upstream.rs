@@ -122,6 +122,7 @@ mod tests {
                 .collect(),
             legacy: false,
             run: None,
+            max_in_flight: strangler_plan::DEFAULT_MAX_IN_FLIGHT,
         })
     }
 

@@ -23,6 +23,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
 /// Time a client has to send its request headers when the plan sets none.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause between a request body's bytes when the plan sets none.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests a service is sent at once when the plan sets none.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1000;
 
 /// A plan that cannot be used, with where and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +111,11 @@ struct RawProxy {
     max_body: Option<Spanned<String>>,
     header_read_timeout: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    body_read_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
+    trailing_slash: Option<Spanned<String>>,
+    case_sensitive: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +125,7 @@ struct RawService {
     #[serde(default)]
     legacy: bool,
     run: Option<Spanned<Vec<String>>>,
+    max_in_flight: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +143,8 @@ struct RawRoute {
     gate: Option<Spanned<RawGate>>,
     #[serde(default)]
     fallback: bool,
+    upgrades: Option<bool>,
+    buffer_body_up_to: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +192,93 @@ pub struct ProxySettings {
     pub header_read_timeout: Duration,
     /// Upstream timeout of routes that set none, and of unmatched requests.
     pub default_timeout: Duration,
+    /// Longest pause between a request body's bytes (408 after it).
+    pub body_read_timeout: Duration,
+    /// Peers whose forwarding headers (`X-Forwarded-For`, `Forwarded`, `X-Real-IP`,
+    /// `X-Forwarded-Proto`) are kept and appended to; from anyone else they are replaced.
+    pub trusted_proxies: Vec<Cidr>,
+    /// How request paths meet route templates.
+    pub matching: PathMatching,
+}
+
+/// How a request path meets the route templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathMatching {
+    pub trailing_slash: TrailingSlash,
+    /// Literal segments compare with letter case (the default); `false`: ASCII case is
+    /// ignored, the path is forwarded as sent.
+    pub case_sensitive: bool,
+}
+
+impl Default for PathMatching {
+    fn default() -> Self {
+        Self {
+            trailing_slash: TrailingSlash::Strict,
+            case_sensitive: true,
+        }
+    }
+}
+
+/// What a path that matches a route only without its trailing slash (`/students/7/`) gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrailingSlash {
+    /// It does not match: it goes to legacy as unmatched (counted as a near miss).
+    Strict,
+    /// 308 to the path without the slash.
+    Redirect,
+    /// It matches, and is forwarded without the slash.
+    Ignore,
+}
+
+/// An address range in CIDR notation (`10.0.0.0/8`, `::1/128`; a plain address is /32 or
+/// /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (addr, prefix) = match raw.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (raw.trim(), None),
+        };
+        let addr: std::net::IpAddr = addr.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().ok().filter(|p| *p <= max)?
+            }
+            Some(_) => return None,
+        };
+        Some(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is in the range (an IPv4-mapped IPv6 address counts as its IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +290,8 @@ pub struct ServiceSpec {
     /// Command line that starts it for `strangler up` (dev mode): program, then arguments,
     /// run in the plan's directory. Services without one are expected to be running.
     pub run: Option<Vec<String>>,
+    /// Requests sent to it at once; beyond, the proxy answers 503 (`overloaded`).
+    pub max_in_flight: usize,
 }
 
 /// How a canary keeps the same caller on the same side.
@@ -232,6 +333,11 @@ pub struct RouteSpec {
     /// When the new service fails to connect or answers 502/503 on a body-less idempotent
     /// request, answer it from legacy instead.
     pub fallback: bool,
+    /// Whether a request may upgrade the connection (WebSocket); refused with 403 if not.
+    pub upgrades: bool,
+    /// Request bodies up to this size are read whole before the upstream is called (so a
+    /// body over `max_body` is refused before any byte reaches it); larger ones stream.
+    pub buffer_body_up_to: Option<u64>,
 }
 
 /// How a route's answers are compared (its `compare` section), for the diff engine.
@@ -478,6 +584,35 @@ impl Ctx<'_> {
             None => DEFAULT_TIMEOUT,
             Some(value) => self.duration(value, "proxy.timeout")?,
         };
+        let body_read_timeout = match &raw.body_read_timeout {
+            None => DEFAULT_BODY_READ_TIMEOUT,
+            Some(value) => self.duration(value, "proxy.body_read_timeout")?,
+        };
+        let mut trusted_proxies = Vec::new();
+        for (i, value) in raw.trusted_proxies.iter().enumerate() {
+            trusted_proxies.push(Cidr::parse(value.get_ref()).ok_or_else(|| {
+                self.at(
+                    value,
+                    &format!("proxy.trusted_proxies[{i}]"),
+                    "must be an address or a range like 10.0.0.0/8 or ::1",
+                )
+            })?);
+        }
+        let trailing_slash = match raw.trailing_slash.as_ref() {
+            None => TrailingSlash::Strict,
+            Some(value) => match value.get_ref().as_str() {
+                "strict" => TrailingSlash::Strict,
+                "redirect" => TrailingSlash::Redirect,
+                "ignore" => TrailingSlash::Ignore,
+                _ => {
+                    return Err(self.at(
+                        value,
+                        "proxy.trailing_slash",
+                        "must be \"strict\", \"redirect\" or \"ignore\"",
+                    ));
+                }
+            },
+        };
         Ok(ProxySettings {
             listen,
             admin_listen,
@@ -486,6 +621,12 @@ impl Ctx<'_> {
             max_body_bytes,
             header_read_timeout,
             default_timeout,
+            body_read_timeout,
+            trusted_proxies,
+            matching: PathMatching {
+                trailing_slash,
+                case_sensitive: raw.case_sensitive.unwrap_or(true),
+            },
         })
     }
 
@@ -534,6 +675,15 @@ impl Ctx<'_> {
                             ));
                         }
                         Some(run) => Some(run.get_ref().clone()),
+                    },
+                    max_in_flight: match &svc.max_in_flight {
+                        None => DEFAULT_MAX_IN_FLIGHT,
+                        Some(n) => usize::try_from(*n.get_ref())
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| {
+                                self.at(n, &format!("{field}.max_in_flight"), "must be 1 or more")
+                            })?,
                     },
                 },
             );
@@ -717,6 +867,16 @@ impl Ctx<'_> {
                 default_gate,
                 &field("gate"),
             )?;
+            let buffer_body_up_to = match &r.buffer_body_up_to {
+                None => None,
+                Some(b) => Some(parse_size(b.get_ref()).ok_or_else(|| {
+                    self.at(
+                        b,
+                        &field("buffer_body_up_to"),
+                        "must be a size like 64KiB or 1MiB",
+                    )
+                })?),
+            };
             routes.push(RouteSpec {
                 name,
                 paths,
@@ -729,6 +889,8 @@ impl Ctx<'_> {
                 compare,
                 gate,
                 fallback: r.fallback,
+                upgrades: r.upgrades.unwrap_or(true),
+                buffer_body_up_to,
             });
         }
         Ok(routes)
@@ -1086,6 +1248,8 @@ canary = { percent = 25, sticky = "path:id" }
             (route("canary = { sticky = \"body:x\" }"), 17, "routes[0].canary.sticky", "header:NAME"),
             (route("timeout = \"soon\""), 17, "routes[0].timeout", "duration"),
             (route("methods = [\"FETCH!\"]"), 17, "routes[0].methods[0]", "HTTP method"),
+            (route("buffer_body_up_to = \"lots\""), 17, "routes[0].buffer_body_up_to", "size"),
+            (route("upgrades = \"maybe\""), 17, "", "invalid type"),
             ("\n[[routes]]\nname = \"r\"\npaths = [\"students\"]\nservice = \"students\"\n".into(), 15, "routes[0].paths[0]", "must start with /"),
             ("\n[[routes]]\nname = \"r\"\npaths = [\"/a/../b\"]\nservice = \"students\"\n".into(), 15, "routes[0].paths[0]", "normal form"),
             ("\n[[routes]]\nname = \"a\"\npaths = [\"/s/{id}\"]\nservice = \"students\"\n[[routes]]\nname = \"b\"\npaths = [\"/s/{sid}\"]\nservice = \"students\"\n".into(), 19, "routes[1].paths[0]", "ambiguous: route `a`"),
@@ -1102,6 +1266,97 @@ canary = { percent = 25, sticky = "path:id" }
                 "{extra}\n→ {err}"
             );
             assert!(err.message.contains(words), "{extra}\n→ {err}");
+        }
+    }
+
+    #[test]
+    fn edge_settings_are_read_and_checked() {
+        let with_proxy = |lines: &str| {
+            parse(
+                Path::new("plan.toml"),
+                &BASE.replacen(
+                    "state = \"data/strangler.db\"\n",
+                    &format!("state = \"data/strangler.db\"\n{lines}\n"),
+                    1,
+                ),
+            )
+        };
+        let plan = with_proxy(
+            "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\ntrailing_slash = \"redirect\"\ncase_sensitive = false\nbody_read_timeout = \"2s\"",
+        )
+        .unwrap();
+        assert_eq!(plan.proxy.trusted_proxies.len(), 2);
+        assert_eq!(plan.proxy.matching.trailing_slash, TrailingSlash::Redirect);
+        assert!(!plan.proxy.matching.case_sensitive);
+        assert_eq!(plan.proxy.body_read_timeout, Duration::from_secs(2));
+        assert_eq!(
+            plan.services["students"].max_in_flight,
+            DEFAULT_MAX_IN_FLIGHT
+        );
+        let defaults = with_proxy("").unwrap();
+        assert!(
+            defaults.proxy.trusted_proxies.is_empty(),
+            "trust nobody by default"
+        );
+        assert_eq!(defaults.proxy.matching, PathMatching::default());
+        for (lines, line, field, words) in [
+            (
+                "trusted_proxies = [\"10.0.0.0/33\"]",
+                5,
+                "proxy.trusted_proxies[0]",
+                "range",
+            ),
+            (
+                "trusted_proxies = [\"lb.internal\"]",
+                5,
+                "proxy.trusted_proxies[0]",
+                "address",
+            ),
+            (
+                "trailing_slash = \"sometimes\"",
+                5,
+                "proxy.trailing_slash",
+                "\"strict\"",
+            ),
+            (
+                "body_read_timeout = \"0s\"",
+                5,
+                "proxy.body_read_timeout",
+                "duration",
+            ),
+        ] {
+            let err = with_proxy(lines).unwrap_err();
+            assert_eq!(
+                (err.line, err.field.as_str()),
+                (line, field),
+                "{lines} → {err}"
+            );
+            assert!(err.message.contains(words), "{lines} → {err}");
+        }
+        let err = check("max_in_flight = 0\n").unwrap_err();
+        assert_eq!(err.field, "services.students.max_in_flight", "{err}");
+    }
+
+    #[test]
+    fn cidr_ranges_contain_what_they_say() {
+        let cases = [
+            ("10.0.0.0/8", "10.200.1.1", true),
+            ("10.0.0.0/8", "11.0.0.1", false),
+            ("127.0.0.1", "127.0.0.1", true),
+            ("127.0.0.1", "127.0.0.2", false),
+            ("0.0.0.0/0", "203.0.113.9", true),
+            ("::1", "::1", true),
+            ("2001:db8::/32", "2001:db8:ffff::1", true),
+            ("2001:db8::/32", "2001:db9::1", false),
+            ("10.0.0.0/8", "::ffff:10.1.1.1", true),
+            ("10.0.0.0/8", "::1", false),
+        ];
+        for (range, ip, inside) in cases {
+            let cidr = Cidr::parse(range).unwrap();
+            assert_eq!(cidr.contains(ip.parse().unwrap()), inside, "{range} ∋ {ip}");
+        }
+        for bad in ["10.0.0.0/", "10.0.0.0/x", "::1/129", "host", ""] {
+            assert!(Cidr::parse(bad).is_none(), "{bad}");
         }
     }
 

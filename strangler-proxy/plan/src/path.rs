@@ -240,12 +240,24 @@ impl PathTemplate {
 
     /// Whether the normalized path, split into `segments`, matches.
     pub fn matches(&self, segments: &[&str]) -> bool {
+        self.matches_with(segments, true)
+    }
+
+    /// [`PathTemplate::matches`], literal segments compared with or without ASCII case.
+    pub fn matches_with(&self, segments: &[&str], case_sensitive: bool) -> bool {
         let mut i = 0;
         for template in &self.segments {
             match template {
                 TemplateSegment::Tail(_) => return segments.len() > i,
                 TemplateSegment::Literal(l) => {
-                    if segments.get(i) != Some(&l.as_str()) {
+                    let same = segments.get(i).is_some_and(|s| {
+                        if case_sensitive {
+                            *s == l.as_str()
+                        } else {
+                            s.eq_ignore_ascii_case(l)
+                        }
+                    });
+                    if !same {
                         return false;
                     }
                 }

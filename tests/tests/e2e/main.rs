@@ -6,6 +6,7 @@ mod monolith_enrollment;
 mod monolith_feed;
 mod monolith_openapi;
 mod proxy_control;
+mod proxy_edge;
 mod proxy_forwarding;
 mod proxy_routing;
 mod services;

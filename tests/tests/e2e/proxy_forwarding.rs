@@ -20,7 +20,14 @@ const STUDENTS: &str = "[[routes]]\nname = \"students\"\npaths = [\"/students\",
 #[tokio::test(flavor = "multi_thread")]
 async fn hop_by_hop_headers_go_and_forwarding_headers_are_appended() {
     let legacy = EchoUpstream::start("legacy").await;
-    let p = proxy_with(&legacy, "\"http://127.0.0.1:9\"", "", STUDENTS).await;
+    // The test client is a trusted load balancer in front: its chain is appended to.
+    let p = proxy_with(
+        &legacy,
+        "\"http://127.0.0.1:9\"",
+        "trusted_proxies = [\"127.0.0.1\"]",
+        STUDENTS,
+    )
+    .await;
     let c = &p.client;
     let answer = c
         .send(

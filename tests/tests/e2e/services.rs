@@ -553,11 +553,11 @@ async fn an_enrollment_that_cannot_finish_leaves_nothing_half_done() {
     let down = e.send(enroll("try-1")).await;
     assert_eq!(down.status, 503, "{}", down.body);
     assert_eq!(down.body["error"]["code"], "dependency_unavailable");
+    let message = down.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("finance"), "{message}");
     assert!(
-        down.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("finance")
+        !message.contains("127.0.0.1") && !message.contains("http://"),
+        "no internal address reaches the client: {message}"
     );
     assert_eq!(s.enrollment.count("enrollments"), 0);
     assert_eq!(s.gamification.count("rewards"), 0, "no orphan reward");

@@ -1,0 +1,417 @@
+//! The request head as the proxy checks and rewrites it before anything is forwarded:
+//! exactly one host (RFC 9112 §3.2), a transfer coding the proxy implements, forwarding
+//! headers kept only from trusted peers, hop-by-hop headers removed.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use http::Version;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use strangler_plan::Cidr;
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Why a request head is refused before routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadError {
+    /// Two `Host` lines, an HTTP/1.1 request without one, or a host that is not one.
+    BadHost(&'static str),
+    /// An `X-Forwarded-For`, `Forwarded` or `X-Real-IP` line that is not visible ASCII.
+    BadForwarding(&'static str),
+    /// A transfer coding other than `chunked` alone (`gzip, chunked`): the proxy would
+    /// forward the body with its coding lost.
+    UnsupportedTransferEncoding(String),
+}
+
+impl HeadError {
+    pub fn message(&self) -> String {
+        match self {
+            HeadError::BadHost(why) => (*why).to_string(),
+            HeadError::BadForwarding(name) => {
+                format!("the {name} header is not valid text (visible ASCII)")
+            }
+            HeadError::UnsupportedTransferEncoding(coding) => format!(
+                "transfer coding `{coding}` is not supported; send the body with Content-Length or `Transfer-Encoding: chunked`"
+            ),
+        }
+    }
+}
+
+/// What the head checks found: the host the client addressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// The authority of an absolute-form target, else the `Host` line (RFC 9112 §3.2.2);
+    /// `None` only for an HTTP/1.0 request without one.
+    pub host: Option<HeaderValue>,
+}
+
+/// Checks what must hold before a request is routed.
+pub fn check_head(parts: &Parts) -> Result<Head, HeadError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let line = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HeadError::BadHost(
+            "a request carries one Host header, not two",
+        ));
+    }
+    // An absolute-form target's authority is the host; a conflicting Host line is ignored.
+    let host = match parts.uri.authority() {
+        Some(authority) => Some(
+            HeaderValue::from_str(authority.as_str())
+                .map_err(|_| HeadError::BadHost("the target's authority is not a host"))?,
+        ),
+        None => line.cloned(),
+    };
+    if host.is_none() && parts.version == Version::HTTP_11 {
+        return Err(HeadError::BadHost(
+            "an HTTP/1.1 request needs a Host header",
+        ));
+    }
+    if let Some(line) = line
+        && (line.is_empty() || line.as_bytes().iter().any(|b| !b.is_ascii_graphic()))
+    {
+        return Err(HeadError::BadHost("the Host header is not a host"));
+    }
+    for (name, text) in [
+        (&X_FORWARDED_FOR, "X-Forwarded-For"),
+        (&FORWARDED, "Forwarded"),
+        (&X_REAL_IP, "X-Real-IP"),
+    ] {
+        if parts
+            .headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.to_str().is_err())
+        {
+            return Err(HeadError::BadForwarding(text));
+        }
+    }
+    for coding in parts.headers.get_all(header::TRANSFER_ENCODING) {
+        let text = String::from_utf8_lossy(coding.as_bytes());
+        if !text.trim().eq_ignore_ascii_case("chunked") {
+            return Err(HeadError::UnsupportedTransferEncoding(
+                text.trim().to_string(),
+            ));
+        }
+    }
+    Ok(Head { host })
+}
+
+/// Whether the request asks to switch protocols (`Connection: upgrade` with `Upgrade`).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Where a request came from and how to treat what it says about earlier hops.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer<'a> {
+    pub addr: SocketAddr,
+    /// Addresses whose forwarding headers are kept (a load balancer in front).
+    pub trusted: &'a [Cidr],
+}
+
+impl Peer<'_> {
+    pub fn is_trusted(&self) -> bool {
+        self.trusted.iter().any(|c| c.contains(self.addr.ip()))
+    }
+}
+
+/// A node as RFC 7239 writes it: an IPv4 address as is, an IPv6 one quoted in brackets.
+fn forwarded_node(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => format!("\"[{v6}]\""),
+        },
+    }
+}
+
+/// Rewrites a client's request headers for the upstream (the head passed [`check_head`]):
+/// hop-by-hop headers removed; `Host` moved to `X-Forwarded-Host`; `X-Forwarded-For` and
+/// `Forwarded` get the peer appended when it is trusted and are replaced by the peer
+/// otherwise; `X-Real-IP` and `X-Forwarded-Proto` are kept from a trusted peer and set
+/// otherwise; the request id is set.
+pub fn rewrite_request_headers(
+    headers: &mut HeaderMap,
+    head: &Head,
+    peer: Peer<'_>,
+    request_id: &HeaderValue,
+) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    match &head.host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+    let trusted = peer.is_trusted();
+    let ip = peer.addr.ip();
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let mut forwarded_for = String::new();
+    let mut forwarded = String::new();
+    if trusted {
+        // A chain may arrive on several header lines; keep every hop, in order.
+        for v in headers.get_all(&X_FORWARDED_FOR).iter() {
+            let v = v.to_str().unwrap_or_default().trim();
+            if !v.is_empty() {
+                forwarded_for.push_str(v);
+                forwarded_for.push_str(", ");
+            }
+        }
+        for v in headers.get_all(&FORWARDED).iter() {
+            let v = v.to_str().unwrap_or_default().trim();
+            if !v.is_empty() {
+                forwarded.push_str(v);
+                forwarded.push_str(", ");
+            }
+        }
+    }
+    let _ = write!(forwarded_for, "{ip}");
+    let _ = write!(forwarded, "for={}", forwarded_node(ip));
+    if let Some(Ok(host)) = head.host.as_ref().map(|h| h.to_str())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        let _ = write!(forwarded, ";host=\"{host}\"");
+    }
+    forwarded.push_str(";proto=http");
+    headers.remove(&X_FORWARDED_FOR);
+    headers.remove(&FORWARDED);
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        headers.insert(FORWARDED, value);
+    }
+    if (!trusted || !headers.contains_key(&X_REAL_IP))
+        && let Ok(value) = HeaderValue::from_str(&ip.to_string())
+    {
+        headers.insert(X_REAL_IP, value);
+    }
+    if !trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    headers.insert(REQUEST_ID_HEADER, request_id.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(raw: Request<()>) -> Parts {
+        raw.into_parts().0
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_with_those_connection_names() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, X-Secret".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn the_host_is_one_line_or_the_target_authority() {
+        let one = parts(
+            Request::get("/x")
+                .header("host", "shop.example")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(
+            check_head(&one).unwrap().host.unwrap(),
+            "shop.example",
+            "one Host line"
+        );
+        let two = parts(
+            Request::get("/x")
+                .header("host", "a.example")
+                .header("host", "b.example")
+                .body(())
+                .unwrap(),
+        );
+        assert!(matches!(check_head(&two), Err(HeadError::BadHost(_))));
+        let none = parts(Request::get("/x").body(()).unwrap());
+        assert!(matches!(check_head(&none), Err(HeadError::BadHost(_))));
+        let old = parts(
+            Request::get("/x")
+                .version(Version::HTTP_10)
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(check_head(&old).unwrap().host, None, "HTTP/1.0 may omit it");
+        let absolute = parts(
+            Request::get("http://h1.example/x")
+                .header("host", "h2.example")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(check_head(&absolute).unwrap().host.unwrap(), "h1.example");
+    }
+
+    #[test]
+    fn only_chunked_alone_is_a_transfer_coding_the_proxy_forwards() {
+        for (coding, ok) in [
+            ("chunked", true),
+            ("Chunked ", true),
+            ("gzip, chunked", false),
+            ("gzip", false),
+        ] {
+            let p = parts(
+                Request::post("/x")
+                    .header("host", "h")
+                    .header("transfer-encoding", coding)
+                    .body(())
+                    .unwrap(),
+            );
+            assert_eq!(check_head(&p).is_ok(), ok, "{coding}");
+        }
+    }
+
+    #[test]
+    fn forwarding_headers_that_are_not_text_are_refused() {
+        let mut p = parts(Request::get("/x").header("host", "h").body(()).unwrap());
+        p.headers.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"1.1.1.1\xff").unwrap(),
+        );
+        assert_eq!(
+            check_head(&p),
+            Err(HeadError::BadForwarding("X-Forwarded-For"))
+        );
+    }
+
+    fn rewritten(peer: &str, trusted: &[&str], pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let trusted: Vec<Cidr> = trusted.iter().map(|c| Cidr::parse(c).unwrap()).collect();
+        let head = Head {
+            host: h.get(header::HOST).cloned(),
+        };
+        let peer = Peer {
+            addr: peer.parse().unwrap(),
+            trusted: &trusted,
+        };
+        rewrite_request_headers(&mut h, &head, peer, &HeaderValue::from_static("req-1"));
+        h
+    }
+
+    #[test]
+    fn forwarding_headers_from_an_untrusted_peer_are_replaced() {
+        let h = rewritten(
+            "10.1.2.3:5555",
+            &[],
+            &[
+                ("host", "shop.example"),
+                ("x-forwarded-for", "1.1.1.1"),
+                ("forwarded", "for=6.6.6.6"),
+                ("x-real-ip", "6.6.6.6"),
+                ("x-forwarded-proto", "https"),
+            ],
+        );
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(
+            h["forwarded"],
+            "for=10.1.2.3;host=\"shop.example\";proto=http"
+        );
+        assert_eq!(h["x-real-ip"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert!(h.get(header::HOST).is_none());
+        assert_eq!(h["x-request-id"], "req-1");
+    }
+
+    #[test]
+    fn forwarding_headers_from_a_trusted_peer_are_appended_to() {
+        let h = rewritten(
+            "10.1.2.3:5555",
+            &["10.0.0.0/8"],
+            &[
+                ("host", "shop.example"),
+                ("x-forwarded-for", "1.1.1.1"),
+                ("x-forwarded-for", "2.2.2.2, 3.3.3.3"),
+                ("forwarded", "for=1.1.1.1"),
+                ("x-real-ip", "1.1.1.1"),
+                ("x-forwarded-proto", "https"),
+            ],
+        );
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.1.2.3");
+        assert_eq!(
+            h["forwarded"],
+            "for=1.1.1.1, for=10.1.2.3;host=\"shop.example\";proto=http"
+        );
+        assert_eq!(h["x-real-ip"], "1.1.1.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn ipv6_peers_are_quoted_in_forwarded() {
+        let h = rewritten("[2001:db8::7]:443", &[], &[]);
+        assert_eq!(h["x-forwarded-for"], "2001:db8::7");
+        assert_eq!(h["forwarded"], "for=\"[2001:db8::7]\";proto=http");
+        assert!(h.get("x-forwarded-host").is_none());
+        let mapped = rewritten("[::ffff:10.0.0.9]:80", &["10.0.0.0/8"], &[]);
+        assert_eq!(mapped["x-forwarded-for"], "10.0.0.9", "mapped IPv4 is IPv4");
+    }
+}

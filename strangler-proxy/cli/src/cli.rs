@@ -92,6 +92,13 @@ pub enum Command {
         #[command(flatten)]
         change: ChangeArgs,
     },
+    /// A route's analysis runs (one per stage entry) with their figures and verdicts; the
+    /// gate judges the current one.
+    Analysis {
+        route: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// The audit log of stage changes.
     History {
         route: Option<String>,
@@ -255,6 +262,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::History { route, limit, json } => {
             history(&load_plan(&cli.plan)?, route, limit, json)
         }
+        Command::Analysis { route, json } => analysis(&load_plan(&cli.plan)?, &route, json),
         Command::Shadow { route, change } => {
             change_one(&load_plan(&cli.plan)?, route, Move::Shadow, false, change).await
         }
@@ -779,6 +787,71 @@ fn history(plan: &Plan, route: Option<String>, limit: u32, json_out: bool) -> Re
                 .as_ref()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn analysis(plan: &Plan, route: &str, json_out: bool) -> Result<(), CliError> {
+    if !plan.routes.iter().any(|r| r.name == route) {
+        return Err(RolloutError::UnknownRoute {
+            route: route.to_string(),
+            known: plan::route_names(plan),
+        }
+        .into());
+    }
+    let store = strangler_store::open(&plan.proxy.state)?;
+    let runs = store.runs(route)?;
+    let match_rate = |r: &strangler_store::AnalysisRun| {
+        let compared = r.count(ShadowMetric::Compared);
+        (compared > 0).then(|| 1.0 - r.count(ShadowMetric::Mismatched) as f64 / compared as f64)
+    };
+    if json_out {
+        let rows: Vec<Value> = runs
+            .iter()
+            .map(|r| {
+                let mut row = serde_json::to_value(r).unwrap_or(Value::Null);
+                row["current"] = json!(r.ended_at.is_none());
+                row["match_rate"] = json!(match_rate(r));
+                row
+            })
+            .collect();
+        crate::say!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "route": route, "runs": rows }))
+                .unwrap_or_default()
+        );
+        return Ok(());
+    }
+    if runs.is_empty() {
+        crate::say!(
+            "{route} has no analysis run yet (one starts when it enters shadow, a canary step or cutover)"
+        );
+        return Ok(());
+    }
+    crate::say!(
+        "{:>5}  {:<16} {:<24} {:<24} {:>8} {:>10} {:>7} {:>9}  VERDICT",
+        "RUN",
+        "STAGE",
+        "STARTED",
+        "ENDED",
+        "COMPARED",
+        "MISMATCHED",
+        "ERRORS",
+        "MATCH"
+    );
+    for r in &runs {
+        crate::say!(
+            "{:>5}  {:<16} {:<24} {:<24} {:>8} {:>10} {:>7} {:>9}  {}",
+            r.id,
+            r.stage,
+            r.started_at,
+            r.ended_at.as_deref().unwrap_or("(current)"),
+            r.count(ShadowMetric::Compared),
+            r.count(ShadowMetric::Mismatched),
+            r.count(ShadowMetric::Errors),
+            match_rate(r).map_or_else(|| "-".to_string(), |m| format!("{:.2} %", m * 100.0)),
+            r.verdict.as_deref().unwrap_or("-")
         );
     }
     Ok(())

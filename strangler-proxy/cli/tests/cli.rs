@@ -376,3 +376,39 @@ fn output_to_a_reader_that_went_away_is_not_a_panic() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn analysis_lists_a_run_per_stage_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(dir.path());
+    let out = strangler(&plan, &["analysis", "students"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("no analysis run yet"),
+        "{}",
+        stdout(&out)
+    );
+    for args in [
+        &["shadow", "students"][..],
+        &["canary", "students", "10"],
+        &["rollback", "students"],
+    ] {
+        let out = strangler(&plan, args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let out = strangler(&plan, &["analysis", "students", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    let stages: Vec<&str> = runs.iter().map(|r| r["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["shadow", "canary 10%"]);
+    assert!(
+        runs.iter().all(|r| r["current"] == false),
+        "rollback ended both: {json}"
+    );
+    // This plan's gate needs no comparisons: open, and ended by the rollback.
+    assert_eq!(runs[0]["verdict"], "gate open; ended by canary 10%");
+    assert_eq!(runs[1]["verdict"], "gate open; ended by legacy");
+    let out = strangler(&plan, &["analysis", "nobody"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -290,6 +290,7 @@ mod tests {
                 actor: "test",
                 reason: None,
                 forced: false,
+                verdict: None,
             })
             .unwrap();
         let StageWrite::Changed(change) = write else {

@@ -37,7 +37,9 @@ pub fn next_stage(current: Stage, wanted: Move, force: bool) -> Result<Option<St
         Move::Rollback => Stage::Legacy,
         Move::Retire => Stage::Retired,
     };
-    if current == target {
+    // Shadowing a route already in shadow starts a fresh analysis run (after a fix, say);
+    // any other move to where the route is changes nothing.
+    if current == target && wanted != Move::Shadow {
         return Ok(None);
     }
     match (current, wanted) {
@@ -153,31 +155,36 @@ pub async fn change_stage(plan: &Plan, request: &Request) -> Result<Outcome, Rol
     };
     let mut forced = request.force && current == Stage::Retired;
     let mut reason = request.reason.clone();
+    // The gate judges the current analysis run: what was measured since the route entered
+    // its stage, never an earlier stage's incident.
+    let spec = plan
+        .routes
+        .iter()
+        .find(|r| r.name == request.route)
+        .map(|r| r.gate)
+        .unwrap_or_default();
+    let verdict = GateVerdict::judge(&store.run_summary(&request.route)?, &spec);
+    let verdict_text = match verdict.refusal() {
+        None => "gate open".to_string(),
+        Some(why) => format!("gate closed: {why}"),
+    };
     // More traffic to the new service needs proof that it answers like the monolith.
     if target.percent_new() > current.percent_new()
         && matches!(target, Stage::Canary { .. } | Stage::Cutover)
+        && let Some(closed) = verdict.refusal()
     {
-        let spec = plan
-            .routes
-            .iter()
-            .find(|r| r.name == request.route)
-            .map(|r| r.gate)
-            .unwrap_or_default();
-        let verdict = GateVerdict::judge(&store.shadow_summary(&request.route)?, &spec);
-        if let Some(closed) = verdict.refusal() {
-            if !request.force {
-                return Err(RolloutError::GateClosed {
-                    route: request.route.clone(),
-                    reason: closed,
-                });
-            }
-            forced = true;
-            let note = format!("gate overridden ({closed})");
-            reason = Some(match reason {
-                Some(r) => format!("{r}; {note}"),
-                None => note,
+        if !request.force {
+            return Err(RolloutError::GateClosed {
+                route: request.route.clone(),
+                reason: closed,
             });
         }
+        forced = true;
+        let note = format!("gate overridden ({closed})");
+        reason = Some(match reason {
+            Some(r) => format!("{r}; {note}"),
+            None => note,
+        });
     }
     let change = match store.set_stage(&StageChange {
         route: &request.route,
@@ -186,6 +193,7 @@ pub async fn change_stage(plan: &Plan, request: &Request) -> Result<Outcome, Rol
         actor: &request.actor,
         reason: reason.as_deref(),
         forced,
+        verdict: Some(&verdict_text),
     })? {
         StageWrite::Changed(change) => change,
         StageWrite::Raced { now } => {
@@ -393,6 +401,8 @@ mod tests {
             (Stage::Retired, Cutover, false, Err(())),
             (Stage::Shadow, Cutover, false, Ok(Some(Stage::Cutover))),
             (Stage::Legacy, Canary(101), false, Err(())),
+            (Stage::Shadow, Shadow, false, Ok(Some(Stage::Shadow))),
+            (Stage::Cutover, Cutover, false, Ok(None)),
         ];
         for (current, wanted, force, expected) in cases {
             let got = next_stage(*current, *wanted, *force).map_err(|_| ());

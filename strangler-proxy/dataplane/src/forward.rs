@@ -494,7 +494,7 @@ impl Forwarder {
         // A shadow leg for this request, if its stage mirrors and the leg is allowed one.
         let mirror = found
             .filter(|_| upgrade.is_none())
-            .and_then(|(route, _)| self.mirror(&table, route, &parts.method, declared));
+            .and_then(|(route, _)| self.mirror(&table, route, side, &parts.method, declared));
         if declared.is_some_and(|n| n > table.max_body_bytes) {
             if let Some((route, ..)) = &mirror {
                 self.recorder.send(
@@ -780,17 +780,23 @@ impl Forwarder {
     }
 
     /// Whether `route` mirrors this request, with the candidate and a slot of its shadow
-    /// leg; a request it does not mirror is counted with the reason.
+    /// leg; a request it does not mirror is counted with the reason. In shadow the new
+    /// service is the candidate; in a canary, whichever side did not answer (so answers keep
+    /// being compared while traffic moves); after cutover, legacy if `reverse_shadow`.
     fn mirror<'t>(
         &self,
         table: &'t RouteTable,
         route: &'t ActiveRoute,
+        side: Side,
         method: &Method,
         declared: Option<u64>,
     ) -> Option<(&'t ActiveRoute, Service, OwnedSemaphorePermit)> {
-        let candidate = match route.stage {
-            Stage::Shadow => route.target.clone(),
-            Stage::Cutover | Stage::Retired if route.spec.shadow.reverse => table.legacy.clone(),
+        let candidate = match (route.stage, side) {
+            (Stage::Shadow, _) | (Stage::Canary { .. }, Side::Legacy) => route.target.clone(),
+            (Stage::Canary { .. }, Side::New) => table.legacy.clone(),
+            (Stage::Cutover | Stage::Retired, _) if route.spec.shadow.reverse => {
+                table.legacy.clone()
+            }
             _ => return None,
         };
         let spec = &route.spec.shadow;

@@ -11,14 +11,52 @@ use serde_json::{Value, json};
 
 use strangler_control::rollout::GateVerdict;
 use strangler_plan::Plan;
-use strangler_store::{ShadowMetric, ShadowSummary, Store, StoreError};
+use strangler_store::{AnalysisRun, ShadowMetric, ShadowSummary, Store, StoreError};
 
 /// One route's report.
 #[derive(Debug, Clone)]
 pub struct RouteReport {
     pub route: String,
+    /// Everything the route's shadow ever recorded.
     pub summary: ShadowSummary,
+    /// Its analysis runs, oldest first; the current one (if any) is open.
+    pub runs: Vec<AnalysisRun>,
+    /// The gate's judgement of the current run.
     pub gate: GateVerdict,
+}
+
+impl RouteReport {
+    /// The run the gate judges, if one is open.
+    pub fn current(&self) -> Option<&AnalysisRun> {
+        self.runs.last().filter(|r| r.ended_at.is_none())
+    }
+}
+
+fn run_line(r: &AnalysisRun) -> String {
+    let compared = r.count(ShadowMetric::Compared);
+    let matched =
+        (compared > 0).then(|| 1.0 - r.count(ShadowMetric::Mismatched) as f64 / compared as f64);
+    format!(
+        "run {} ({}) since {}: compared {}, mismatched {}, shadow errors {}, match rate {}",
+        r.id,
+        r.stage,
+        r.started_at,
+        compared,
+        r.count(ShadowMetric::Mismatched),
+        r.count(ShadowMetric::Errors),
+        rate(matched)
+    )
+}
+
+fn run_json(r: &AnalysisRun) -> Value {
+    let compared = r.count(ShadowMetric::Compared);
+    json!({
+        "id": r.id, "stage": r.stage, "started_at": r.started_at, "ended_at": r.ended_at,
+        "verdict": r.verdict, "compared": compared,
+        "mismatched": r.count(ShadowMetric::Mismatched),
+        "shadow_errors": r.count(ShadowMetric::Errors),
+        "match_rate": (compared > 0).then(|| 1.0 - r.count(ShadowMetric::Mismatched) as f64 / compared as f64),
+    })
 }
 
 /// Reads the reports of `routes` (all of the plan's when empty).
@@ -33,11 +71,11 @@ pub fn gather(
         .iter()
         .filter(|r| only.is_none_or(|o| o == r.name))
     {
-        let summary = store.shadow_summary(&route.name)?;
         out.push(RouteReport {
             route: route.name.clone(),
-            gate: GateVerdict::judge(&summary, &route.gate),
-            summary,
+            gate: GateVerdict::judge(&store.run_summary(&route.name)?, &route.gate),
+            summary: store.shadow_summary(&route.name)?,
+            runs: store.runs(&route.name)?,
         });
     }
     Ok(out)
@@ -126,6 +164,8 @@ pub fn json(reports: &[RouteReport]) -> Value {
                 "latency_ms": lat.map(|(a, b, c, d)| json!({ "primary": { "p50": a, "p99": b }, "candidate": { "p50": c, "p99": d } })),
                 "samples": s.samples.iter().map(|(p, v)| json!({ "path": p, "sample": v, "diff": sample_diff(v) })).collect::<Vec<_>>(),
                 "gate": match r.gate.refusal() { None => json!({ "open": true }), Some(why) => json!({ "open": false, "reason": why }) },
+                "current_run": r.current().map(run_json),
+                "runs": r.runs.iter().map(run_json).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -161,6 +201,20 @@ pub fn text(reports: &[RouteReport]) -> String {
             let _ = writeln!(
                 out,
                 "latency ms: monolith p50 {a:.1} p99 {b:.1} | service p50 {c:.1} p99 {d:.1}"
+            );
+        }
+        match r.current() {
+            Some(run) => {
+                let _ = writeln!(out, "current {}", run_line(run));
+            }
+            None => out.push_str("current run: none (the route is in legacy)\n"),
+        }
+        let earlier = r.runs.len() - usize::from(r.current().is_some());
+        if earlier > 0 {
+            let _ = writeln!(
+                out,
+                "earlier runs: {earlier} (strangler analysis {})",
+                r.route
             );
         }
         match r.gate.refusal() {

@@ -19,6 +19,7 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Fn() -> Box<dyn Store>>) {
     the_registry_keeps_generations_heartbeats_and_counters(&*fresh());
     checkpoints_never_move_back_and_one_owner_holds_a_lease(&*fresh());
     shadow_results_add_up(&*fresh());
+    analysis_runs_follow_stage_changes(&*fresh());
 }
 
 pub fn stages_are_compared_and_set_audited_and_announced(open: Open<'_>) {
@@ -33,6 +34,7 @@ pub fn stages_are_compared_and_set_audited_and_announced(open: Open<'_>) {
         actor: "ana",
         reason: Some("first step"),
         forced: false,
+        verdict: None,
     };
     let StageWrite::Changed(change) = cli.set_stage(&first).unwrap() else {
         panic!("the first change raced with nobody");
@@ -186,5 +188,96 @@ pub fn shadow_results_add_up(open: Open<'_>) {
     assert_eq!(
         store.shadow_summary("finance").unwrap().mismatch_rate(),
         None
+    );
+}
+
+pub fn analysis_runs_follow_stage_changes(open: Open<'_>) {
+    let mut store = open();
+    let mut change = |current, to, verdict| {
+        let write = store
+            .set_stage(&StageChange {
+                route: "students",
+                current,
+                to,
+                actor: "ana",
+                reason: None,
+                forced: false,
+                verdict,
+            })
+            .unwrap();
+        assert!(matches!(write, StageWrite::Changed(_)), "{write:?}");
+    };
+    change(Stage::Legacy, Stage::Shadow, None);
+    let mut results = open();
+    let mut batch = ShadowBatch {
+        route: "students".into(),
+        ..ShadowBatch::default()
+    };
+    batch.count(ShadowMetric::Compared, 5);
+    batch.count(ShadowMetric::Mismatched, 1);
+    batch
+        .paths
+        .insert(("/name".into(), "value_changed".into(), false), 1);
+    results.record_shadow(&batch).unwrap();
+    let current = results.run_summary("students").unwrap();
+    assert_eq!(current.count(ShadowMetric::Compared), 5);
+    assert_eq!(
+        current.top_paths(1),
+        [("/name (value_changed)".to_string(), 1)]
+    );
+
+    change(
+        Stage::Shadow,
+        Stage::Canary { percent: 10 },
+        Some("gate open"),
+    );
+    let runs = results.runs("students").unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0].stage, "shadow");
+    assert!(runs[0].ended_at.is_some());
+    assert_eq!(
+        runs[0].verdict.as_deref(),
+        Some("gate open; ended by canary 10%")
+    );
+    assert_eq!(
+        runs[0].count(ShadowMetric::Compared),
+        5,
+        "its figures are kept"
+    );
+    assert_eq!(runs[1].stage, "canary 10%");
+    assert!(runs[1].ended_at.is_none());
+    assert_eq!(
+        results
+            .run_summary("students")
+            .unwrap()
+            .count(ShadowMetric::Compared),
+        0,
+        "a new stage judges its own run"
+    );
+    assert_eq!(
+        results
+            .shadow_summary("students")
+            .unwrap()
+            .count(ShadowMetric::Compared),
+        5,
+        "the route's history keeps everything"
+    );
+    results.record_shadow(&batch).unwrap();
+    assert_eq!(
+        results.runs("students").unwrap()[1].count(ShadowMetric::Compared),
+        5
+    );
+
+    change(Stage::Canary { percent: 10 }, Stage::Legacy, None);
+    let runs = results.runs("students").unwrap();
+    assert_eq!(runs.len(), 2, "legacy starts no run: {runs:?}");
+    assert!(runs.iter().all(|r| r.ended_at.is_some()));
+    assert_eq!(runs[1].verdict.as_deref(), Some("ended by legacy"));
+    assert_eq!(
+        results
+            .run_summary("students")
+            .unwrap()
+            .count(ShadowMetric::Compared),
+        0
     );
 }

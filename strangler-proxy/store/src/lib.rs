@@ -101,6 +101,47 @@ pub trait ShadowResults {
     fn noisy_paths(&self) -> Result<HashMap<String, HashSet<String>>, StoreError>;
     /// Everything recorded for `route` (`""`: results not tied to a route, like drops).
     fn shadow_summary(&self, route: &str) -> Result<ShadowSummary, StoreError>;
+    /// The route's analysis runs, oldest first: one per stage entry (shadow, each canary
+    /// step, cutover), ended by the next change; the open one (if any) is last.
+    fn runs(&self, route: &str) -> Result<Vec<AnalysisRun>, StoreError>;
+    /// The counts and differing paths of the route's open run (empty when none is open):
+    /// what the gate judges.
+    fn run_summary(&self, route: &str) -> Result<ShadowSummary, StoreError>;
+}
+
+/// One analysis run: what was measured while a route stayed in one stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnalysisRun {
+    pub id: i64,
+    pub route: String,
+    /// The stage it measured (`shadow`, `canary 10%`, `cutover`).
+    pub stage: String,
+    pub started_at: String,
+    /// `None` while it runs.
+    pub ended_at: Option<String>,
+    /// How it ended: the gate's judgement when the change was made, and the change.
+    pub verdict: Option<String>,
+    /// Its counts (at its end, or now).
+    #[serde(serialize_with = "metric_names")]
+    pub counts: BTreeMap<ShadowMetric, i64>,
+}
+
+impl AnalysisRun {
+    pub fn count(&self, metric: ShadowMetric) -> i64 {
+        self.counts.get(&metric).copied().unwrap_or(0)
+    }
+}
+
+fn metric_names<S: serde::Serializer>(
+    counts: &BTreeMap<ShadowMetric, i64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(counts.len()))?;
+    for (metric, n) in counts {
+        map.serialize_entry(metric.as_str(), n)?;
+    }
+    map.end()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +194,8 @@ pub struct StageChange<'a> {
     pub reason: Option<&'a str>,
     /// Made with `--force` (past a closed gate, or out of `retired`).
     pub forced: bool,
+    /// The gate's judgement of the run this change ends, for its record.
+    pub verdict: Option<&'a str>,
 }
 
 /// What [`Stages::set_stage`] did.

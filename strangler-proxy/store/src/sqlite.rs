@@ -10,9 +10,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use strangler_plan::Stage;
 
 use crate::{
-    AuditEntry, Change, Checkpoints, LATENCIES_PER_ROUTE, LinkProgress, ProxyRecord, ProxyRegistry,
-    RouteCounters, SAMPLES_PER_GROUP, ShadowBatch, ShadowMetric, ShadowResults, ShadowSummary,
-    StageChange, StageWrite, Stages, StoreError, now_ms, timestamp,
+    AnalysisRun, AuditEntry, Change, Checkpoints, LATENCIES_PER_ROUTE, LinkProgress, ProxyRecord,
+    ProxyRegistry, RouteCounters, SAMPLES_PER_GROUP, ShadowBatch, ShadowMetric, ShadowResults,
+    ShadowSummary, StageChange, StageWrite, Stages, StoreError, now_ms, timestamp,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -115,7 +115,82 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE sync_links ADD COLUMN owner TEXT;
     ALTER TABLE sync_links ADD COLUMN lease_until_ms INTEGER NOT NULL DEFAULT 0;
 ",
+    "
+    CREATE TABLE analysis_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        route TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        verdict TEXT,
+        figures TEXT
+    );
+    CREATE INDEX analysis_runs_by_route ON analysis_runs (route, id);
+    CREATE TABLE shadow_run_counts (
+        run INTEGER NOT NULL,
+        metric TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (run, metric)
+    ) WITHOUT ROWID;
+    CREATE TABLE shadow_run_paths (
+        run INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        noisy INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (run, path, kind, noisy)
+    ) WITHOUT ROWID;
+",
 ];
+
+/// The open analysis run of `route`, opened (at `stage`) if it has none.
+fn open_run(tx: &rusqlite::Transaction<'_>, route: &str, stage: &str) -> rusqlite::Result<i64> {
+    let open: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM analysis_runs WHERE route = ?1 AND ended_at IS NULL ORDER BY id DESC LIMIT 1",
+            [route],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match open {
+        Some(id) => Ok(id),
+        None => tx.query_row(
+            "INSERT INTO analysis_runs (route, stage, started_at) VALUES (?1, ?2, ?3) RETURNING id",
+            (route, stage, timestamp(now_ms())),
+            |r| r.get(0),
+        ),
+    }
+}
+
+/// Every count of run `run`.
+fn run_counts(
+    conn: &Connection,
+    run: i64,
+) -> rusqlite::Result<std::collections::BTreeMap<ShadowMetric, i64>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT metric, count FROM shadow_run_counts WHERE run = ?1")?;
+    let rows = stmt.query_map([run], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut counts = std::collections::BTreeMap::new();
+    for row in rows {
+        let (metric, n) = row?;
+        if let Some(metric) = ShadowMetric::parse(&metric) {
+            counts.insert(metric, n);
+        }
+    }
+    Ok(counts)
+}
+
+fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AnalysisRun> {
+    Ok(AnalysisRun {
+        id: r.get(0)?,
+        route: r.get(1)?,
+        stage: r.get(2)?,
+        started_at: r.get(3)?,
+        ended_at: r.get(4)?,
+        verdict: r.get(5)?,
+        counts: std::collections::BTreeMap::new(),
+    })
+}
 
 /// Maps a SQLite error to a [`StoreError`] naming the store's file.
 fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
@@ -243,6 +318,7 @@ impl Stages for SqliteStore {
             actor,
             reason,
             forced,
+            verdict,
         } = *change;
         let err = sql_error(&self.path);
         let tx = self
@@ -293,6 +369,42 @@ impl Stages for SqliteStore {
             (&at, route, current.to_string(), to.to_string(), actor, reason, forced, generation),
         )
         .map_err(err)?;
+        // The stage's analysis run ends with the stage; the next stage starts its own (none
+        // in legacy: nothing is compared there).
+        let open: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM analysis_runs WHERE route = ?1 AND ended_at IS NULL ORDER BY id DESC LIMIT 1",
+                [route],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        if let Some(run) = open {
+            let counts = run_counts(&tx, run).map_err(err)?;
+            let figures: std::collections::BTreeMap<&str, i64> =
+                counts.iter().map(|(m, n)| (m.as_str(), *n)).collect();
+            let verdict = match verdict {
+                Some(v) => format!("{v}; ended by {to}"),
+                None => format!("ended by {to}"),
+            };
+            tx.execute(
+                "UPDATE analysis_runs SET ended_at = ?2, verdict = ?3, figures = ?4 WHERE id = ?1",
+                (
+                    run,
+                    &at,
+                    verdict,
+                    serde_json::to_string(&figures).unwrap_or_default(),
+                ),
+            )
+            .map_err(err)?;
+        }
+        if to != Stage::Legacy {
+            tx.execute(
+                "INSERT INTO analysis_runs (route, stage, started_at) VALUES (?1, ?2, ?3)",
+                (route, to.to_string(), &at),
+            )
+            .map_err(err)?;
+        }
         tx.commit().map_err(err)?;
         Ok(StageWrite::Changed(Change {
             route: route.to_string(),
@@ -588,6 +700,24 @@ impl ShadowResults for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
+        // Results count for the route's open analysis run too (a route shadowed by the plan's
+        // initial stage gets one at its first result); drops belong to no route.
+        let run = if batch.route.is_empty() {
+            None
+        } else {
+            let stage: Option<(String, Option<u8>)> = tx
+                .query_row(
+                    "SELECT stage, percent FROM route_status WHERE route = ?1",
+                    [&batch.route],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(err)?;
+            let stage = stage
+                .and_then(|(name, percent)| Stage::from_parts(&name, percent).ok())
+                .map_or_else(|| "the plan's stage".to_string(), |s| s.to_string());
+            Some(open_run(&tx, &batch.route, &stage).map_err(err)?)
+        };
         for (metric, n) in &batch.counts {
             tx.execute(
                 "INSERT INTO shadow_counts (route, metric, count) VALUES (?1, ?2, ?3)
@@ -595,6 +725,14 @@ impl ShadowResults for SqliteStore {
                 (&batch.route, metric.as_str(), n),
             )
             .map_err(err)?;
+            if let Some(run) = run {
+                tx.execute(
+                    "INSERT INTO shadow_run_counts (run, metric, count) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (run, metric) DO UPDATE SET count = count + excluded.count",
+                    (run, metric.as_str(), n),
+                )
+                .map_err(err)?;
+            }
         }
         for ((p, kind, noisy), n) in &batch.paths {
             tx.execute(
@@ -603,6 +741,14 @@ impl ShadowResults for SqliteStore {
                 (&batch.route, p, kind, noisy, n),
             )
             .map_err(err)?;
+            if let Some(run) = run {
+                tx.execute(
+                    "INSERT INTO shadow_run_paths (run, path, kind, noisy, count) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (run, path, kind, noisy) DO UPDATE SET count = count + excluded.count",
+                    (run, p, kind, noisy, n),
+                )
+                .map_err(err)?;
+            }
         }
         for (p, sample) in &batch.samples {
             tx.execute(
@@ -655,6 +801,57 @@ impl ShadowResults for SqliteStore {
     }
 
     /// Everything recorded for `route`'s shadow leg.
+    fn runs(&self, route: &str) -> Result<Vec<AnalysisRun>, StoreError> {
+        let mut runs = self.rows(
+            "SELECT id, route, stage, started_at, ended_at, verdict, figures FROM analysis_runs
+             WHERE route = ?1 ORDER BY id",
+            [route],
+            |r| {
+                let mut run = run_from_row(r)?;
+                let figures: Option<String> = r.get(6)?;
+                if let Some(figures) = figures {
+                    let stored: std::collections::BTreeMap<String, i64> =
+                        serde_json::from_str(&figures).unwrap_or_default();
+                    run.counts = stored
+                        .into_iter()
+                        .filter_map(|(m, n)| Some((ShadowMetric::parse(&m)?, n)))
+                        .collect();
+                }
+                Ok(run)
+            },
+        )?;
+        for run in runs.iter_mut().filter(|r| r.ended_at.is_none()) {
+            run.counts = run_counts(&self.conn, run.id).map_err(|e| self.err(e))?;
+        }
+        Ok(runs)
+    }
+
+    fn run_summary(&self, route: &str) -> Result<ShadowSummary, StoreError> {
+        let run: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT id FROM analysis_runs WHERE route = ?1 AND ended_at IS NULL ORDER BY id DESC LIMIT 1",
+                [route],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let mut summary = ShadowSummary {
+            route: route.to_string(),
+            ..ShadowSummary::default()
+        };
+        let Some(run) = run else {
+            return Ok(summary);
+        };
+        summary.counts = run_counts(&self.conn, run).map_err(|e| self.err(e))?;
+        summary.paths = self.rows(
+            "SELECT path, kind, noisy, count FROM shadow_run_paths WHERE run = ?1 ORDER BY count DESC, path",
+            [run],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        Ok(summary)
+    }
+
     fn shadow_summary(&self, route: &str) -> Result<ShadowSummary, StoreError> {
         let e = |source| StoreError::Sqlite {
             path: self.path.clone(),
@@ -772,6 +969,7 @@ mod tests {
                 actor: "ana",
                 reason: None,
                 forced: false,
+                verdict: None,
             })
             .unwrap();
         drop(store);

@@ -754,3 +754,56 @@ impl ScriptedUpstream {
 pub fn json_answer(value: Value) -> (u16, &'static str, Vec<u8>) {
     (200, "application/json", value.to_string().into_bytes())
 }
+
+/// What a webhook received: the `Authorization` header and the JSON body.
+pub type Delivery = (Option<String>, Value);
+
+/// A webhook receiver on port 0: keeps every JSON body posted to it, with its
+/// `Authorization` header.
+pub struct WebhookReceiver {
+    pub addr: SocketAddr,
+    received: Arc<std::sync::Mutex<Vec<Delivery>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl WebhookReceiver {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&received);
+        let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let log = Arc::clone(&log);
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                let auth = parts
+                    .headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                log.lock()
+                    .unwrap()
+                    .push((auth, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        });
+        let (stop, _) = spawn_server(listener, app);
+        Self {
+            addr,
+            received,
+            _stop: stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Every event received so far: (Authorization header, body).
+    pub fn events(&self) -> Vec<Delivery> {
+        self.received.lock().unwrap().clone()
+    }
+}

@@ -92,6 +92,23 @@ pub enum Command {
         #[command(flatten)]
         change: ChangeArgs,
     },
+    /// Progressive rollouts: start walking a route's `steps`, or see where each rollout is.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
+    /// Move a paused rollout on to its next step.
+    Promote {
+        route: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a route's rollout and roll the route back to legacy.
+    Abort {
+        route: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
     /// A route's analysis runs (one per stage entry) with their figures and verdicts; the
     /// gate judges the current one.
     Analysis {
@@ -158,6 +175,24 @@ pub enum DiffFormat {
 pub enum SyncCommand {
     /// Each link's checkpoint, lag (events and seconds), counters and last error.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Walk the route's `steps` from the first: each canary step holds for its time while
+    /// the analysis passes, a pause waits for `promote`, the last step cuts over. A running
+    /// proxy's analysis controller does the walking.
+    Start {
+        route: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where each rollout is (or one route's), and its latest checks.
+    Status {
+        route: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -263,6 +298,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             history(&load_plan(&cli.plan)?, route, limit, json)
         }
         Command::Analysis { route, json } => analysis(&load_plan(&cli.plan)?, &route, json),
+        Command::Rollout {
+            command: RolloutCommand::Start { route, json },
+        } => rollout_start(&load_plan(&cli.plan)?, &route, json),
+        Command::Rollout {
+            command: RolloutCommand::Status { route, json },
+        } => rollout_status(&load_plan(&cli.plan)?, route.as_deref(), json),
+        Command::Promote { route, json } => promote(&load_plan(&cli.plan)?, &route, json),
+        Command::Abort { route, change } => {
+            let plan = load_plan(&cli.plan)?;
+            known_route(&plan, &route)?;
+            change_one(&plan, route, Move::Rollback, false, change).await
+        }
         Command::Shadow { route, change } => {
             change_one(&load_plan(&cli.plan)?, route, Move::Shadow, false, change).await
         }
@@ -509,8 +556,20 @@ fn sync_status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
 fn actor(args: &ChangeArgs) -> String {
     args.actor
         .clone()
-        .or_else(|| std::env::var("USER").ok())
         .filter(|a| !a.trim().is_empty())
+        .unwrap_or_else(login_name)
+}
+
+/// `$USER`, or `$LOGNAME`, or the name the system gives this process's user.
+fn login_name() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|a| !a.trim().is_empty()))
+        .or_else(|| {
+            let out = std::process::Command::new("id").arg("-un").output().ok()?;
+            let name = String::from_utf8(out.stdout).ok()?.trim().to_string();
+            (!name.is_empty()).then_some(name)
+        })
         .unwrap_or_else(|| "unknown".to_string())
 }
 
@@ -852,6 +911,168 @@ fn analysis(plan: &Plan, route: &str, json_out: bool) -> Result<(), CliError> {
             r.count(ShadowMetric::Errors),
             match_rate(r).map_or_else(|| "-".to_string(), |m| format!("{:.2} %", m * 100.0)),
             r.verdict.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+fn known_route<'p>(plan: &'p Plan, route: &str) -> Result<&'p strangler_plan::RouteSpec, CliError> {
+    plan.routes.iter().find(|r| r.name == route).ok_or_else(|| {
+        RolloutError::UnknownRoute {
+            route: route.to_string(),
+            known: plan::route_names(plan),
+        }
+        .into()
+    })
+}
+
+fn rollout_start(plan: &Plan, route: &str, json_out: bool) -> Result<(), CliError> {
+    let spec = known_route(plan, route)?;
+    if spec.steps.is_empty() {
+        return Err(CliError::failed(format!(
+            "{route} has no steps in {}: add steps = [{{ canary = 10, for = \"10m\" }}, {{ cutover = true }}] to the route",
+            plan.file.display()
+        )));
+    }
+    let store = strangler_store::open(&plan.proxy.state)?;
+    if let Some(active) = store
+        .rollouts()?
+        .into_iter()
+        .find(|r| r.route == route && r.state.is_active())
+    {
+        return Err(CliError::failed(format!(
+            "{route} is already rolling out (step {}: {}); `strangler abort {route}` stops it",
+            active.step + 1,
+            active.message
+        )));
+    }
+    let record = strangler_store::RolloutRecord {
+        route: route.to_string(),
+        step: 0,
+        state: strangler_store::RolloutState::Running,
+        step_started_ms: now_ms(),
+        updated_at: strangler_store::timestamp(now_ms()),
+        message: "started".to_string(),
+    };
+    store.set_rollout(&record)?;
+    let steps: Vec<String> = spec.steps.iter().map(|s| s.to_string()).collect();
+    if json_out {
+        crate::say!(
+            "{}",
+            json!({ "route": route, "started": true, "steps": steps })
+        );
+    } else {
+        crate::say!(
+            "{route}: rollout started: {}; a running proxy walks it (`strangler rollout status {route}`)",
+            steps.join(" → ")
+        );
+    }
+    Ok(())
+}
+
+fn rollout_status(plan: &Plan, route: Option<&str>, json_out: bool) -> Result<(), CliError> {
+    if let Some(route) = route {
+        known_route(plan, route)?;
+    }
+    let store = strangler_store::open(&plan.proxy.state)?;
+    let rollouts: Vec<_> = store
+        .rollouts()?
+        .into_iter()
+        .filter(|r| route.is_none_or(|name| r.route == name))
+        .collect();
+    let mut rows = Vec::new();
+    for r in &rollouts {
+        let steps = plan
+            .routes
+            .iter()
+            .find(|s| s.name == r.route)
+            .map(|s| s.steps.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let checks = store.checks(&r.route, 10)?;
+        rows.push((r, steps, checks));
+    }
+    if json_out {
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|(r, steps, checks)| {
+                json!({ "route": r.route, "state": r.state, "step": r.step + 1, "steps": steps,
+                        "step_started_ms": r.step_started_ms, "updated_at": r.updated_at,
+                        "message": r.message, "checks": checks })
+            })
+            .collect();
+        crate::say!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "rollouts": rows })).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    if rows.is_empty() {
+        crate::say!("no rollout yet (`strangler rollout start ROUTE` walks a route's steps)");
+    }
+    for (r, steps, checks) in &rows {
+        crate::say!(
+            "{}: {} at step {} of {} ({}): {}",
+            r.route,
+            r.state.as_str(),
+            (r.step + 1).min(steps.len()),
+            steps.len(),
+            steps.get(r.step).map_or("-", String::as_str),
+            r.message
+        );
+        for c in checks.iter().rev().take(5) {
+            crate::say!(
+                "  {}  {:<18} {:>10} (budget {}) {}  {}",
+                c.at,
+                c.metric,
+                c.value
+                    .map_or_else(|| "-".to_string(), |v| format!("{v:.4}")),
+                c.budget,
+                match c.passed {
+                    Some(true) => "pass",
+                    Some(false) => "FAIL",
+                    None => "no verdict",
+                },
+                c.detail
+            );
+        }
+    }
+    Ok(())
+}
+
+fn promote(plan: &Plan, route: &str, json_out: bool) -> Result<(), CliError> {
+    known_route(plan, route)?;
+    let store = strangler_store::open(&plan.proxy.state)?;
+    let Some(mut r) = store
+        .rollouts()?
+        .into_iter()
+        .find(|r| r.route == route && r.state.is_active())
+    else {
+        return Err(CliError::failed(format!(
+            "{route} has no rollout running (`strangler rollout start {route}`)"
+        )));
+    };
+    if r.state != strangler_store::RolloutState::Paused {
+        return Err(CliError::failed(format!(
+            "{route}'s rollout is not paused (step {}: {})",
+            r.step + 1,
+            r.message
+        )));
+    }
+    r.step += 1;
+    r.state = strangler_store::RolloutState::Running;
+    r.step_started_ms = now_ms();
+    r.updated_at = strangler_store::timestamp(now_ms());
+    r.message = format!("promoted past the pause by {}", login_name());
+    store.set_rollout(&r)?;
+    if json_out {
+        crate::say!(
+            "{}",
+            json!({ "route": route, "promoted": true, "step": r.step + 1 })
+        );
+    } else {
+        crate::say!(
+            "{route}: promoted; the rollout goes on with step {}",
+            r.step + 1
         );
     }
     Ok(())

@@ -5,6 +5,9 @@
 //! - [`control`]: the control thread that watches the store and swaps the route table,
 //!   records the generation served, and writes heartbeats with counters;
 //! - [`recorder`]: drains the data plane's shadow results into the store;
+//! - [`analysis`]: the analysis controller (one per store, by lease): checks every route
+//!   in a canary or cutover against its budgets, rolls it back after `failure_limit` failed
+//!   checks, walks progressive rollouts; [`notify`]: the webhooks it tells;
 //! - [`rollout`]: stage changes as an operator makes them, the cutover gate
 //!   ([`rollout::GateVerdict`]), and waiting until every live proxy serves a change;
 //! - [`status`]: [`status::RouteStatus`], one route's state as the admin API, the CLI and
@@ -18,7 +21,9 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod analysis;
 pub mod control;
+pub mod notify;
 pub mod proxy;
 pub mod recorder;
 pub mod rollout;

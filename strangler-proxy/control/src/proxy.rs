@@ -2,7 +2,8 @@
 //! recorder and the sync relays, started together. One shutdown signal stops them all;
 //! [`Proxy::stop`] awaits each in the order that loses nothing: the data plane finishes its
 //! in-flight requests, the recorder writes the results they produced, the relays finish
-//! their current step, the admin listener closes, and the control thread deregisters.
+//! their current step, the analysis controller gives its lease up, the admin listener
+//! closes, and the control thread deregisters.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::analysis::AnalysisController;
 use crate::control::{ControlPlane, proxy_record};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,8 @@ pub struct Proxy {
     /// The plan's sync links, relayed by this proxy.
     relays: Relays,
     admin_server: JoinHandle<()>,
+    /// Judges routes and walks rollouts while this proxy holds the store's lease.
+    analysis: AnalysisController,
     control: ControlPlane,
 }
 
@@ -109,6 +113,7 @@ impl Proxy {
         let relays = Relays::start(&plan, &stopping)?;
         let record = proxy_record(&id, &listen.to_string(), &admin_addr.to_string());
         let (control, table, current_plan) = ControlPlane::start(plan, record, stopping.clone())?;
+        let analysis = AnalysisController::start(Arc::clone(&current_plan), stopping.clone())?;
 
         let results_store = strangler_store::open(&state)?;
         let (results, receiver) = results_channel(results_store.noisy_paths()?);
@@ -155,6 +160,7 @@ impl Proxy {
             recorder,
             relays,
             admin_server,
+            analysis,
             control,
         })
     }
@@ -166,6 +172,7 @@ impl Proxy {
         self.data_plane.join().await;
         let _ = self.recorder.await;
         self.relays.join().await;
+        self.analysis.join().await;
         let _ = self.admin_server.await;
         self.control.join().await;
         tracing::info!(id = %self.id, "strangler proxy stopped");

@@ -7,7 +7,8 @@ use serde::Serialize;
 use strangler_plan::{self as plan, GateSpec, Plan, Stage};
 use strangler_store::prelude::*;
 use strangler_store::{
-    Change, ProxyRecord, ShadowMetric, ShadowSummary, StageChange, StageWrite, StoreError, now_ms,
+    Change, ProxyRecord, RolloutState, ShadowMetric, ShadowSummary, StageChange, StageWrite,
+    StoreError, now_ms,
 };
 
 use crate::admin;
@@ -204,7 +205,30 @@ pub async fn change_stage(plan: &Plan, request: &Request) -> Result<Outcome, Rol
         }
     };
     tracing::info!(route = %change.route, from = %change.from, to = %change.to, generation = change.generation, actor = %request.actor, "stage changed");
-    let propagation = propagate(plan, &*store, change.generation, request.wait).await?;
+    // A rollback, by anyone, ends the route's rollout: nothing moves it forward again.
+    if change.to == Stage::Legacy {
+        for mut r in store.rollouts()? {
+            if r.route == change.route && r.state.is_active() {
+                r.state = if request.actor == crate::analysis::ANALYSIS_ACTOR {
+                    RolloutState::RolledBack
+                } else {
+                    RolloutState::Aborted
+                };
+                r.updated_at = strangler_store::timestamp(now_ms());
+                r.message = format!(
+                    "rolled back by {}{}",
+                    request.actor,
+                    request
+                        .reason
+                        .as_ref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                );
+                store.set_rollout(&r)?;
+            }
+        }
+    }
+    let propagation = propagate(plan, &mut *store, change.generation, request.wait).await?;
     Ok(Outcome::Changed {
         change,
         propagation,
@@ -280,7 +304,7 @@ impl GateVerdict {
 /// Nudges every live proxy to re-read the store, then waits until each serves `generation`.
 pub async fn propagate(
     plan: &Plan,
-    store: &dyn Store,
+    store: &mut dyn Store,
     generation: i64,
     bound: Duration,
 ) -> Result<Propagation, StoreError> {

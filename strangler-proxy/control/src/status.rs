@@ -82,5 +82,9 @@ pub fn counters(route: &str, metrics: &RouteMetrics) -> RouteCounters {
         errors: c.errors,
         served_legacy: c.served_legacy,
         served_new: c.served_new,
+        errors_legacy: c.errors_legacy,
+        errors_new: c.errors_new,
+        latency_legacy: c.latency_legacy,
+        latency_new: c.latency_new,
     }
 }

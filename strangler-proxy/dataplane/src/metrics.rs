@@ -32,6 +32,14 @@ impl Histogram {
         );
     }
 
+    /// Observations per bucket (not cumulative), the last above every bound.
+    pub fn buckets(&self) -> Vec<u64> {
+        self.counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -90,6 +98,10 @@ pub struct RouteMetrics {
     /// (they went to legacy as unmatched).
     pub near_misses: AtomicU64,
     pub latency: Histogram,
+    /// 5xx the answering service caused, by side (legacy, new): what analysis judges.
+    pub side_errors: [AtomicU64; 2],
+    /// Time to answer, by side (legacy, new).
+    pub side_latency: [Histogram; 2],
 }
 
 /// Counters of one upstream service.
@@ -104,11 +116,20 @@ pub struct ServiceMetrics {
 }
 
 impl RouteMetrics {
-    /// Counts an answer; a 5xx counts as an error unless the client caused it.
+    /// Counts an answer; a 5xx counts as an error unless the client caused it, and against
+    /// the side that answered when its service caused it.
     pub fn record(&self, side: Option<Side>, status: u16, elapsed: Duration, cause: Option<Cause>) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if status >= 500 && cause != Some(Cause::Client) {
             self.errors.fetch_add(1, Ordering::Relaxed);
+            if let Some(side) = side
+                && matches!(cause, None | Some(Cause::Upstream))
+            {
+                self.side_errors[side as usize].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(side) = side {
+            self.side_latency[side as usize].observe(elapsed);
         }
         match side {
             Some(Side::Legacy) => self.served_legacy.fetch_add(1, Ordering::Relaxed),
@@ -125,6 +146,10 @@ impl RouteMetrics {
 
     pub fn snapshot(&self) -> RouteCounts {
         RouteCounts {
+            errors_legacy: self.side_errors[Side::Legacy as usize].load(Ordering::Relaxed),
+            errors_new: self.side_errors[Side::New as usize].load(Ordering::Relaxed),
+            latency_legacy: self.side_latency[Side::Legacy as usize].buckets(),
+            latency_new: self.side_latency[Side::New as usize].buckets(),
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             served_legacy: self.served_legacy.load(Ordering::Relaxed),
@@ -293,10 +318,19 @@ pub fn render(
 }
 
 /// A route's counters at one moment (what the control plane stores with each heartbeat).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteCounts {
     pub requests: u64,
     pub errors: u64,
     pub served_legacy: u64,
     pub served_new: u64,
+    /// 5xx each side's service caused.
+    pub errors_legacy: u64,
+    pub errors_new: u64,
+    /// Answers per latency bucket ([`LATENCY_BOUNDS`], then one above them all), per side.
+    pub latency_legacy: Vec<u64>,
+    pub latency_new: Vec<u64>,
 }
+
+/// Upper bounds of the latency buckets, in seconds.
+pub const LATENCY_BOUNDS: [f64; 12] = BUCKETS;

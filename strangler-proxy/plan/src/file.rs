@@ -12,6 +12,7 @@ use http::{HeaderName, Method, Uri};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
 use crate::path::PathTemplate;
 use crate::stage::Stage;
 
@@ -67,6 +68,43 @@ struct RawPlan {
     sync: Vec<Spanned<RawSync>>,
     /// Defaults of every route's cutover gate.
     gate: Option<Spanned<RawGate>>,
+    /// Defaults of every route's analysis.
+    analysis: Option<Spanned<RawAnalysis>>,
+    #[serde(default)]
+    notify: Vec<Spanned<RawNotify>>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawAnalysis {
+    interval: Option<Spanned<String>>,
+    failure_limit: Option<Spanned<i64>>,
+    max_error_rate: Option<Spanned<f64>>,
+    max_p99_ratio: Option<Spanned<f64>>,
+    max_mismatch_rate: Option<Spanned<f64>>,
+    max_shadow_error_rate: Option<Spanned<f64>>,
+    max_sync_lag: Option<Spanned<String>>,
+    min_requests: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    canary: Option<Spanned<i64>>,
+    #[serde(rename = "for")]
+    hold: Option<Spanned<String>>,
+    pause: Option<bool>,
+    cutover: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    url: Spanned<String>,
+    #[serde(default)]
+    events: Vec<Spanned<String>>,
+    token: Option<String>,
+    format: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -145,6 +183,8 @@ struct RawRoute {
     fallback: bool,
     upgrades: Option<bool>,
     buffer_body_up_to: Option<Spanned<String>>,
+    analysis: Option<Spanned<RawAnalysis>>,
+    steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +214,8 @@ pub struct Plan {
     pub legacy: String,
     pub routes: Vec<RouteSpec>,
     pub sync: Vec<SyncLink>,
+    /// Webhooks told about stage changes, steps and automatic rollbacks.
+    pub notify: Vec<NotifySpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -338,6 +380,10 @@ pub struct RouteSpec {
     /// Request bodies up to this size are read whole before the upstream is called (so a
     /// body over `max_body` is refused before any byte reaches it); larger ones stream.
     pub buffer_body_up_to: Option<u64>,
+    /// How it is judged while it moves, and when it is rolled back by itself.
+    pub analysis: AnalysisSpec,
+    /// Its progressive rollout (`strangler rollout start`); empty: none.
+    pub steps: Vec<Step>,
 }
 
 /// How a route's answers are compared (its `compare` section), for the diff engine.
@@ -521,13 +567,19 @@ impl Ctx<'_> {
             GateSpec::default(),
             "gate",
         )?;
+        let default_analysis = self.analysis(
+            raw.analysis.as_ref().map(|a| a.get_ref()),
+            AnalysisSpec::default(),
+            "analysis",
+        )?;
         let routes = self.routes(
             &raw.routes,
             &services,
             &legacy,
             proxy.default_timeout,
-            default_gate,
+            (default_gate, default_analysis),
         )?;
+        let notify = self.notify(&raw.notify)?;
         let sync = self.sync(&raw.sync, &services)?;
         let state = if proxy.state.is_relative() {
             self.file
@@ -544,7 +596,158 @@ impl Ctx<'_> {
             legacy,
             routes,
             sync,
+            notify,
         })
+    }
+
+    fn analysis(
+        &self,
+        raw: Option<&RawAnalysis>,
+        base: AnalysisSpec,
+        field: &str,
+    ) -> Result<AnalysisSpec, PlanError> {
+        let Some(raw) = raw else {
+            return Ok(base);
+        };
+        let mut spec = base;
+        let f = |name: &str| format!("{field}.{name}");
+        if let Some(v) = &raw.interval {
+            spec.interval = self.duration(v, &f("interval"))?;
+        }
+        if let Some(v) = &raw.max_sync_lag {
+            spec.max_sync_lag = Some(self.duration(v, &f("max_sync_lag"))?);
+        }
+        if let Some(n) = &raw.failure_limit {
+            spec.failure_limit = u32::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| self.at(n, &f("failure_limit"), "must be 1 or more"))?;
+        }
+        if let Some(n) = &raw.min_requests {
+            spec.min_requests = u64::try_from(*n.get_ref())
+                .map_err(|_| self.at(n, &f("min_requests"), "must be 0 or more"))?;
+        }
+        let fraction = |v: &Spanned<f64>, name: &str| {
+            let x = *v.get_ref();
+            if (0.0..=1.0).contains(&x) {
+                Ok(Some(x))
+            } else {
+                Err(self.at(v, &f(name), "must be a fraction from 0 to 1 (0.05 is 5 %)"))
+            }
+        };
+        if let Some(v) = &raw.max_error_rate {
+            spec.max_error_rate = fraction(v, "max_error_rate")?;
+        }
+        if let Some(v) = &raw.max_mismatch_rate {
+            spec.max_mismatch_rate = fraction(v, "max_mismatch_rate")?;
+        }
+        if let Some(v) = &raw.max_shadow_error_rate {
+            spec.max_shadow_error_rate = fraction(v, "max_shadow_error_rate")?;
+        }
+        if let Some(v) = &raw.max_p99_ratio {
+            let x = *v.get_ref();
+            if !(x.is_finite() && x >= 1.0) {
+                return Err(self.at(v, &f("max_p99_ratio"), "must be a ratio of 1 or more"));
+            }
+            spec.max_p99_ratio = Some(x);
+        }
+        Ok(spec)
+    }
+
+    fn steps(
+        &self,
+        raw: &Spanned<Vec<Spanned<RawStep>>>,
+        field: &str,
+    ) -> Result<Vec<Step>, PlanError> {
+        let mut steps = Vec::new();
+        for (i, spanned) in raw.get_ref().iter().enumerate() {
+            let s = spanned.get_ref();
+            let f = format!("{field}[{i}]");
+            let step = match (&s.canary, s.pause, s.cutover) {
+                (Some(p), None, None) => {
+                    let percent = u8::try_from(*p.get_ref())
+                        .ok()
+                        .filter(|p| (1..=100).contains(p))
+                        .ok_or_else(|| self.at(p, &format!("{f}.canary"), "must be 1 to 100"))?;
+                    let hold = match &s.hold {
+                        Some(d) => self.duration(d, &format!("{f}.for"))?,
+                        None => {
+                            return Err(self.at(
+                                spanned,
+                                &f,
+                                "a canary step says how long it holds: { canary = 10, for = \"10m\" }",
+                            ));
+                        }
+                    };
+                    Step::Canary { percent, hold }
+                }
+                (None, Some(true), None) if s.hold.is_none() => Step::Pause,
+                (None, None, Some(true)) if s.hold.is_none() => Step::Cutover,
+                _ => {
+                    return Err(self.at(
+                        spanned,
+                        &f,
+                        "a step is { canary = N, for = \"10m\" }, { pause = true } or { cutover = true }",
+                    ));
+                }
+            };
+            if steps.last() == Some(&Step::Cutover) {
+                return Err(self.at(spanned, &f, "nothing comes after the cutover step"));
+            }
+            steps.push(step);
+        }
+        if !steps.is_empty() && steps.last() != Some(&Step::Cutover) {
+            return Err(self.at(raw, field, "a rollout ends with { cutover = true }"));
+        }
+        Ok(steps)
+    }
+
+    fn notify(&self, raw: &[Spanned<RawNotify>]) -> Result<Vec<NotifySpec>, PlanError> {
+        let mut hooks = Vec::new();
+        for (i, spanned) in raw.iter().enumerate() {
+            let n = spanned.get_ref();
+            let f = |name: &str| format!("notify[{i}].{name}");
+            let url: http::Uri = n
+                .url
+                .get_ref()
+                .parse()
+                .ok()
+                .filter(|u: &http::Uri| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+                })
+                .ok_or_else(|| self.at(&n.url, &f("url"), "must be an http:// or https:// URL"))?;
+            let mut events = Vec::new();
+            for (j, e) in n.events.iter().enumerate() {
+                events.push(NotifyEvent::parse(e.get_ref()).ok_or_else(|| {
+                    self.at(
+                        e,
+                        &f(&format!("events[{j}]")),
+                        "must be stage_changed, step, paused, analysis_failed or rolled_back",
+                    )
+                })?);
+            }
+            if events.is_empty() {
+                events = NotifyEvent::ALL.to_vec();
+            }
+            let format = match n.format.as_ref().map(|v| v.get_ref().as_str()) {
+                None | Some("json") => NotifyFormat::Json,
+                Some("slack") => NotifyFormat::Slack,
+                Some(_) => {
+                    return Err(self.at(
+                        n.format.as_ref().unwrap_or(&n.url),
+                        &f("format"),
+                        "must be \"json\" or \"slack\"",
+                    ));
+                }
+            };
+            hooks.push(NotifySpec {
+                url,
+                events,
+                token: n.token.clone(),
+                format,
+            });
+        }
+        Ok(hooks)
     }
 
     fn proxy(&self, raw: &RawProxy) -> Result<ProxySettings, PlanError> {
@@ -717,7 +920,7 @@ impl Ctx<'_> {
         services: &BTreeMap<String, ServiceSpec>,
         legacy: &str,
         default_timeout: Duration,
-        default_gate: GateSpec,
+        (default_gate, default_analysis): (GateSpec, AnalysisSpec),
     ) -> Result<Vec<RouteSpec>, PlanError> {
         let mut routes: Vec<RouteSpec> = Vec::new();
         // shape → (route index, methods) of every template seen, to find ambiguity.
@@ -877,6 +1080,15 @@ impl Ctx<'_> {
                     )
                 })?),
             };
+            let analysis = self.analysis(
+                r.analysis.as_ref().map(|a| a.get_ref()),
+                default_analysis,
+                &field("analysis"),
+            )?;
+            let steps = match &r.steps {
+                None => Vec::new(),
+                Some(steps) => self.steps(steps, &field("steps"))?,
+            };
             routes.push(RouteSpec {
                 name,
                 paths,
@@ -891,6 +1103,8 @@ impl Ctx<'_> {
                 fallback: r.fallback,
                 upgrades: r.upgrades.unwrap_or(true),
                 buffer_body_up_to,
+                analysis,
+                steps,
             });
         }
         Ok(routes)
@@ -1335,6 +1549,113 @@ canary = { percent = 25, sticky = "path:id" }
         }
         let err = check("max_in_flight = 0\n").unwrap_err();
         assert_eq!(err.field, "services.students.max_in_flight", "{err}");
+    }
+
+    #[test]
+    fn analysis_steps_and_webhooks_are_read_and_checked() {
+        let plan = check(
+            "[analysis]\ninterval = \"2s\"\nfailure_limit = 2\nmax_error_rate = 0.1\n\
+             [[notify]]\nurl = \"http://127.0.0.1:9/hook\"\nevents = [\"rolled_back\"]\nformat = \"slack\"\ntoken = \"t\"\n\
+             [[notify]]\nurl = \"https://hooks.example/x\"\n\
+             [[routes]]\nname = \"r\"\npaths = [\"/s\"]\nservice = \"students\"\n\
+             analysis = { max_p99_ratio = 2.5, interval = \"1s\" }\n\
+             steps = [{ canary = 5, for = \"10m\" }, { pause = true }, { canary = 50, for = \"30s\" }, { cutover = true }]\n",
+        )
+        .unwrap();
+        let route = &plan.routes[0];
+        assert_eq!(
+            route.analysis.interval,
+            Duration::from_secs(1),
+            "the route's own"
+        );
+        assert_eq!(route.analysis.failure_limit, 2, "the plan's default");
+        assert_eq!(route.analysis.max_error_rate, Some(0.1));
+        assert_eq!(route.analysis.max_p99_ratio, Some(2.5));
+        assert_eq!(
+            route.steps,
+            [
+                Step::Canary {
+                    percent: 5,
+                    hold: Duration::from_secs(600)
+                },
+                Step::Pause,
+                Step::Canary {
+                    percent: 50,
+                    hold: Duration::from_secs(30)
+                },
+                Step::Cutover,
+            ]
+        );
+        assert_eq!(plan.notify.len(), 2);
+        assert_eq!(plan.notify[0].events, [NotifyEvent::RolledBack]);
+        assert_eq!(plan.notify[0].format, NotifyFormat::Slack);
+        assert_eq!(
+            plan.notify[1].events.len(),
+            NotifyEvent::ALL.len(),
+            "all by default"
+        );
+        let route = |body: &str| {
+            format!(
+                "\n[[routes]]\nname = \"r\"\npaths = [\"/students\"]\nservice = \"students\"\n{body}"
+            )
+        };
+        for (extra, field, words) in [
+            (
+                route("steps = [{ canary = 5 }, { cutover = true }]"),
+                "routes[0].steps[0]",
+                "how long",
+            ),
+            (
+                route("steps = [{ canary = 5, for = \"1m\" }]"),
+                "routes[0].steps",
+                "ends with",
+            ),
+            (
+                route("steps = [{ cutover = true }, { pause = true }]"),
+                "routes[0].steps[1]",
+                "nothing comes after",
+            ),
+            (
+                route("steps = [{ canary = 0, for = \"1m\" }, { cutover = true }]"),
+                "routes[0].steps[0].canary",
+                "1 to 100",
+            ),
+            (
+                route("steps = [{ pause = true, cutover = true }]"),
+                "routes[0].steps[0]",
+                "a step is",
+            ),
+            (
+                route("analysis = { max_error_rate = 2.0 }"),
+                "routes[0].analysis.max_error_rate",
+                "fraction",
+            ),
+            (
+                route("analysis = { failure_limit = 0 }"),
+                "routes[0].analysis.failure_limit",
+                "1 or more",
+            ),
+            (
+                route("analysis = { max_p99_ratio = 0.5 }"),
+                "routes[0].analysis.max_p99_ratio",
+                "ratio",
+            ),
+            (
+                "\n[[notify]]\nurl = \"ftp://x\"\n".to_string(),
+                "notify[0].url",
+                "http",
+            ),
+            (
+                "\n[[notify]]\nurl = \"http://x\"\nevents = [\"lunch\"]\n".to_string(),
+                "notify[0].events[0]",
+                "rolled_back",
+            ),
+        ] {
+            let err = check(&extra).unwrap_err();
+            assert_eq!(err.field, field, "{extra}\n→ {err}");
+            assert!(err.message.contains(words), "{extra}\n→ {err}");
+            assert!(err.line > 0, "{err}");
+        }
     }
 
     #[test]

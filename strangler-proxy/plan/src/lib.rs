@@ -4,16 +4,19 @@
 //! - [`file`] (re-exported at the root): the plan file, deserialized with spans so that
 //!   every error names `file:line:col`, the field and the reason, then validated;
 //! - [`stage`]: a route's migration stages;
+//! - [`analysis`]: analysis budgets, rollout steps and webhooks;
 //! - [`path`]: request path normalization and path templates.
 //!
 //! API boundary: this crate depends on nothing else of the toolkit. It says what the plan
 //! means (types and validation); the crates above decide what to do with it.
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod file;
 pub mod path;
 pub mod stage;
 
+pub use analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
 pub use file::*;
 pub use path::PathTemplate;
 pub use stage::Stage;

@@ -20,6 +20,75 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Fn() -> Box<dyn Store>>) {
     checkpoints_never_move_back_and_one_owner_holds_a_lease(&*fresh());
     shadow_results_add_up(&*fresh());
     analysis_runs_follow_stage_changes(&*fresh());
+    leases_are_exclusive_and_fenced(&*fresh());
+    checks_and_rollouts_are_kept(&*fresh());
+}
+
+pub fn leases_are_exclusive_and_fenced(open: Open<'_>) {
+    let (one, two) = (open(), open());
+    let ttl = Duration::from_secs(5);
+    let first = one.take_lease("analysis", "a", ttl).unwrap();
+    assert_eq!(first, Some(1));
+    assert_eq!(two.take_lease("analysis", "b", ttl).unwrap(), None);
+    assert_eq!(
+        one.take_lease("analysis", "a", ttl).unwrap(),
+        Some(1),
+        "renewed"
+    );
+    one.release_lease("analysis", "a").unwrap();
+    assert_eq!(
+        two.take_lease("analysis", "b", ttl).unwrap(),
+        Some(2),
+        "a new holder gets a new generation"
+    );
+    assert_eq!(one.take_lease("analysis", "a", ttl).unwrap(), None);
+    // An expired lease is taken over.
+    assert_eq!(
+        one.take_lease("other", "a", Duration::from_millis(1))
+            .unwrap(),
+        Some(1)
+    );
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(two.take_lease("other", "b", ttl).unwrap(), Some(2));
+}
+
+pub fn checks_and_rollouts_are_kept(open: Open<'_>) {
+    use crate::{CheckRecord, RolloutRecord, RolloutState};
+    let store = open();
+    let check = |metric: &str, passed| CheckRecord {
+        route: "students".into(),
+        run: Some(1),
+        at: timestamp(now_ms()),
+        metric: metric.into(),
+        value: Some(0.2),
+        budget: 0.05,
+        passed,
+        detail: "4 of 20".into(),
+    };
+    store
+        .record_checks(&[check("error_rate", Some(false)), check("p99_ratio", None)])
+        .unwrap();
+    store
+        .record_checks(&[check("error_rate", Some(true))])
+        .unwrap();
+    let last_two = open().checks("students", 2).unwrap();
+    assert_eq!(last_two.len(), 2);
+    assert_eq!(last_two[0].metric, "p99_ratio");
+    assert_eq!(last_two[0].passed, None);
+    assert_eq!(last_two[1].passed, Some(true));
+    let mut rollout = RolloutRecord {
+        route: "students".into(),
+        step: 0,
+        state: RolloutState::Running,
+        step_started_ms: now_ms(),
+        updated_at: timestamp(now_ms()),
+        message: "canary 5%".into(),
+    };
+    store.set_rollout(&rollout).unwrap();
+    rollout.step = 1;
+    rollout.state = RolloutState::Paused;
+    store.set_rollout(&rollout).unwrap();
+    assert_eq!(open().rollouts().unwrap(), [rollout]);
 }
 
 pub fn stages_are_compared_and_set_audited_and_announced(open: Open<'_>) {
@@ -98,6 +167,10 @@ pub fn the_registry_keeps_generations_heartbeats_and_counters(open: Open<'_>) {
         errors: 1,
         served_legacy: n - 1,
         served_new: 1,
+        errors_legacy: 0,
+        errors_new: 1,
+        latency_legacy: vec![n, 1],
+        latency_new: vec![0, 1, 2],
     };
     store.heartbeat("a", &[counters(10)]).unwrap();
     store.heartbeat("b", &[counters(5)]).unwrap();
@@ -109,6 +182,9 @@ pub fn the_registry_keeps_generations_heartbeats_and_counters(open: Open<'_>) {
     let both = store.counters(&["a".into(), "b".into()]).unwrap();
     assert_eq!(both["students"].requests, 15);
     assert_eq!(both["students"].errors, 2);
+    assert_eq!(both["students"].errors_new, 2);
+    assert_eq!(both["students"].latency_legacy, [15, 2], "buckets add up");
+    assert_eq!(both["students"].latency_new, [0, 2, 4]);
     let only_b = store.counters(&["b".into()]).unwrap();
     assert_eq!(only_b["students"].requests, 5);
     store.deregister_proxy("a").unwrap();

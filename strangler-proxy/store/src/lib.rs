@@ -39,9 +39,98 @@ pub fn open(state: &Path) -> Result<Box<dyn Store>, StoreError> {
 }
 
 /// Every concern of the store, as one object.
-pub trait Store: Stages + ProxyRegistry + Checkpoints + ShadowResults + Send {}
+pub trait Store: Stages + ProxyRegistry + Checkpoints + ShadowResults + Rollouts + Send {}
 
-impl<T: Stages + ProxyRegistry + Checkpoints + ShadowResults + Send> Store for T {}
+impl<T: Stages + ProxyRegistry + Checkpoints + ShadowResults + Rollouts + Send> Store for T {}
+
+/// Analysis checks and progressive rollouts, as the analysis controller records them.
+pub trait Rollouts {
+    /// Stores the results of one check.
+    fn record_checks(&self, checks: &[CheckRecord]) -> Result<(), StoreError>;
+    /// A route's newest `limit` check results, oldest first.
+    fn checks(&self, route: &str, limit: u32) -> Result<Vec<CheckRecord>, StoreError>;
+    /// Writes where a route's rollout is.
+    fn set_rollout(&self, rollout: &RolloutRecord) -> Result<(), StoreError>;
+    /// Every rollout ever started, one per route (its latest).
+    fn rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError>;
+}
+
+/// One metric's verdict in one analysis check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckRecord {
+    pub route: String,
+    /// The analysis run it belongs to.
+    pub run: Option<i64>,
+    pub at: String,
+    /// `error_rate`, `p99_ratio`, `mismatch_rate`, `shadow_error_rate`, `sync_lag_seconds`.
+    pub metric: String,
+    /// `None`: not enough data for a verdict.
+    pub value: Option<f64>,
+    pub budget: f64,
+    /// `None`: no verdict (too few requests).
+    pub passed: Option<bool>,
+    /// What was measured, in words (`3 of 20 answers from new were 5xx`).
+    pub detail: String,
+}
+
+/// Where a route's progressive rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    /// Walking its steps.
+    Running,
+    /// At a pause step, waiting for `strangler promote`.
+    Paused,
+    /// Cut over: every step done.
+    Done,
+    /// Stopped by `strangler abort` (and rolled back).
+    Aborted,
+    /// Stopped because the analysis rolled the route back.
+    RolledBack,
+}
+
+impl RolloutState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Running => "running",
+            RolloutState::Paused => "paused",
+            RolloutState::Done => "done",
+            RolloutState::Aborted => "aborted",
+            RolloutState::RolledBack => "rolled_back",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            RolloutState::Running,
+            RolloutState::Paused,
+            RolloutState::Done,
+            RolloutState::Aborted,
+            RolloutState::RolledBack,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// Whether the controller still walks it.
+    pub fn is_active(self) -> bool {
+        matches!(self, RolloutState::Running | RolloutState::Paused)
+    }
+}
+
+/// A route's rollout: the step it is at and since when.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutRecord {
+    pub route: String,
+    /// Index into the route's `steps`.
+    pub step: usize,
+    pub state: RolloutState,
+    /// When the current step started (or last restarted, after a failed check), Unix ms.
+    pub step_started_ms: i64,
+    pub updated_at: String,
+    /// Why it is where it is, in words.
+    pub message: String,
+}
 
 /// Route stages, their generation and the audit log.
 pub trait Stages {
@@ -91,6 +180,13 @@ pub trait Checkpoints {
     fn link_failed(&self, link: &str, error: &str) -> Result<(), StoreError>;
     /// Every link's progress.
     fn links(&self) -> Result<Vec<LinkProgress>, StoreError>;
+    /// Takes or renews the lease `name` for `owner` (one analysis controller per store, say);
+    /// answers its fencing generation while `owner` holds it (it grows whenever the lease
+    /// changes hands), `None` when someone else does.
+    fn take_lease(&self, name: &str, owner: &str, ttl: Duration)
+    -> Result<Option<i64>, StoreError>;
+    /// Gives a lease up, so another takes it at once.
+    fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
 }
 
 /// Shadow comparison results, aggregated per route.
@@ -258,9 +354,41 @@ pub struct Change {
 pub struct RouteCounters {
     pub route: String,
     pub requests: u64,
+    /// 5xx answers, unless the client caused them.
     pub errors: u64,
     pub served_legacy: u64,
     pub served_new: u64,
+    /// 5xx each side's service caused.
+    pub errors_legacy: u64,
+    pub errors_new: u64,
+    /// Answers per latency bucket, per side (the data plane's bounds, then one above).
+    #[serde(skip)]
+    pub latency_legacy: Vec<u64>,
+    #[serde(skip)]
+    pub latency_new: Vec<u64>,
+}
+
+impl RouteCounters {
+    /// Adds another proxy's counters.
+    pub fn add(&mut self, c: &RouteCounters) {
+        self.requests += c.requests;
+        self.errors += c.errors;
+        self.served_legacy += c.served_legacy;
+        self.served_new += c.served_new;
+        self.errors_legacy += c.errors_legacy;
+        self.errors_new += c.errors_new;
+        add_buckets(&mut self.latency_legacy, &c.latency_legacy);
+        add_buckets(&mut self.latency_new, &c.latency_new);
+    }
+}
+
+fn add_buckets(sum: &mut Vec<u64>, more: &[u64]) {
+    if sum.len() < more.len() {
+        sum.resize(more.len(), 0);
+    }
+    for (s, m) in sum.iter_mut().zip(more) {
+        *s += m;
+    }
 }
 
 /// A sync link's progress, as its relay records it after every batch.
@@ -517,5 +645,5 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 
 /// The store's traits, for callers that hold a `Box<dyn Store>`.
 pub mod prelude {
-    pub use crate::{Checkpoints, ProxyRegistry, ShadowResults, Stages, Store};
+    pub use crate::{Checkpoints, ProxyRegistry, Rollouts, ShadowResults, Stages, Store};
 }

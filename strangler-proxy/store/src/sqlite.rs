@@ -10,9 +10,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use strangler_plan::Stage;
 
 use crate::{
-    AnalysisRun, AuditEntry, Change, Checkpoints, LATENCIES_PER_ROUTE, LinkProgress, ProxyRecord,
-    ProxyRegistry, RouteCounters, SAMPLES_PER_GROUP, ShadowBatch, ShadowMetric, ShadowResults,
-    ShadowSummary, StageChange, StageWrite, Stages, StoreError, now_ms, timestamp,
+    AnalysisRun, AuditEntry, Change, CheckRecord, Checkpoints, LATENCIES_PER_ROUTE, LinkProgress,
+    ProxyRecord, ProxyRegistry, RolloutRecord, RolloutState, Rollouts, RouteCounters,
+    SAMPLES_PER_GROUP, ShadowBatch, ShadowMetric, ShadowResults, ShadowSummary, StageChange,
+    StageWrite, Stages, StoreError, now_ms, timestamp,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -140,6 +141,38 @@ const MIGRATIONS: &[&str] = &[
         count INTEGER NOT NULL,
         PRIMARY KEY (run, path, kind, noisy)
     ) WITHOUT ROWID;
+",
+    "
+    ALTER TABLE proxy_counters ADD COLUMN errors_legacy INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE proxy_counters ADD COLUMN errors_new INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE proxy_counters ADD COLUMN latency_legacy TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE proxy_counters ADD COLUMN latency_new TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        until_ms INTEGER NOT NULL,
+        generation INTEGER NOT NULL
+    );
+    CREATE TABLE analysis_checks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        route TEXT NOT NULL,
+        run INTEGER,
+        at TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        value REAL,
+        budget REAL NOT NULL,
+        passed INTEGER,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX analysis_checks_by_route ON analysis_checks (route, id);
+    CREATE TABLE rollouts (
+        route TEXT PRIMARY KEY,
+        step INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        step_started_ms INTEGER NOT NULL,
+        updated_at TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
 ",
 ];
 
@@ -496,12 +529,26 @@ impl ProxyRegistry for SqliteStore {
         .map_err(err)?;
         for c in counters {
             tx.execute(
-                "INSERT INTO proxy_counters (proxy_id, route, requests, errors, served_legacy, served_new)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO proxy_counters (proxy_id, route, requests, errors, served_legacy, served_new,
+                     errors_legacy, errors_new, latency_legacy, latency_new)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (proxy_id, route) DO UPDATE SET requests = excluded.requests,
                      errors = excluded.errors, served_legacy = excluded.served_legacy,
-                     served_new = excluded.served_new",
-                (id, &c.route, c.requests as i64, c.errors as i64, c.served_legacy as i64, c.served_new as i64),
+                     served_new = excluded.served_new, errors_legacy = excluded.errors_legacy,
+                     errors_new = excluded.errors_new, latency_legacy = excluded.latency_legacy,
+                     latency_new = excluded.latency_new",
+                rusqlite::params![
+                    id,
+                    &c.route,
+                    c.requests as i64,
+                    c.errors as i64,
+                    c.served_legacy as i64,
+                    c.served_new as i64,
+                    c.errors_legacy as i64,
+                    c.errors_new as i64,
+                    serde_json::to_string(&c.latency_legacy).unwrap_or_default(),
+                    serde_json::to_string(&c.latency_new).unwrap_or_default(),
+                ],
             )
             .map_err(err)?;
         }
@@ -546,9 +593,11 @@ impl ProxyRegistry for SqliteStore {
     fn counters(&self, ids: &[String]) -> Result<HashMap<String, RouteCounters>, StoreError> {
         let mut sums: HashMap<String, RouteCounters> = HashMap::new();
         let rows = self.rows(
-            "SELECT proxy_id, route, requests, errors, served_legacy, served_new FROM proxy_counters",
+            "SELECT proxy_id, route, requests, errors, served_legacy, served_new, errors_legacy,
+                    errors_new, latency_legacy, latency_new FROM proxy_counters",
             [],
             |r| {
+                let buckets = |text: String| serde_json::from_str(&text).unwrap_or_default();
                 Ok((
                     r.get::<_, String>(0)?,
                     RouteCounters {
@@ -557,6 +606,10 @@ impl ProxyRegistry for SqliteStore {
                         errors: r.get::<_, i64>(3)? as u64,
                         served_legacy: r.get::<_, i64>(4)? as u64,
                         served_new: r.get::<_, i64>(5)? as u64,
+                        errors_legacy: r.get::<_, i64>(6)? as u64,
+                        errors_new: r.get::<_, i64>(7)? as u64,
+                        latency_legacy: buckets(r.get(8)?),
+                        latency_new: buckets(r.get(9)?),
                     },
                 ))
             },
@@ -571,10 +624,7 @@ impl ProxyRegistry for SqliteStore {
                     route: c.route.clone(),
                     ..RouteCounters::default()
                 });
-            sum.requests += c.requests;
-            sum.errors += c.errors;
-            sum.served_legacy += c.served_legacy;
-            sum.served_new += c.served_new;
+            sum.add(&c);
         }
         Ok(sums)
     }
@@ -689,6 +739,115 @@ impl Checkpoints for SqliteStore {
             },
         )?;
         Ok(rows)
+    }
+
+    fn take_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        let now = now_ms();
+        let until = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let held: Option<i64> = self
+            .conn
+            .query_row(
+                "INSERT INTO leases (name, owner, until_ms, generation) VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT (name) DO UPDATE SET
+                     generation = CASE WHEN leases.owner = excluded.owner THEN leases.generation
+                                       ELSE leases.generation + 1 END,
+                     owner = excluded.owner, until_ms = excluded.until_ms
+                 WHERE leases.owner = excluded.owner OR leases.until_ms < ?4
+                 RETURNING generation",
+                (name, owner, until, now),
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(held)
+    }
+
+    fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE leases SET until_ms = 0 WHERE name = ?1 AND owner = ?2",
+                (name, owner),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+impl Rollouts for SqliteStore {
+    fn record_checks(&self, checks: &[CheckRecord]) -> Result<(), StoreError> {
+        for c in checks {
+            self.conn
+                .execute(
+                    "INSERT INTO analysis_checks (route, run, at, metric, value, budget, passed, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    (&c.route, c.run, &c.at, &c.metric, c.value, c.budget, c.passed, &c.detail),
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    fn checks(&self, route: &str, limit: u32) -> Result<Vec<CheckRecord>, StoreError> {
+        self.rows(
+            "SELECT * FROM (SELECT id, route, run, at, metric, value, budget, passed, detail
+                 FROM analysis_checks WHERE route = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id",
+            (route, limit),
+            |r| {
+                Ok(CheckRecord {
+                    route: r.get(1)?,
+                    run: r.get(2)?,
+                    at: r.get(3)?,
+                    metric: r.get(4)?,
+                    value: r.get(5)?,
+                    budget: r.get(6)?,
+                    passed: r.get(7)?,
+                    detail: r.get(8)?,
+                })
+            },
+        )
+    }
+
+    fn set_rollout(&self, r: &RolloutRecord) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO rollouts (route, step, state, step_started_ms, updated_at, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (route) DO UPDATE SET step = excluded.step, state = excluded.state,
+                     step_started_ms = excluded.step_started_ms, updated_at = excluded.updated_at,
+                     message = excluded.message",
+                (
+                    &r.route,
+                    r.step as i64,
+                    r.state.as_str(),
+                    r.step_started_ms,
+                    &r.updated_at,
+                    &r.message,
+                ),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        self.rows(
+            "SELECT route, step, state, step_started_ms, updated_at, message FROM rollouts ORDER BY route",
+            [],
+            |r| {
+                let state: String = r.get(2)?;
+                Ok(RolloutRecord {
+                    route: r.get(0)?,
+                    step: usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    state: RolloutState::parse(&state).unwrap_or(RolloutState::Aborted),
+                    step_started_ms: r.get(3)?,
+                    updated_at: r.get(4)?,
+                    message: r.get(5)?,
+                })
+            },
+        )
     }
 }
 

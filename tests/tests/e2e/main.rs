@@ -1,6 +1,7 @@
 //! End-to-end tests: real servers on port 0, real SQLite files in temp directories.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod analysis;
 mod monolith_api;
 mod monolith_enrollment;
 mod monolith_feed;

@@ -1,0 +1,269 @@
+//! The analysis controller with real proxies and upstreams: automatic rollback when a
+//! canary's new service fails its budgets, and a rollout walked from start to cutover.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use e2e::{ScriptedUpstream, TestProxy, WebhookReceiver, eventually, json_answer};
+use serde_json::json;
+use strangler_plan::Stage;
+
+fn answer(path: &str) -> (u16, &'static str, Vec<u8>) {
+    json_answer(json!({ "path": path, "name": "Ada" }))
+}
+
+/// A proxy with `legacy` and `new` at the given upstreams, route `students` (`/students/{id}`)
+/// with the given extra lines, short analysis intervals and a webhook.
+async fn proxy(legacy: &str, new: &str, route_extra: &str, hook: &WebhookReceiver) -> TestProxy {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = e2e::plan_toml(
+        dir.path(),
+        &[
+            ("legacy", format!("\"{legacy}\"")),
+            ("new", format!("\"{new}\"")),
+        ],
+        "",
+    );
+    plan.push_str(&format!(
+        "\n[analysis]\ninterval = \"300ms\"\nfailure_limit = 2\nmin_requests = 5\nmax_mismatch_rate = 1.0\n\
+         [[notify]]\nurl = \"{}\"\ntoken = \"hook-secret\"\n\
+         [[routes]]\nname = \"students\"\npaths = [\"/students/{{id}}\"]\nservice = \"new\"\n{route_extra}\n",
+        hook.url()
+    ));
+    TestProxy::start(dir, &plan).await
+}
+
+/// (when, status) of every answer the clients got.
+type Answers = Arc<std::sync::Mutex<Vec<(Instant, u16)>>>;
+
+/// Sends requests from 4 clients until stopped; keeps (when, status) of each answer.
+fn traffic(p: &TestProxy) -> (Arc<AtomicBool>, Answers) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    for worker in 0..4 {
+        let (c, stop, seen) = (p.client.clone(), Arc::clone(&stop), Arc::clone(&seen));
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let answer = c.get(&format!("/students/{worker}-{i}")).await;
+                seen.lock()
+                    .unwrap()
+                    .push((Instant::now(), answer.status.as_u16()));
+            }
+        });
+    }
+    (stop, seen)
+}
+
+fn stage(p: &TestProxy) -> Stage {
+    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    store
+        .stages()
+        .unwrap()
+        .get("students")
+        .copied()
+        .unwrap_or(Stage::Legacy)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_whose_service_starts_failing_is_rolled_back_by_itself() {
+    let hook = WebhookReceiver::start().await;
+    let legacy =
+        ScriptedUpstream::start(Duration::ZERO, Arc::new(|p: &str, _: &[u8]| answer(p))).await;
+    let failing = Arc::new(AtomicBool::new(false));
+    let (flag, n) = (Arc::clone(&failing), Arc::new(AtomicUsize::new(0)));
+    let new = ScriptedUpstream::start(
+        Duration::ZERO,
+        Arc::new(move |p: &str, _: &[u8]| {
+            // One answer in five fails once the incident starts: 20 %.
+            if flag.load(Ordering::SeqCst) && n.fetch_add(1, Ordering::SeqCst) % 5 == 0 {
+                (500, "application/json", b"{\"error\":\"boom\"}".to_vec())
+            } else {
+                answer(p)
+            }
+        }),
+    )
+    .await;
+    let p = proxy(
+        &legacy.url(),
+        &new.url(),
+        "analysis = { max_error_rate = 0.05 }",
+        &hook,
+    )
+    .await;
+    p.strangler(&["canary", "students", "25"]).await.unwrap();
+    let (stop, seen) = traffic(&p);
+    // Healthy for a few checks: nothing happens.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(stage(&p), Stage::Canary { percent: 25 });
+
+    failing.store(true, Ordering::SeqCst);
+    let incident = Instant::now();
+    let p = &p;
+    eventually(Duration::from_secs(20), "rolled back to legacy", || async {
+        (stage(p) == Stage::Legacy).then_some(())
+    })
+    .await;
+    let rolled_back_after = incident.elapsed();
+    // The rollback returns once every live proxy serves legacy: from then on, no error.
+    let confirmed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after: Vec<u16> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(at, _)| *at > confirmed)
+        .map(|(_, s)| *s)
+        .collect();
+    assert!(!after.is_empty());
+    assert!(
+        after.iter().all(|s| *s == 200),
+        "errors after the rollback: {after:?}"
+    );
+    // Within failure_limit × interval, plus the machine's scheduling slack.
+    assert!(
+        rolled_back_after < Duration::from_secs(10),
+        "{rolled_back_after:?}"
+    );
+
+    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let last = store.history(Some("students"), 1).unwrap().pop().unwrap();
+    assert_eq!(last.actor, "strangler-analysis");
+    assert_eq!(last.to, "legacy");
+    let reason = last.reason.unwrap();
+    assert!(reason.contains("error_rate"), "{reason}");
+    assert!(reason.contains("budget 0.05"), "{reason}");
+    let checks = store.checks("students", 50).unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c.metric == "error_rate" && c.passed == Some(false))
+    );
+
+    let events = eventually(
+        Duration::from_secs(10),
+        "the webhook heard the rollback",
+        || async {
+            let events = hook.events();
+            events
+                .iter()
+                .any(|(_, e)| e["event"] == "rolled_back")
+                .then_some(events)
+        },
+    )
+    .await;
+    let (auth, rolled) = events
+        .iter()
+        .find(|(_, e)| e["event"] == "rolled_back")
+        .unwrap();
+    assert_eq!(auth.as_deref(), Some("Bearer hook-secret"));
+    assert_eq!(rolled["route"], "students");
+    assert!(
+        rolled["message"].as_str().unwrap().contains("error_rate"),
+        "{rolled}"
+    );
+    assert!(events.iter().any(|(_, e)| e["event"] == "analysis_failed"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_three_times_slower_than_legacy_is_rolled_back() {
+    let hook = WebhookReceiver::start().await;
+    let legacy = ScriptedUpstream::start(
+        Duration::from_millis(4),
+        Arc::new(|p: &str, _: &[u8]| answer(p)),
+    )
+    .await;
+    let new = ScriptedUpstream::start(
+        Duration::from_millis(30),
+        Arc::new(|p: &str, _: &[u8]| answer(p)),
+    )
+    .await;
+    let p = proxy(
+        &legacy.url(),
+        &new.url(),
+        "analysis = { max_p99_ratio = 2.0 }",
+        &hook,
+    )
+    .await;
+    p.strangler(&["canary", "students", "50"]).await.unwrap();
+    let (stop, _) = traffic(&p);
+    let p = &p;
+    eventually(Duration::from_secs(20), "rolled back to legacy", || async {
+        (stage(p) == Stage::Legacy).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let last = store.history(Some("students"), 1).unwrap().pop().unwrap();
+    assert_eq!(last.actor, "strangler-analysis");
+    let reason = last.reason.unwrap();
+    assert!(reason.contains("p99_ratio"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_healthy_rollout_walks_every_step_to_cutover_by_itself() {
+    let hook = WebhookReceiver::start().await;
+    let legacy =
+        ScriptedUpstream::start(Duration::ZERO, Arc::new(|p: &str, _: &[u8]| answer(p))).await;
+    let new =
+        ScriptedUpstream::start(Duration::ZERO, Arc::new(|p: &str, _: &[u8]| answer(p))).await;
+    let steps = "stage = \"shadow\"\nsteps = [{ canary = 25, for = \"1s\" }, { canary = 50, for = \"1s\" }, { cutover = true }]";
+    let p = proxy(&legacy.url(), &new.url(), steps, &hook).await;
+    let (stop, seen) = traffic(&p);
+    p.strangler(&["rollout", "start", "students"])
+        .await
+        .unwrap();
+    let refused = p
+        .strangler(&["rollout", "start", "students"])
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message.contains("already rolling out"),
+        "{}",
+        refused.message
+    );
+    let p = &p;
+    eventually(
+        Duration::from_secs(30),
+        "cut over by the rollout",
+        || async { (stage(p) == Stage::Cutover).then_some(()) },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let steps: Vec<(String, String)> = store
+        .history(Some("students"), 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.to, e.actor))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("canary 25%".to_string(), "strangler-rollout".to_string()),
+            ("canary 50%".to_string(), "strangler-rollout".to_string()),
+            ("cutover".to_string(), "strangler-rollout".to_string()),
+        ]
+    );
+    let rollout = store.rollouts().unwrap().pop().unwrap();
+    assert_eq!(rollout.state, strangler_store::RolloutState::Done);
+    assert!(
+        seen.lock().unwrap().iter().all(|(_, s)| *s == 200),
+        "no client saw an error"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the webhook heard the steps",
+        || async {
+            let events = hook.events();
+            (events.iter().filter(|(_, e)| e["event"] == "step").count() >= 3
+                && events.iter().any(|(_, e)| e["event"] == "stage_changed"))
+            .then_some(())
+        },
+    )
+    .await;
+}

@@ -26,11 +26,31 @@ pub const EXIT_UNCONFIRMED: i32 = 3;
 
 /// Strangler-fig migrations: move a monolith to services route by route, with instant rollback.
 #[derive(Debug, Parser)]
-#[command(name = "strangler", version)]
+#[command(
+    name = "strangler",
+    version,
+    after_help = "Examples:
+  strangler up                                  the demo stack: monolith, services, proxy, sync
+  strangler status                              stage, split, counters and match rate per route
+  strangler shadow students                     compare the new service's answers, off the path
+  strangler report students --format html --out report.html
+  strangler canary students 10 --reason \"first step\"
+  strangler rollout start students              walk the route's steps, judged by its analysis
+  strangler rollback students                   back to legacy on every proxy, now
+  strangler rollback --all --state data/strangler.db   (no plan needed)
+  strangler completions bash > ~/.local/share/bash-completion/completions/strangler
+
+Exit codes: 0 done, 1 refused or failed, 2 unknown route or bad usage, 3 stored but not
+confirmed by every live proxy."
+)]
 pub struct Cli {
     /// The migration plan.
     #[arg(long, global = true, env = "STRANGLER_PLAN", default_value = DEFAULT_PLAN)]
     pub plan: PathBuf,
+    /// The state store, instead of the plan's `state`. `rollback` needs nothing else: it
+    /// works with this when the plan is missing or broken.
+    #[arg(long, global = true, env = "STRANGLER_STATE")]
+    pub state: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -43,18 +63,22 @@ pub enum Command {
     Serve,
     /// Routes, stages, traffic split and counters; the live proxies.
     Status {
+        /// Print JSON for scripts (failures too, with the same exit code).
         #[arg(long)]
         json: bool,
     },
     /// Legacy answers; the new service is sent a copy and the answers are compared.
     Shadow {
+        /// The route, by its name in the plan.
         route: String,
         #[command(flatten)]
         change: ChangeArgs,
     },
     /// Send PERCENT of the route's traffic (sticky by key) to the new service.
     Canary {
+        /// The route, by its name in the plan.
         route: String,
+        /// Share of the route's traffic the new service answers, 0 to 100.
         #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
         percent: u8,
         /// Go ahead although the cutover gate is closed (the audit log says so).
@@ -65,6 +89,7 @@ pub enum Command {
     },
     /// The new service answers the route (refused unless its shadow comparisons pass the gate).
     Cutover {
+        /// The route, by its name in the plan.
         route: String,
         /// Go ahead although the cutover gate is closed (the audit log says so).
         #[arg(long)]
@@ -88,6 +113,7 @@ pub enum Command {
     },
     /// Declare a cut-over route's legacy path gone (rollback then needs --force).
     Retire {
+        /// The route, by its name in the plan.
         route: String,
         #[command(flatten)]
         change: ChangeArgs,
@@ -99,12 +125,15 @@ pub enum Command {
     },
     /// Move a paused rollout on to its next step.
     Promote {
+        /// The route, by its name in the plan.
         route: String,
+        /// Print JSON for scripts (failures too, with the same exit code).
         #[arg(long)]
         json: bool,
     },
     /// Stop a route's rollout and roll the route back to legacy.
     Abort {
+        /// The route, by its name in the plan.
         route: String,
         #[command(flatten)]
         change: ChangeArgs,
@@ -112,15 +141,19 @@ pub enum Command {
     /// A route's analysis runs (one per stage entry) with their figures and verdicts; the
     /// gate judges the current one.
     Analysis {
+        /// The route, by its name in the plan.
         route: String,
+        /// Print JSON for scripts (failures too, with the same exit code).
         #[arg(long)]
         json: bool,
     },
     /// The audit log of stage changes.
     History {
+        /// One route, by its name in the plan (default: every route).
         route: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Print JSON for scripts (failures too, with the same exit code).
         #[arg(long)]
         json: bool,
     },
@@ -147,6 +180,11 @@ pub enum Command {
         b: PathBuf,
         #[arg(long, value_enum, default_value = "text")]
         format: DiffFormat,
+    },
+    /// Print a shell completion script: `strangler completions bash > /etc/bash_completion.d/strangler`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// Validate a plan.
     Plan {
@@ -175,6 +213,7 @@ pub enum DiffFormat {
 pub enum SyncCommand {
     /// Each link's checkpoint, lag (events and seconds), counters and last error.
     Status {
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -186,13 +225,17 @@ pub enum RolloutCommand {
     /// the analysis passes, a pause waits for `promote`, the last step cuts over. A running
     /// proxy's analysis controller does the walking.
     Start {
+        /// The route, by its name in the plan; it needs `steps`.
         route: String,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Where each rollout is (or one route's), and its latest checks.
     Status {
+        /// One route (default: every rollout).
         route: Option<String>,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -215,6 +258,7 @@ pub struct ChangeArgs {
     /// How long to wait for every live proxy to apply the change (e.g. 2s, 500ms).
     #[arg(long, default_value = "2s", value_parser = parse_wait)]
     pub wait: Duration,
+    /// Print JSON for scripts (failures too, with the same exit code).
     #[arg(long)]
     pub json: bool,
 }
@@ -263,14 +307,68 @@ fn load_plan(file: &std::path::Path) -> Result<Plan, CliError> {
     plan::load(file).map_err(|err| CliError::failed(err.to_string()))
 }
 
-/// Runs a command, printing its output; returns the exit code.
+/// Runs a command, printing its output. Under `--json`, a failure is printed as JSON on
+/// standard output too (`{"error":{"code","exit","message"}}`), with the same exit code.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let json_out = wants_json(&cli.command);
+    match run_command(cli).await {
+        Err(err) if json_out && !err.message.is_empty() => {
+            let code = match err.code {
+                EXIT_USAGE => "usage",
+                EXIT_UNCONFIRMED => "unconfirmed",
+                _ => "failed",
+            };
+            crate::say!(
+                "{}",
+                json!({ "error": { "code": code, "exit": err.code, "message": err.message } })
+            );
+            Err(CliError {
+                code: err.code,
+                message: String::new(),
+            })
+        }
+        other => other,
+    }
+}
+
+fn wants_json(command: &Command) -> bool {
+    match command {
+        Command::Status { json }
+        | Command::History { json, .. }
+        | Command::Analysis { json, .. }
+        | Command::Promote { json, .. }
+        | Command::Sync {
+            command: Some(SyncCommand::Status { json }),
+        }
+        | Command::Rollout {
+            command: RolloutCommand::Start { json, .. } | RolloutCommand::Status { json, .. },
+        } => *json,
+        Command::Shadow { change, .. }
+        | Command::Canary { change, .. }
+        | Command::Cutover { change, .. }
+        | Command::Rollback { change, .. }
+        | Command::Retire { change, .. }
+        | Command::Abort { change, .. } => change.json,
+        Command::Report { format, .. } => matches!(format, ReportFormat::Json),
+        _ => false,
+    }
+}
+
+async fn run_command(cli: Cli) -> Result<(), CliError> {
+    let state = cli.state.clone();
+    let load = |file: &std::path::Path| -> Result<Plan, CliError> {
+        let mut plan = load_plan(file)?;
+        if let Some(state) = &state {
+            plan.proxy.state = state.clone();
+        }
+        Ok(plan)
+    };
     match cli.command {
         Command::Plan {
             command: PlanCommand::Check { file },
         } => {
             let file = file.unwrap_or(cli.plan);
-            let plan = load_plan(&file)?;
+            let plan = load(&file)?;
             crate::say!(
                 "{}: ok ({} services, legacy = {}; {} routes; {} sync links)",
                 file.display(),
@@ -282,36 +380,41 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Diff { a, b, format } => diff_files(&a, &b, format),
-        Command::Report { route, format, out } => {
-            shadow_report(&load_plan(&cli.plan)?, route, format, out)
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "strangler", &mut out);
+            crate::say_raw!("{}", String::from_utf8_lossy(&out));
+            Ok(())
         }
-        Command::Serve => serve(load_plan(&cli.plan)?).await,
-        Command::Sync { command: None } => run_sync(load_plan(&cli.plan)?).await,
+        Command::Report { route, format, out } => {
+            shadow_report(&load(&cli.plan)?, route, format, out)
+        }
+        Command::Serve => serve(load(&cli.plan)?).await,
+        Command::Sync { command: None } => run_sync(load(&cli.plan)?).await,
         Command::Sync {
             command: Some(SyncCommand::Status { json }),
-        } => sync_status(&load_plan(&cli.plan)?, json),
-        Command::Up => crate::up::up(load_plan(&cli.plan)?)
+        } => sync_status(&load(&cli.plan)?, json),
+        Command::Up => crate::up::up(load(&cli.plan)?)
             .await
             .map_err(|err| CliError::failed(err.to_string())),
-        Command::Status { json } => status(&load_plan(&cli.plan)?, json),
-        Command::History { route, limit, json } => {
-            history(&load_plan(&cli.plan)?, route, limit, json)
-        }
-        Command::Analysis { route, json } => analysis(&load_plan(&cli.plan)?, &route, json),
+        Command::Status { json } => status(&load(&cli.plan)?, json),
+        Command::History { route, limit, json } => history(&load(&cli.plan)?, route, limit, json),
+        Command::Analysis { route, json } => analysis(&load(&cli.plan)?, &route, json),
         Command::Rollout {
             command: RolloutCommand::Start { route, json },
-        } => rollout_start(&load_plan(&cli.plan)?, &route, json),
+        } => rollout_start(&load(&cli.plan)?, &route, json),
         Command::Rollout {
             command: RolloutCommand::Status { route, json },
-        } => rollout_status(&load_plan(&cli.plan)?, route.as_deref(), json),
-        Command::Promote { route, json } => promote(&load_plan(&cli.plan)?, &route, json),
+        } => rollout_status(&load(&cli.plan)?, route.as_deref(), json),
+        Command::Promote { route, json } => promote(&load(&cli.plan)?, &route, json),
         Command::Abort { route, change } => {
-            let plan = load_plan(&cli.plan)?;
+            let plan = load(&cli.plan)?;
             known_route(&plan, &route)?;
             change_one(&plan, route, Move::Rollback, false, change).await
         }
         Command::Shadow { route, change } => {
-            change_one(&load_plan(&cli.plan)?, route, Move::Shadow, false, change).await
+            change_one(&load(&cli.plan)?, route, Move::Shadow, false, change).await
         }
         Command::Canary {
             route,
@@ -319,31 +422,45 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             force,
             change,
         } => {
-            let plan = load_plan(&cli.plan)?;
+            let plan = load(&cli.plan)?;
             change_one(&plan, route, Move::Canary(percent), force, change).await
         }
         Command::Cutover {
             route,
             force,
             change,
-        } => change_one(&load_plan(&cli.plan)?, route, Move::Cutover, force, change).await,
+        } => change_one(&load(&cli.plan)?, route, Move::Cutover, force, change).await,
         Command::Retire { route, change } => {
-            change_one(&load_plan(&cli.plan)?, route, Move::Retire, false, change).await
+            change_one(&load(&cli.plan)?, route, Move::Retire, false, change).await
         }
         Command::Rollback {
             route,
             all,
             force,
             change,
-        } => {
-            let plan = load_plan(&cli.plan)?;
-            if all {
-                rollback_all(&plan, force, change).await
-            } else {
-                let route = route.unwrap_or_default();
-                change_one(&plan, route, Move::Rollback, force, change).await
+        } => match (load(&cli.plan), &state) {
+            (Ok(plan), _) => {
+                if all {
+                    rollback_all(&plan, force, change).await
+                } else {
+                    let route = route.unwrap_or_default();
+                    change_one(&plan, route, Move::Rollback, force, change).await
+                }
             }
-        }
+            // The emergency path: the plan is missing or broken, the store is enough.
+            (Err(err), Some(state)) => {
+                eprintln!(
+                    "strangler: {}; rolling back with the store at {} alone",
+                    err.message,
+                    state.display()
+                );
+                rollback_from_store(state, route, all, force, change).await
+            }
+            (Err(err), None) => Err(CliError::failed(format!(
+                "{}; to roll back with the store alone, pass --state PATH (or set STRANGLER_STATE)",
+                err.message
+            ))),
+        },
     }
 }
 
@@ -608,6 +725,7 @@ fn report(route: &str, outcome: &Outcome, json_out: bool) -> Result<(), CliError
         Outcome::Changed {
             change,
             propagation,
+            forced,
         } => {
             let ms = propagation.elapsed.as_secs_f64() * 1000.0;
             if json_out {
@@ -615,7 +733,7 @@ fn report(route: &str, outcome: &Outcome, json_out: bool) -> Result<(), CliError
                     "{}",
                     json!({
                         "route": route, "changed": true, "from": change.from.to_string(), "to": change.to.to_string(),
-                        "generation": change.generation,
+                        "forced": forced, "generation": change.generation,
                         "applied_by": propagation.applied.iter().map(|p| &p.id).collect::<Vec<_>>(),
                         "pending": propagation.pending.iter().map(|p| &p.id).collect::<Vec<_>>(),
                         "elapsed_ms": ms,
@@ -661,6 +779,54 @@ fn report(route: &str, outcome: &Outcome, json_out: bool) -> Result<(), CliError
             }
         }
     }
+}
+
+/// `rollback` without a plan: the route's (or every route's) stage as the store has it.
+async fn rollback_from_store(
+    state: &std::path::Path,
+    route: Option<String>,
+    all: bool,
+    force: bool,
+    args: ChangeArgs,
+) -> Result<(), CliError> {
+    let routes: Vec<String> = if all {
+        let store = strangler_store::open(state)?;
+        let mut routes: Vec<String> = store
+            .stages()?
+            .into_iter()
+            .filter(|(_, stage)| *stage != Stage::Legacy)
+            .map(|(route, _)| route)
+            .collect();
+        routes.sort();
+        routes
+    } else {
+        vec![route.unwrap_or_default()]
+    };
+    if routes.is_empty() && !args.json {
+        crate::say!("every route in the store is already in legacy; nothing changed");
+    }
+    let mut first_error = None;
+    for route in routes {
+        let request = Request {
+            route: route.clone(),
+            wanted: Move::Rollback,
+            force,
+            actor: actor(&args),
+            reason: args.reason.clone(),
+            wait: args.wait,
+        };
+        let result = match rollout::rollback_from_store(state, &request).await {
+            Ok(outcome) => report(&route, &outcome, args.json),
+            Err(err) => Err(CliError::from(err)),
+        };
+        if let Err(err) = result {
+            if !args.json {
+                eprintln!("strangler: {}", err.message);
+            }
+            first_error.get_or_insert(err);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 async fn rollback_all(plan: &Plan, force: bool, args: ChangeArgs) -> Result<(), CliError> {

@@ -412,3 +412,112 @@ fn analysis_lists_a_run_per_stage_entry() {
     let out = strangler(&plan, &["analysis", "nobody"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+fn rollback_needs_nothing_but_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(dir.path());
+    for args in [&["shadow", "students"][..], &["canary", "students", "10"]] {
+        let out = strangler(&plan, args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    // A proxy that is live but whose admin API does not answer and never confirms.
+    let state = dir.path().join("state/strangler.db");
+    let store = strangler_store::open(&state).unwrap();
+    store
+        .register_proxy(&strangler_store::ProxyRecord {
+            id: "stuck-1".into(),
+            pid: 1,
+            listen: "127.0.0.1:9".into(),
+            admin: "127.0.0.1:9".into(),
+            generation: 1,
+            applied_at_ms: strangler_store::now_ms(),
+            started_at: strangler_store::timestamp(strangler_store::now_ms()),
+            heartbeat_ms: strangler_store::now_ms() + 60_000,
+        })
+        .unwrap();
+    // The plan file is broken.
+    std::fs::write(&plan, "[proxy\nthis is not toml").unwrap();
+    let out = strangler(&plan, &["rollback", "students"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--state"), "{}", stderr(&out));
+
+    let out = strangler(
+        &plan,
+        &[
+            "rollback",
+            "students",
+            "--state",
+            state.to_str().unwrap(),
+            "--wait",
+            "300ms",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stored, not confirmed: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("stuck-1"), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("canary 10% → legacy"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        store.stages().unwrap()["students"],
+        strangler_plan::Stage::Legacy
+    );
+    let last = store.history(Some("students"), 1).unwrap().pop().unwrap();
+    assert_eq!(last.actor, "tester");
+
+    // STRANGLER_STATE serves too; nothing left to roll back.
+    let out = Command::new(BIN)
+        .args(["--plan", plan.to_str().unwrap(), "rollback", "--all"])
+        .env("STRANGLER_STATE", &state)
+        .env("USER", "tester")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("already in legacy"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn json_failures_are_json_with_the_same_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(dir.path());
+    let out = strangler(&plan, &["cutover", "nobody", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["error"]["code"], "usage");
+    assert_eq!(json["error"]["exit"], 2);
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nobody")
+    );
+    // A forced move says so.
+    let out = strangler(&plan, &["retire", "students", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("retired")
+    );
+    let out = strangler(&plan, &["cutover", "students", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["forced"], false);
+
+    let out = strangler(&plan, &["completions", "bash"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("_strangler"));
+}

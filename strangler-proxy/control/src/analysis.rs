@@ -358,6 +358,7 @@ impl Controller {
             Ok(Outcome::Changed {
                 change,
                 propagation,
+                ..
             }) => {
                 tracing::warn!(route = %route.name, from = %change.from, reason = %why, confirmed_by = propagation.applied.len(), pending = propagation.pending.len(), "rolled back by the analysis");
                 self.notifier.send(

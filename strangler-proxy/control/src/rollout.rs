@@ -107,6 +107,8 @@ pub enum Outcome {
     Changed {
         change: Change,
         propagation: Propagation,
+        /// Made with `--force` (past a closed gate, or out of `retired`).
+        forced: bool,
     },
     /// Nothing to do: the route already is in that stage.
     Unchanged { stage: Stage },
@@ -205,33 +207,106 @@ pub async fn change_stage(plan: &Plan, request: &Request) -> Result<Outcome, Rol
         }
     };
     tracing::info!(route = %change.route, from = %change.from, to = %change.to, generation = change.generation, actor = %request.actor, "stage changed");
-    // A rollback, by anyone, ends the route's rollout: nothing moves it forward again.
-    if change.to == Stage::Legacy {
-        for mut r in store.rollouts()? {
-            if r.route == change.route && r.state.is_active() {
-                r.state = if request.actor == crate::analysis::ANALYSIS_ACTOR {
-                    RolloutState::RolledBack
-                } else {
-                    RolloutState::Aborted
-                };
-                r.updated_at = strangler_store::timestamp(now_ms());
-                r.message = format!(
-                    "rolled back by {}{}",
-                    request.actor,
-                    request
-                        .reason
-                        .as_ref()
-                        .map(|r| format!(": {r}"))
-                        .unwrap_or_default()
-                );
-                store.set_rollout(&r)?;
-            }
-        }
-    }
-    let propagation = propagate(plan, &mut *store, change.generation, request.wait).await?;
+    end_rollout(&mut *store, &change, request)?;
+    let propagation = propagate(
+        &plan.proxy.state,
+        &mut *store,
+        change.generation,
+        request.wait,
+    )
+    .await?;
     Ok(Outcome::Changed {
         change,
         propagation,
+        forced,
+    })
+}
+
+/// A rollback, by anyone, ends the route's rollout: nothing moves it forward again.
+fn end_rollout(
+    store: &mut dyn Store,
+    change: &Change,
+    request: &Request,
+) -> Result<(), StoreError> {
+    if change.to != Stage::Legacy {
+        return Ok(());
+    }
+    for mut r in store.rollouts()? {
+        if r.route == change.route && r.state.is_active() {
+            r.state = if request.actor == crate::analysis::ANALYSIS_ACTOR {
+                RolloutState::RolledBack
+            } else {
+                RolloutState::Aborted
+            };
+            r.updated_at = strangler_store::timestamp(now_ms());
+            r.message = format!(
+                "rolled back by {}{}",
+                request.actor,
+                request
+                    .reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            store.set_rollout(&r)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rolls `request.route` back with nothing but the store at `state`: the emergency path
+/// when the plan file is missing or broken. The route's stage must be in the store (a
+/// route never changed is at the plan's initial stage, which only the plan knows).
+pub async fn rollback_from_store(
+    state: &std::path::Path,
+    request: &Request,
+) -> Result<Outcome, RolloutError> {
+    let mut store = strangler_store::open(state)?;
+    let stages = store.stages()?;
+    let Some(current) = stages.get(&request.route).copied() else {
+        let mut known: Vec<&str> = stages.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        return Err(RolloutError::UnknownRoute {
+            route: request.route.clone(),
+            known: format!("the store has stages for: {}", known.join(", ")),
+        });
+    };
+    let target = next_stage(current, Move::Rollback, request.force).map_err(|reason| {
+        RolloutError::Refused {
+            route: request.route.clone(),
+            wanted: move_name(Move::Rollback),
+            current,
+            reason,
+        }
+    })?;
+    let Some(target) = target else {
+        return Ok(Outcome::Unchanged { stage: current });
+    };
+    let forced = request.force && current == Stage::Retired;
+    let change = match store.set_stage(&StageChange {
+        route: &request.route,
+        current,
+        to: target,
+        actor: &request.actor,
+        reason: request.reason.as_deref(),
+        forced,
+        verdict: Some("ended by an emergency rollback"),
+    })? {
+        StageWrite::Changed(change) => change,
+        StageWrite::Raced { now } => {
+            return Err(RolloutError::Raced {
+                route: request.route.clone(),
+                now,
+            });
+        }
+    };
+    tracing::warn!(route = %change.route, from = %change.from, actor = %request.actor, "rolled back from the store alone");
+    end_rollout(&mut *store, &change, request)?;
+    let propagation = propagate(state, &mut *store, change.generation, request.wait).await?;
+    Ok(Outcome::Changed {
+        change,
+        propagation,
+        forced,
     })
 }
 
@@ -303,7 +378,7 @@ impl GateVerdict {
 
 /// Nudges every live proxy to re-read the store, then waits until each serves `generation`.
 pub async fn propagate(
-    plan: &Plan,
+    state: &std::path::Path,
     store: &mut dyn Store,
     generation: i64,
     bound: Duration,
@@ -317,7 +392,7 @@ pub async fn propagate(
     if live.is_empty() {
         return Ok(Propagation::default());
     }
-    if let Some(token) = admin::read_token(&plan.proxy.state) {
+    if let Some(token) = admin::read_token(state) {
         nudge(&live, &token).await;
     }
     loop {

@@ -15,11 +15,11 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use strangler_dataplane::metrics::RouteMetrics;
 use strangler_dataplane::routing::{RouteTable, UNMATCHED};
 use strangler_plan::{self as plan, Plan, Stage};
 
 use crate::control::ControlMsg;
+use crate::exposition::Fleet;
 use crate::status::{RouteStatus, counters};
 
 /// Environment variable that sets the admin token (otherwise the token file is used).
@@ -89,6 +89,8 @@ pub struct AdminState {
     pub control: Sender<ControlMsg>,
     pub proxy_id: Arc<str>,
     pub listen: Arc<str>,
+    /// Read by `/metrics` for the fleet's figures (shadow, checks, rollouts, sync).
+    pub store: Arc<std::sync::Mutex<Box<dyn strangler_store::Store>>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -289,23 +291,45 @@ async fn refresh(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    let table = state.table.load();
-    let mut routes: Vec<(&str, &str, &RouteMetrics)> = table
-        .routes
-        .iter()
-        .map(|r| (r.spec.name.as_str(), r.stage.name(), &*r.metrics))
-        .collect();
-    routes.push((UNMATCHED, "legacy", &table.unmatched));
-    let mut services = std::collections::BTreeMap::new();
-    services.insert(table.legacy.upstream.name.as_str(), &*table.legacy.metrics);
-    for r in &table.routes {
-        services.insert(r.target.upstream.name.as_str(), &*r.target.metrics);
-    }
-    let mut out = String::new();
-    strangler_dataplane::metrics::render(&mut out, &routes, &services);
-    out.push_str(&format!(
-        "# TYPE strangler_table_generation gauge\nstrangler_table_generation {}\n",
-        table.generation
-    ));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    let table = state.table.load_full();
+    let routes: Vec<String> = table.routes.iter().map(|r| r.spec.name.clone()).collect();
+    let store = Arc::clone(&state.store);
+    let fleet = tokio::task::spawn_blocking(move || {
+        let store = store.lock().unwrap_or_else(|p| p.into_inner());
+        let read = || -> Result<Fleet, strangler_store::StoreError> {
+            let mut fleet = Fleet {
+                store_up: true,
+                ..Fleet::default()
+            };
+            for route in &routes {
+                fleet
+                    .shadow
+                    .push((route.clone(), store.shadow_summary(route)?.counts));
+                let mut newest: Vec<strangler_store::CheckRecord> = Vec::new();
+                for c in store.checks(route, 50)?.into_iter().rev() {
+                    if !newest.iter().any(|n| n.metric == c.metric) {
+                        newest.push(c);
+                    }
+                }
+                fleet.checks.extend(newest);
+            }
+            fleet.rollouts = store.rollouts()?;
+            fleet.links = store.links()?;
+            Ok(fleet)
+        };
+        read().unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "metrics without the store's figures");
+            Fleet::default()
+        })
+    })
+    .await
+    .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::exposition::render(table, fleet),
+    )
+        .into_response()
 }

@@ -12,7 +12,8 @@
 //!   ([`rollout::GateVerdict`]), and waiting until every live proxy serves a change;
 //! - [`status`]: [`status::RouteStatus`], one route's state as the admin API, the CLI and
 //!   the reports show it;
-//! - [`admin`]: the admin API and its token;
+//! - [`admin`]: the admin API and its token; [`exposition`]: `/metrics`, written with
+//!   `prometheus-client` from the data plane's atomics and the store's fleet figures;
 //! - [`proxy`]: a running proxy (data plane, admin, control, recorder, relays) and its
 //!   one way to stop.
 //!
@@ -23,6 +24,7 @@
 pub mod admin;
 pub mod analysis;
 pub mod control;
+pub mod exposition;
 pub mod notify;
 pub mod proxy;
 pub mod recorder;

@@ -139,6 +139,7 @@ impl Proxy {
             control: control.sender.clone(),
             proxy_id: Arc::from(id.as_str()),
             listen: Arc::from(listen.to_string().as_str()),
+            store: Arc::new(std::sync::Mutex::new(strangler_store::open(&state)?)),
         });
         let admin_stop = stopping.clone();
         let admin_server = tokio::spawn(async move {

@@ -1,7 +1,6 @@
-//! Request counters and latency histograms, lock-free on the request path, rendered in the
-//! Prometheus text format and snapshotted into the state store.
+//! Request counters and latency histograms, lock-free on the request path (one relaxed add
+//! each), read by the control plane for `/metrics` and snapshotted into the state store.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -40,17 +39,9 @@ impl Histogram {
             .collect()
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += self.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    /// The sum of every observation, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
     }
 }
 
@@ -165,155 +156,6 @@ impl ServiceMetrics {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
         self.latency.observe(elapsed);
-    }
-}
-
-/// Writes one family: its HELP and TYPE lines, then every (labels, value) sample.
-fn family(
-    out: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (String, u64)>,
-) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{{{labels}}} {value}");
-    }
-}
-
-/// Renders every family in the Prometheus text format, each family's samples together.
-pub fn render(
-    out: &mut String,
-    routes: &[(&str, &str, &RouteMetrics)],
-    services: &std::collections::BTreeMap<&str, &ServiceMetrics>,
-) {
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let per_route = |f: &dyn Fn(&RouteMetrics) -> u64| {
-        routes
-            .iter()
-            .map(|(route, _, m)| (format!("route=\"{route}\""), f(m)))
-            .collect::<Vec<_>>()
-    };
-    let per_service = |f: &dyn Fn(&ServiceMetrics) -> u64| {
-        services
-            .iter()
-            .map(|(service, m)| (format!("service=\"{service}\""), f(m)))
-            .collect::<Vec<_>>()
-    };
-    family(
-        out,
-        "strangler_route_requests_total",
-        "counter",
-        "Requests per route.",
-        per_route(&|m| load(&m.requests)),
-    );
-    family(
-        out,
-        "strangler_route_errors_total",
-        "counter",
-        "Answers with status 5xx per route.",
-        per_route(&|m| load(&m.errors)),
-    );
-    let failures = routes.iter().flat_map(|(route, _, m)| {
-        Cause::ALL.map(|cause| {
-            (
-                format!("route=\"{route}\",cause=\"{}\"", cause.as_str()),
-                load(&m.failures[cause as usize]),
-            )
-        })
-    });
-    family(
-        out,
-        "strangler_route_failures_total",
-        "counter",
-        "Requests the proxy answered itself because something failed, per route and cause (client, proxy, upstream).",
-        failures,
-    );
-    family(
-        out,
-        "strangler_route_near_misses_total",
-        "counter",
-        "Requests that matched the route only without a trailing slash or ignoring letter case, and went to legacy.",
-        per_route(&|m| load(&m.near_misses)),
-    );
-    let served = routes.iter().flat_map(|(route, _, m)| {
-        [
-            (
-                format!("route=\"{route}\",side=\"legacy\""),
-                load(&m.served_legacy),
-            ),
-            (
-                format!("route=\"{route}\",side=\"new\""),
-                load(&m.served_new),
-            ),
-        ]
-    });
-    family(
-        out,
-        "strangler_route_served_total",
-        "counter",
-        "Requests per route by the side that answered.",
-        served,
-    );
-    let stages = routes
-        .iter()
-        .map(|(route, stage, _)| (format!("route=\"{route}\",stage=\"{stage}\""), 1));
-    family(
-        out,
-        "strangler_route_stage",
-        "gauge",
-        "The route's current stage (1).",
-        stages,
-    );
-    family(
-        out,
-        "strangler_route_latency_seconds",
-        "histogram",
-        "Time to answer, per route.",
-        [],
-    );
-    for (route, _, m) in routes {
-        m.latency.render(
-            out,
-            "strangler_route_latency_seconds",
-            &format!("route=\"{route}\""),
-        );
-    }
-    family(
-        out,
-        "strangler_service_requests_total",
-        "counter",
-        "Requests sent per upstream service.",
-        per_service(&|m| load(&m.requests)),
-    );
-    family(
-        out,
-        "strangler_service_errors_total",
-        "counter",
-        "Connect failures, timeouts and 5xx per upstream service.",
-        per_service(&|m| load(&m.errors)),
-    );
-    family(
-        out,
-        "strangler_service_overloaded_total",
-        "counter",
-        "Requests answered 503 without being sent because the service had max_in_flight requests.",
-        per_service(&|m| load(&m.overloaded)),
-    );
-    family(
-        out,
-        "strangler_service_latency_seconds",
-        "histogram",
-        "Upstream time to answer, per service.",
-        [],
-    );
-    for (service, m) in services {
-        m.latency.render(
-            out,
-            "strangler_service_latency_seconds",
-            &format!("service=\"{service}\""),
-        );
     }
 }
 

@@ -251,6 +251,11 @@ async fn a_healthy_rollout_walks_every_step_to_cutover_by_itself() {
     );
     let rollout = store.rollouts().unwrap().pop().unwrap();
     assert_eq!(rollout.state, strangler_store::RolloutState::Done);
+    let metrics = p.metrics().await;
+    assert!(
+        metrics.contains("strangler_rollout_step{route=\"students\",state=\"done\"} 3"),
+        "{metrics}"
+    );
     assert!(
         seen.lock().unwrap().iter().all(|(_, s)| *s == 200),
         "no client saw an error"

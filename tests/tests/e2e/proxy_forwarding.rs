@@ -236,8 +236,10 @@ async fn the_admin_api_is_on_its_own_port_behind_a_token() {
     );
     assert!(text.contains("strangler_route_stage{route=\"students\",stage=\"legacy\"} 1"));
     assert!(
-        text.contains("strangler_service_latency_seconds_bucket{service=\"legacy\",le=\"+Inf\"} 3")
+        text.contains("strangler_service_latency_seconds_bucket{le=\"+Inf\",service=\"legacy\"} 3"),
+        "{text}"
     );
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics text: {text}");
 
     // The token file sits beside the store, readable by its owner only.
     let token_file = p.dir.path().join("strangler.db.admin-token");

@@ -1,0 +1,327 @@
+//! `GET /metrics`: the proxy's counters in the OpenMetrics text format, written by
+//! `prometheus-client`. The request path keeps its own atomics (one relaxed add per
+//! counter, no registry lookup); this collector reads them at scrape time, with what the
+//! store says about the fleet (shadow counts, analysis checks, rollouts, sync links).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use strangler_dataplane::metrics::{
+    Cause, Histogram, LATENCY_BOUNDS, RouteMetrics, ServiceMetrics,
+};
+use strangler_dataplane::routing::{RouteTable, UNMATCHED};
+use strangler_store::{CheckRecord, LinkProgress, RolloutRecord, ShadowMetric};
+
+/// What the store says about the fleet, read once per scrape.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    /// Per route: its shadow counts since it was first shadowed.
+    pub shadow: Vec<(String, BTreeMap<ShadowMetric, i64>)>,
+    /// Per route: its newest check of each metric.
+    pub checks: Vec<CheckRecord>,
+    pub rollouts: Vec<RolloutRecord>,
+    pub links: Vec<LinkProgress>,
+    /// Whether the store answered (0: these families are missing, the rest is live).
+    pub store_up: bool,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug)]
+struct Scrape {
+    table: Arc<RouteTable>,
+    fleet: Fleet,
+}
+
+/// Renders every family for `table` and `fleet`.
+pub fn render(table: Arc<RouteTable>, fleet: Fleet) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape { table, fleet }));
+    let mut out = String::new();
+    if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::warn!(error = %err, "cannot write the metrics");
+    }
+    out
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, u64)>,
+) -> fmt::Result {
+    // OpenMetrics adds `_total` to a counter's samples.
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        family
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+    }
+    Ok(())
+}
+
+fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, V)>,
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        family.encode_family(&labels)?.encode_gauge(&value)?;
+    }
+    Ok(())
+}
+
+fn histogram<'h>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, &'h Histogram)>,
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, h) in samples {
+        // Per bucket, not cumulative: the encoder adds them up; the last is `+Inf`.
+        let counts = h.buckets();
+        let buckets: Vec<(f64, u64)> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (LATENCY_BOUNDS.get(i).copied().unwrap_or(f64::MAX), *n))
+            .collect();
+        let total = counts.iter().sum();
+        family
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(h.sum_seconds(), total, &buckets, None)?;
+    }
+    Ok(())
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let table = &self.table;
+        let mut routes: Vec<(&str, &str, &RouteMetrics)> = table
+            .routes
+            .iter()
+            .map(|r| (r.spec.name.as_str(), r.stage.name(), &*r.metrics))
+            .collect();
+        routes.push((UNMATCHED, "legacy", &table.unmatched));
+        let mut services: BTreeMap<&str, &ServiceMetrics> = BTreeMap::new();
+        services.insert(table.legacy.upstream.name.as_str(), &*table.legacy.metrics);
+        for r in &table.routes {
+            services.insert(r.target.upstream.name.as_str(), &*r.target.metrics);
+        }
+        let route = |r: &str| vec![("route", r.to_string())];
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            &mut enc,
+            "strangler_route_requests",
+            "Requests per route.",
+            routes.iter().map(|(r, _, m)| (route(r), load(&m.requests))),
+        )?;
+        counter(
+            &mut enc,
+            "strangler_route_errors",
+            "Answers with status 5xx per route, unless the client caused them.",
+            routes.iter().map(|(r, _, m)| (route(r), load(&m.errors))),
+        )?;
+        counter(
+            &mut enc,
+            "strangler_route_failures",
+            "Requests the proxy answered itself because something failed, per route and cause (client, proxy, upstream).",
+            routes.iter().flat_map(|(r, _, m)| {
+                Cause::ALL.map(|c| {
+                    (
+                        vec![("route", r.to_string()), ("cause", c.as_str().to_string())],
+                        load(&m.failures[c as usize]),
+                    )
+                })
+            }),
+        )?;
+        counter(
+            &mut enc,
+            "strangler_route_near_misses",
+            "Requests that matched the route only without a trailing slash or ignoring letter case, and went to legacy.",
+            routes
+                .iter()
+                .map(|(r, _, m)| (route(r), load(&m.near_misses))),
+        )?;
+        counter(
+            &mut enc,
+            "strangler_route_served",
+            "Requests per route by the side that answered.",
+            routes.iter().flat_map(|(r, _, m)| {
+                [
+                    (
+                        vec![("route", r.to_string()), ("side", "legacy".to_string())],
+                        load(&m.served_legacy),
+                    ),
+                    (
+                        vec![("route", r.to_string()), ("side", "new".to_string())],
+                        load(&m.served_new),
+                    ),
+                ]
+            }),
+        )?;
+        counter(
+            &mut enc,
+            "strangler_route_side_errors",
+            "5xx the answering service caused, per route and side (what the analysis judges).",
+            routes.iter().flat_map(|(r, _, m)| {
+                [
+                    (
+                        vec![("route", r.to_string()), ("side", "legacy".to_string())],
+                        load(&m.side_errors[0]),
+                    ),
+                    (
+                        vec![("route", r.to_string()), ("side", "new".to_string())],
+                        load(&m.side_errors[1]),
+                    ),
+                ]
+            }),
+        )?;
+        gauge(
+            &mut enc,
+            "strangler_route_stage",
+            "The route's current stage (1).",
+            routes.iter().map(|(r, stage, _)| {
+                (
+                    vec![("route", r.to_string()), ("stage", stage.to_string())],
+                    1i64,
+                )
+            }),
+        )?;
+        histogram(
+            &mut enc,
+            "strangler_route_latency_seconds",
+            "Time to answer, per route.",
+            routes.iter().map(|(r, _, m)| (route(r), &m.latency)),
+        )?;
+        let service = |s: &str| vec![("service", s.to_string())];
+        counter(
+            &mut enc,
+            "strangler_service_requests",
+            "Requests sent per upstream service.",
+            services
+                .iter()
+                .map(|(s, m)| (service(s), load(&m.requests))),
+        )?;
+        counter(
+            &mut enc,
+            "strangler_service_errors",
+            "Connect failures, timeouts and 5xx per upstream service (never a client's fault).",
+            services.iter().map(|(s, m)| (service(s), load(&m.errors))),
+        )?;
+        counter(
+            &mut enc,
+            "strangler_service_overloaded",
+            "Requests answered 503 without being sent because the service had max_in_flight requests.",
+            services
+                .iter()
+                .map(|(s, m)| (service(s), load(&m.overloaded))),
+        )?;
+        histogram(
+            &mut enc,
+            "strangler_service_latency_seconds",
+            "Upstream time to answer, per service.",
+            services.iter().map(|(s, m)| (service(s), &m.latency)),
+        )?;
+        gauge(
+            &mut enc,
+            "strangler_table_generation",
+            "The store generation this proxy's route table reflects.",
+            [(Vec::new(), table.generation)],
+        )?;
+        let fleet = &self.fleet;
+        gauge(
+            &mut enc,
+            "strangler_store_up",
+            "Whether the state store answered this scrape (1) or not (0).",
+            [(Vec::new(), i64::from(fleet.store_up))],
+        )?;
+        counter(
+            &mut enc,
+            "strangler_shadow",
+            "Shadow results per route and kind (compared, matched, mismatched, noisy_only, errors, unmirrored:REASON), over every proxy.",
+            fleet.shadow.iter().flat_map(|(r, counts)| {
+                counts.iter().map(move |(metric, n)| {
+                    (
+                        vec![
+                            ("route", r.clone()),
+                            ("result", metric.as_str().to_string()),
+                        ],
+                        u64::try_from(*n).unwrap_or(0),
+                    )
+                })
+            }),
+        )?;
+        gauge(
+            &mut enc,
+            "strangler_analysis_value",
+            "The newest analysis check's value per route and metric (NaN: too little traffic for a verdict).",
+            fleet.checks.iter().map(|c| {
+                (
+                    vec![("route", c.route.clone()), ("metric", c.metric.clone())],
+                    c.value.unwrap_or(f64::NAN),
+                )
+            }),
+        )?;
+        gauge(
+            &mut enc,
+            "strangler_analysis_passed",
+            "The newest analysis check's verdict per route and metric: 1 passed, 0 failed, -1 no verdict.",
+            fleet.checks.iter().map(|c| {
+                (
+                    vec![("route", c.route.clone()), ("metric", c.metric.clone())],
+                    match c.passed {
+                        Some(true) => 1i64,
+                        Some(false) => 0,
+                        None => -1,
+                    },
+                )
+            }),
+        )?;
+        gauge(
+            &mut enc,
+            "strangler_rollout_step",
+            "The step a route's rollout is at (1-based), with its state.",
+            fleet.rollouts.iter().map(|r| {
+                (
+                    vec![
+                        ("route", r.route.clone()),
+                        ("state", r.state.as_str().to_string()),
+                    ],
+                    i64::try_from(r.step + 1).unwrap_or(0),
+                )
+            }),
+        )?;
+        let link = |l: &LinkProgress| vec![("link", l.link.clone())];
+        gauge(
+            &mut enc,
+            "strangler_sync_lag_events",
+            "Events a sync link's target has not been sent yet.",
+            fleet.links.iter().map(|l| (link(l), l.lag_events())),
+        )?;
+        gauge(
+            &mut enc,
+            "strangler_sync_lag_seconds",
+            "Age of the oldest event a sync link has not delivered.",
+            fleet.links.iter().map(|l| (link(l), l.lag_seconds)),
+        )?;
+        gauge(
+            &mut enc,
+            "strangler_sync_failing",
+            "Whether a sync link's last attempt failed (1) or not (0).",
+            fleet
+                .links
+                .iter()
+                .map(|l| (link(l), i64::from(l.last_error.is_some()))),
+        )?;
+        Ok(())
+    }
+}

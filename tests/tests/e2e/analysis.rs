@@ -227,12 +227,17 @@ async fn a_healthy_rollout_walks_every_step_to_cutover_by_itself() {
         refused.message
     );
     let p = &p;
-    eventually(
-        Duration::from_secs(30),
-        "cut over by the rollout",
-        || async { (stage(p) == Stage::Cutover).then_some(()) },
-    )
+    eventually(Duration::from_secs(30), "the rollout done", || async {
+        let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+        let done = store
+            .rollouts()
+            .unwrap()
+            .iter()
+            .any(|r| r.state == strangler_store::RolloutState::Done);
+        done.then_some(())
+    })
     .await;
+    assert_eq!(stage(p), Stage::Cutover);
     stop.store(true, Ordering::SeqCst);
     let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
     let steps: Vec<(String, String)> = store

@@ -17,10 +17,10 @@ use participant::{ApiResult, ApplyReport, Database, Event, WriteMode};
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
-const ORIGINS: [&str; 4] = ["legacy", "students", "finance", ""];
+const ORIGINS: [&str; 5] = ["legacy", "students", "finance", "gamification", "enrollment"];
 const KINDS: [&str; 6] = ["student", "invoice", "reward", "enrollment", "course", ""];
-const CHANGES: [&str; 4] = [".created", ".updated", ".imported", ""];
-const KEYS: [&str; 4] = ["k1", "k2", "k3", ""];
+const CHANGES: [&str; 4] = [".created", ".updated", ".imported", ".x"];
+const KEYS: [&str; 4] = ["k1", "k2", "k3", "k4"];
 
 /// A field's value: what a well-behaved participant sends, or something else.
 #[derive(Arbitrary, Debug)]
@@ -43,13 +43,15 @@ struct EventInput {
     /// The entity's id field: the event key, another key, or an own value.
     entity_id: u8,
     fields: Vec<Field>,
-    not_an_object: bool,
+    /// Which envelope field is malformed, if any. Rare on purpose: one malformed event
+    /// refuses the whole batch, and the fuzzer would learn little else.
+    malformed: u8,
 }
 
 #[derive(Arbitrary, Debug)]
 enum Version {
     Small(u8),
-    Any(i64),
+    Large(i64),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -132,23 +134,29 @@ fn event(input: &EventInput) -> Event {
         };
         data.insert(name.to_string(), value);
     }
-    Event {
+    let mut event = Event {
         id: format!("e{}", input.id % 16),
         seq: 0,
         origin: pick(&ORIGINS, input.origin).to_string(),
         event_type: format!("{kind}{}", pick(&CHANGES, input.change)),
         key: key.to_string(),
         version: match input.version {
-            Version::Small(v) => i64::from(v % 8),
-            Version::Any(v) => v,
+            Version::Small(v) => i64::from(v % 16) + 1,
+            Version::Large(v) => v.checked_abs().unwrap_or(i64::MAX).max(1),
         },
         at: "2024-01-01T00:00:00Z".to_string(),
-        data: if input.not_an_object {
-            Value::Array(Vec::new())
-        } else {
-            Value::Object(data)
-        },
+        data: Value::Object(data),
+    };
+    match input.malformed {
+        1 => event.id.clear(),
+        2 => event.origin.clear(),
+        3 => event.key.clear(),
+        4 => event.event_type = kind.to_string(),
+        5 => event.version = -event.version + 1,
+        6 => event.data = Value::Array(Vec::new()),
+        _ => {}
     }
+    event
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {

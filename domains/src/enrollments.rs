@@ -167,7 +167,7 @@ pub fn upsert(conn: &Connection, e: &Enrollment) -> ApiResult<()> {
         if fields::is_unique_violation(&err) {
             already_enrolled(&e.course, &e.term)
         } else {
-            err.into()
+            fields::refused_row(err, "enrollment")
         }
     })?;
     Ok(())

@@ -100,6 +100,26 @@ pub fn amount_cents(value: i64) -> Result<i64, ApiError> {
     }
 }
 
+/// The error for a row the database refused: a constraint (CHECK, UNIQUE, NOT NULL) means
+/// the state written is at fault (422, so an applied event is parked, not retried forever);
+/// anything else is a storage failure.
+pub fn refused_row(err: rusqlite::Error, what: &str) -> ApiError {
+    match &err {
+        rusqlite::Error::SqliteFailure(e, message)
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            ApiError::rule(
+                "constraint_violation",
+                format!(
+                    "{what} refused: {}",
+                    message.as_deref().unwrap_or("a constraint failed")
+                ),
+            )
+        }
+        _ => err.into(),
+    }
+}
+
 /// Whether a SQLite error is a UNIQUE constraint violation.
 pub fn is_unique_violation(err: &rusqlite::Error) -> bool {
     matches!(

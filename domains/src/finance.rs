@@ -123,7 +123,8 @@ pub fn upsert(conn: &Connection, invoice: &Invoice) -> ApiResult<()> {
             invoice.paid_at,
             invoice.cancelled_at,
         ],
-    )?;
+    )
+    .map_err(|err| fields::refused_row(err, "invoice"))?;
     Ok(())
 }
 

@@ -124,7 +124,8 @@ pub fn upsert(conn: &Connection, reward: &Reward) -> ApiResult<()> {
             reward.created_at,
             reward.revoked_at,
         ],
-    )?;
+    )
+    .map_err(|err| fields::refused_row(err, "reward"))?;
     Ok(())
 }
 

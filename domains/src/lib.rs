@@ -68,3 +68,77 @@ pub fn apply(conn: &Connection, event: &Event, holds: &[Kind], participant: &str
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn event(event_type: &str, key: &str, data: Value) -> Event {
+        Event {
+            id: format!("{event_type}-{key}"),
+            seq: 0,
+            origin: "students".into(),
+            event_type: event_type.into(),
+            key: key.into(),
+            version: 1,
+            at: "2024-01-01T00:00:00Z".into(),
+            data,
+        }
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/apply_batch.rs`): state the schema refuses (a
+    /// status outside a CHECK, a taken idempotency key) answered 500, which refuses the whole
+    /// batch as a storage failure, so the relay retried it forever behind one bad event.
+    #[test]
+    fn a_row_the_schema_refuses_is_a_refusal_not_a_storage_failure() {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in [
+            students::SCHEMA,
+            finance::SCHEMA,
+            gamification::SCHEMA,
+            gamification::REVOCATION,
+        ] {
+            conn.execute_batch(sql).unwrap();
+        }
+        let at = "2024-01-01T00:00:00Z";
+        let reward = |id: &str| {
+            json!({"id": id, "student_id": "s1", "points": 10, "reason": "welcome",
+                   "term": null, "idempotency_key": "grant-1", "created_at": at})
+        };
+        let all = [Kind::Student, Kind::Invoice, Kind::Reward];
+        apply(
+            &conn,
+            &event("reward.created", "r1", reward("r1")),
+            &all,
+            "t",
+        )
+        .unwrap();
+        let cases = [
+            event(
+                "student.imported",
+                "k2",
+                json!({"id": "k1", "email": "k1", "name": "k1", "status": "k1",
+                       "created_at": at, "updated_at": at}),
+            ),
+            event(
+                "invoice.created",
+                "i1",
+                json!({"id": "i1", "student_id": "s1", "enrollment_id": null, "term": null,
+                       "description": "tuition", "amount_cents": 1000, "currency": "EUR",
+                       "status": "refunded", "created_at": at, "updated_at": at,
+                       "paid_at": null, "cancelled_at": null}),
+            ),
+            event("reward.created", "r2", reward("r2")),
+        ];
+        for case in cases {
+            let err = apply(&conn, &case, &all, "t").unwrap_err();
+            assert_eq!(
+                (err.status.as_u16(), err.code),
+                (422, "constraint_violation"),
+                "{}: {err}",
+                case.event_type
+            );
+        }
+    }
+}

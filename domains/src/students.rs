@@ -105,7 +105,7 @@ pub fn upsert(conn: &Connection, student: &Student) -> ApiResult<()> {
                 format!("email {} belongs to another student", student.email),
             )
         } else {
-            err.into()
+            fields::refused_row(err, "student")
         }
     })?;
     Ok(())

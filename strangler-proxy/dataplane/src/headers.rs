@@ -130,12 +130,13 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
+        // Split the raw bytes: a value with one non-ASCII byte (obs-text) still names the
+        // headers in its other tokens.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -261,6 +262,23 @@ mod tests {
         h.insert(header::TE, "trailers".parse().unwrap());
         h.insert(header::UPGRADE, "websocket".parse().unwrap());
         h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/headers.rs`): one non-ASCII byte in the
+    /// `Connection` value made the whole value unreadable, so the headers it named were
+    /// forwarded.
+    #[test]
+    fn a_connection_value_with_a_non_ascii_byte_still_names_its_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"Ww,\xff\xff0").unwrap(),
+        );
+        h.insert("ww", HeaderValue::from_static(""));
+        h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-kept"]);

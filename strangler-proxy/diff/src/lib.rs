@@ -247,19 +247,18 @@ fn walk(a: &Value, b: &Value, rules: &Rules, tokens: &mut Vec<String>, out: &mut
                 }
             }
             ArrayMode::Keyed(field) => {
-                let key = |v: &Value| v.get(&field).map(canonical);
-                // Elements sharing a key pair up in order; elements without one are unmatched.
+                // Elements sharing a key pair up in order, and so do elements without one
+                // (keyed as "", which no canonical text is), so equal arrays stay equal.
+                let key = |v: &Value| v.get(&field).map(canonical).unwrap_or_default();
                 let mut by_key: BTreeMap<String, std::collections::VecDeque<usize>> =
                     BTreeMap::new();
                 for (j, v) in y.iter().enumerate() {
-                    if let Some(k) = key(v) {
-                        by_key.entry(k).or_default().push_back(j);
-                    }
+                    by_key.entry(key(v)).or_default().push_back(j);
                 }
                 let mut seen = vec![false; y.len()];
                 for (i, va) in x.iter().enumerate() {
                     tokens.push(i.to_string());
-                    match key(va).and_then(|k| by_key.get_mut(&k).and_then(|q| q.pop_front())) {
+                    match by_key.get_mut(&key(va)).and_then(|q| q.pop_front()) {
                         Some(j) => {
                             seen[j] = true;
                             walk(va, &y[j], rules, tokens, out);
@@ -685,6 +684,34 @@ mod tests {
         let a = json!({ "items": [{ "id": 1, "v": "a" }, { "id": 1, "v": "b" }, { "id": 2 }] });
         let b = json!({ "items": [{ "id": 2 }, { "id": 1, "v": "a" }, { "id": 1, "v": "b" }] });
         assert_eq!(diff_json(&a, &b, &rules), []);
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/diff.rs`): elements without the key field were
+    /// never paired, so an array compared with itself showed each as missing and extra.
+    #[test]
+    fn keyed_arrays_pair_elements_without_the_key_in_order() {
+        let rules = Rules {
+            arrays: vec![(PathPattern::parse("").unwrap(), ArrayMode::Keyed("".into()))],
+            ..Rules::default()
+        };
+        let a = json!([null]);
+        assert_eq!(diff_json(&a, &a, &rules), []);
+
+        let rules = Rules {
+            arrays: vec![(
+                PathPattern::parse("/items").unwrap(),
+                ArrayMode::Keyed("id".into()),
+            )],
+            ..Rules::default()
+        };
+        let a = json!({ "items": [{ "v": 1 }, { "id": 1 }, "x"] });
+        assert_eq!(diff_json(&a, &a, &rules), []);
+        let b = json!({ "items": [{ "id": 1 }, { "v": 2 }, "x"] });
+        let got: Vec<(String, Kind)> = diff_json(&a, &b, &rules)
+            .into_iter()
+            .map(|d| (d.path, d.kind))
+            .collect();
+        assert_eq!(got, [("/items/0/v".to_string(), Kind::ValueChanged)]);
     }
 
     #[test]

@@ -1223,7 +1223,8 @@ impl Ctx<'_> {
             spec.keyed.push((path.clone(), key.clone()));
         }
         if let Some(t) = &raw.tolerance {
-            if *t.get_ref() < 0.0 {
+            // A range check, so NaN (every float would differ from itself) is refused too.
+            if !(0.0..).contains(t.get_ref()) {
                 return Err(self.at(t, &field("compare.tolerance"), "must be 0 or more"));
             }
             spec.tolerance = *t.get_ref();
@@ -1704,6 +1705,30 @@ canary = { percent = 25, sticky = "path:id" }
         let err = parse(Path::new("p.toml"), "[proxy\nlisten=").unwrap_err();
         assert_eq!(err.line, 1);
         assert!(err.to_string().starts_with("p.toml:1:"), "{err}");
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/diff.rs`): TOML's `nan` passed the `< 0.0`
+    /// check, and with a NaN tolerance the diff engine finds every float unequal to itself.
+    #[test]
+    fn a_nan_tolerance_is_refused() {
+        for tolerance in ["nan", "-nan", "-0.5"] {
+            let err = check(&format!(
+                "\n[[routes]]\nname = \"r\"\npaths = [\"/s\"]\nservice = \"students\"\n\
+                 compare = {{ tolerance = {tolerance} }}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(
+                err.field, "routes[0].compare.tolerance",
+                "{tolerance}: {err}"
+            );
+            assert_eq!(err.line, 17, "{tolerance}: {err}");
+        }
+        let plan = check(
+            "\n[[routes]]\nname = \"r\"\npaths = [\"/s\"]\nservice = \"students\"\n\
+             compare = { tolerance = 0.5 }\n",
+        )
+        .unwrap();
+        assert_eq!(plan.routes[0].compare.tolerance, 0.5);
     }
 
     #[test]

@@ -908,7 +908,7 @@ fn status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
                 json!({
                     "id": p.id, "pid": p.pid, "listen": p.listen, "admin": p.admin,
                     "generation": p.generation, "current": p.generation >= generation,
-                    "heartbeat_ms_ago": now - p.heartbeat_ms, "started_at": p.started_at,
+                    "heartbeat_ms_ago": now - p.heartbeat_ms, "applied_at_ms": p.applied_at_ms, "started_at": p.started_at,
                 })
             })
             .collect();

@@ -277,3 +277,48 @@ async fn a_healthy_rollout_walks_every_step_to_cutover_by_itself() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_proxy_takes_the_rollout_over_when_the_acting_one_stops() {
+    let hook = WebhookReceiver::start().await;
+    let legacy =
+        ScriptedUpstream::start(Duration::ZERO, Arc::new(|p: &str, _: &[u8]| answer(p))).await;
+    let new =
+        ScriptedUpstream::start(Duration::ZERO, Arc::new(|p: &str, _: &[u8]| answer(p))).await;
+    let steps = "stage = \"shadow\"\nsteps = [{ canary = 25, for = \"2s\" }, { canary = 50, for = \"1s\" }, { cutover = true }]";
+    let mut p = proxy(&legacy.url(), &new.url(), steps, &hook).await;
+    // The first proxy's controller takes the store's lease before the replica starts.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let replica = p.replica().await;
+    let (stop, _) = traffic(&p);
+    p.strangler(&["rollout", "start", "students"])
+        .await
+        .unwrap();
+    let pr = &p;
+    eventually(
+        Duration::from_secs(20),
+        "the first step entered",
+        || async { (stage(pr) == Stage::Canary { percent: 25 }).then_some(()) },
+    )
+    .await;
+    // The acting proxy stops (and gives its lease up); the replica walks on.
+    stop.store(true, Ordering::SeqCst);
+    p.proxy.take().unwrap().stop().await;
+    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let store = &store;
+    eventually(
+        Duration::from_secs(30),
+        "the rollout done by the replica",
+        || async {
+            store
+                .rollouts()
+                .unwrap()
+                .iter()
+                .any(|r| r.state == strangler_store::RolloutState::Done)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(stage(&p), Stage::Cutover);
+    replica.stop().await;
+}

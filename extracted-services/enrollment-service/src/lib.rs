@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub use downstream::Upstreams;
-use downstream::{Downstream, Service};
+use downstream::{Downstream, Service, segment};
 
 pub const ORIGIN: &str = "enrollment";
 
@@ -100,8 +100,22 @@ pub fn app(db: Database, upstreams: Upstreams) -> Result<Router, reqwest::Error>
         .route("/students/{id}/enrollments", get(list_for_student))
         .route("/students/{id}/report", get(report))
         .with_state(state)
-        .merge(participant::feed::routes(db.clone(), applier));
+        .merge(participant::feed::routes(db.clone(), applier))
+        .merge(participant::openapi::routes(openapi()));
     Ok(participant::server::finish(router, db))
+}
+
+/// The OpenAPI document served at `GET /openapi.json`: the enrollment routes as this
+/// service runs them, and what every participant serves.
+pub fn openapi() -> Value {
+    domains::enrollments::api(domains::enrollments::Process::Distributed)
+        .merge(participant::openapi::participant())
+        .document(
+            "enrollment-service",
+            env!("CARGO_PKG_VERSION"),
+            "The enrollment service: owns enrollments and runs the enrollment process across the \
+             students, finance and gamification services.",
+        )
 }
 
 #[derive(Deserialize)]
@@ -133,7 +147,11 @@ enum Prior {
 /// The student, or the error the monolith gives for an unknown or inactive one.
 async fn active_student(d: &Downstream, student_id: &str, mode: WriteMode) -> ApiResult<Student> {
     let student: Student = match d
-        .get_json(Service::Students, &format!("/students/{student_id}"), mode)
+        .get_json(
+            Service::Students,
+            &format!("/students/{}", segment(student_id)),
+            mode,
+        )
         .await
     {
         Ok(student) => student,
@@ -187,7 +205,7 @@ async fn invoices_of(d: &Downstream, student_id: &str, mode: WriteMode) -> ApiRe
     match d
         .get_json::<Invoices>(
             Service::Finance,
-            &format!("/students/{student_id}/invoices"),
+            &format!("/students/{}/invoices", segment(student_id)),
             mode,
         )
         .await
@@ -533,7 +551,7 @@ async fn compensate(
     mode: WriteMode,
 ) {
     if let Some(invoice) = invoice {
-        let path = format!("/finance/invoices/{}/cancel", invoice.id);
+        let path = format!("/finance/invoices/{}/cancel", segment(&invoice.id));
         if let Err(err) = d
             .post_json::<Value>(Service::Finance, &path, &json!({}), mode)
             .await
@@ -542,7 +560,7 @@ async fn compensate(
         }
     }
     if let Some(reward) = reward {
-        let path = format!("/gamification/rewards/{}/revoke", reward.id);
+        let path = format!("/gamification/rewards/{}/revoke", segment(&reward.id));
         if let Err(err) = d
             .post_json::<Value>(Service::Gamification, &path, &json!({}), mode)
             .await
@@ -573,7 +591,7 @@ async fn list_for_student(
         .downstream
         .get_json(
             Service::Students,
-            &format!("/students/{id}"),
+            &format!("/students/{}", segment(&id)),
             WriteMode::Commit,
         )
         .await?;
@@ -607,7 +625,11 @@ async fn term_report(
     let rewards = match d
         .get_json::<Rewards>(
             Service::Gamification,
-            &format!("/students/{student_id}/rewards?term={term}"),
+            &format!(
+                "/students/{}/rewards?term={}",
+                segment(student_id),
+                segment(term)
+            ),
             mode,
         )
         .await
@@ -648,7 +670,7 @@ async fn report(
         .downstream
         .get_json(
             Service::Students,
-            &format!("/students/{id}"),
+            &format!("/students/{}", segment(&id)),
             WriteMode::Commit,
         )
         .await?;

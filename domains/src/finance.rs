@@ -1,10 +1,10 @@
 //! Finance: invoices, payment (at most once) and cancellation.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use participant::{ApiError, ApiResult, Database, JsonBody, Write, WriteMode};
+use participant::{ApiError, ApiResult, Database, JsonBody, PathId, Write, WriteMode};
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
@@ -223,7 +223,7 @@ async fn create(
     Ok(participant::server::created(location, invoice))
 }
 
-async fn fetch(State(db): State<Database>, Path(id): Path<String>) -> ApiResult<Json<Invoice>> {
+async fn fetch(State(db): State<Database>, PathId(id): PathId) -> ApiResult<Json<Invoice>> {
     db.read(move |conn| find(conn, &id)?.ok_or_else(|| ApiError::not_found("invoice", &id)))
         .await
         .map(Json)
@@ -236,7 +236,7 @@ struct InvoiceList {
 
 async fn list_for_student(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<impl IntoResponse> {
     db.read(move |conn| {
         students::get_existing(conn, &id)?;
@@ -251,7 +251,7 @@ async fn list_for_student(
 /// charge); a cancelled one cannot be paid.
 async fn pay(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     mode: WriteMode,
 ) -> ApiResult<Json<Invoice>> {
     db.write(mode, move |w| {
@@ -299,7 +299,7 @@ pub fn cancel_in(w: &mut Write<'_>, id: &str) -> ApiResult<Invoice> {
 
 async fn cancel(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     mode: WriteMode,
 ) -> ApiResult<Json<Invoice>> {
     db.write(mode, move |w| cancel_in(w, &id).map(Json)).await

@@ -1,11 +1,11 @@
 //! Gamification: points granted with a reason (at most once per idempotency key), levels and
 //! badges derived from the total.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use participant::{ApiError, ApiQuery, ApiResult, Database, JsonBody, Write, WriteMode};
+use participant::{ApiError, ApiQuery, ApiResult, Database, JsonBody, PathId, Write, WriteMode};
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
@@ -252,7 +252,7 @@ async fn create(
     .await
 }
 
-async fn points(State(db): State<Database>, Path(id): Path<String>) -> ApiResult<Json<Points>> {
+async fn points(State(db): State<Database>, PathId(id): PathId) -> ApiResult<Json<Points>> {
     db.read(move |conn| {
         students::get_existing(conn, &id)?;
         let total = total_points(conn, &id, None)?;
@@ -282,7 +282,7 @@ pub fn revoke_in(w: &mut Write<'_>, id: &str) -> ApiResult<Reward> {
 
 async fn revoke(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     mode: WriteMode,
 ) -> ApiResult<Json<Reward>> {
     db.write(mode, move |w| revoke_in(w, &id).map(Json)).await
@@ -301,7 +301,7 @@ struct RewardList {
 
 async fn list_for_student(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ApiQuery(filter): ApiQuery<RewardFilter>,
 ) -> ApiResult<Json<RewardList>> {
     let term = filter

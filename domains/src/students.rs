@@ -1,10 +1,10 @@
 //! Students: registration, lookup, listing, full and partial update, deactivation.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use participant::{ApiError, ApiQuery, ApiResult, Database, JsonBody, Write, WriteMode};
+use participant::{ApiError, ApiQuery, ApiResult, Database, JsonBody, PathId, Write, WriteMode};
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
@@ -170,7 +170,7 @@ async fn create(
     Ok(participant::server::created(location, student))
 }
 
-async fn fetch(State(db): State<Database>, Path(id): Path<String>) -> ApiResult<Json<Student>> {
+async fn fetch(State(db): State<Database>, PathId(id): PathId) -> ApiResult<Json<Student>> {
     db.read(move |conn| get_existing(conn, &id)).await.map(Json)
 }
 
@@ -247,7 +247,7 @@ struct ReplaceStudent {
 
 async fn replace(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     mode: WriteMode,
     JsonBody(body): JsonBody<ReplaceStudent>,
 ) -> ApiResult<Json<Student>> {
@@ -278,7 +278,7 @@ struct PatchStudent {
 
 async fn update(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     mode: WriteMode,
     JsonBody(body): JsonBody<PatchStudent>,
 ) -> ApiResult<Json<Student>> {
@@ -305,7 +305,7 @@ async fn update(
 
 async fn deactivate(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     mode: WriteMode,
 ) -> ApiResult<Json<Student>> {
     change(db, mode, id, |s| s.status = "inactive".to_string()).await

@@ -21,7 +21,7 @@ pub mod server;
 
 pub use db::{Database, Migration, Write};
 pub use error::{ApiError, ApiResult};
-pub use extract::{ApiQuery, JsonBody, WriteMode};
+pub use extract::{ApiQuery, JsonBody, PathId, WriteMode};
 pub use outbox::{ApplyReport, Event};
 
 use time::OffsetDateTime;

@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::extract::{DRY_RUN_HEADER, MAX_BODY_BYTES};
+use crate::extract::{DRY_RUN_HEADER, MAX_BODY_BYTES, MAX_ID};
 
 /// Paths and schemas a piece of an API contributes to a document.
 #[derive(Debug, Clone, Default)]
@@ -137,11 +137,14 @@ pub fn body(schema: &str) -> Value {
             "content": { "application/json": { "schema": reference(schema) } } })
 }
 
-/// The id in a path. Any text is looked up; one that names nothing is a 404.
+/// The id in a path, as [`crate::PathId`] accepts it; one that names nothing is a 404.
 pub fn id_param(description: &str) -> Value {
     json!({ "name": "id", "in": "path", "required": true, "description": description,
-            "schema": { "type": "string" } })
+            "schema": { "type": "string", "pattern": format!("^[0-9A-Za-z_-]{{1,{MAX_ID}}}$") } })
 }
+
+/// The 400 an operation with an id in its path answers for an id no participant makes.
+const BAD_ID: &str = "invalid_id: the id is not 1 to 64 letters, digits, - or _";
 
 /// The dry-run header, with exactly the values [`crate::WriteMode`] accepts.
 pub fn dry_run_param() -> Value {
@@ -180,23 +183,34 @@ pub fn op(
     request_body: Option<Value>,
     responses: impl IntoIterator<Item = (&'static str, Value)>,
 ) -> Value {
-    let mut operation = json!({ "summary": summary, "parameters": parameters });
+    let mut operation = json!({ "summary": summary, "parameters": &parameters });
     if let Some(request_body) = request_body {
         operation["requestBody"] = request_body;
     }
-    operation["responses"] = Value::Object(
-        responses
-            .into_iter()
-            .map(|(status, answer)| (status.to_string(), answer))
-            .collect(),
-    );
+    let mut responses: Map<String, Value> = responses
+        .into_iter()
+        .map(|(status, answer)| (status.to_string(), answer))
+        .collect();
+    if parameters.iter().any(|p| p["in"] == "path") {
+        match responses.get_mut("400") {
+            Some(answer) => {
+                let description = answer["description"].as_str().unwrap_or_default();
+                answer["description"] = json!(format!("{description}; {BAD_ID}"));
+            }
+            None => {
+                responses.insert("400".to_string(), error(BAD_ID));
+            }
+        }
+    }
+    operation["responses"] = Value::Object(responses);
     operation
 }
 
 /// The error body every participant answers with.
 fn error_schema() -> Value {
     json!({ "type": "object", "additionalProperties": false, "required": ["error"], "properties": {
-        "error": { "type": "object", "additionalProperties": false, "required": ["code", "message"],
+        "error": { "type": "object", "required": ["code", "message"],
+            "description": "the proxy's own errors also name the route and service",
             "properties": { "code": { "type": "string" }, "message": { "type": "string" } } } } })
 }
 

@@ -12,7 +12,7 @@ pub mod downstream;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,7 +27,9 @@ use domains::finance::Invoice;
 use domains::gamification::Reward;
 use domains::students::Student;
 use participant::db::OpenError;
-use participant::{ApiError, ApiQuery, ApiResult, Database, JsonBody, Migration, WriteMode};
+use participant::{
+    ApiError, ApiQuery, ApiResult, Database, JsonBody, Migration, PathId, WriteMode,
+};
 use rusqlite::OptionalExtension;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -146,6 +148,17 @@ enum Prior {
 
 /// The student, or the error the monolith gives for an unknown or inactive one.
 async fn active_student(d: &Downstream, student_id: &str, mode: WriteMode) -> ApiResult<Student> {
+    let unknown = || {
+        ApiError::rule(
+            "unknown_student",
+            format!("student {student_id} does not exist"),
+        )
+    };
+    // The students service refuses a path holding what no id looks like (400); no student
+    // has such an id.
+    if !participant::extract::is_id(student_id) {
+        return Err(unknown());
+    }
     let student: Student = match d
         .get_json(
             Service::Students,
@@ -155,12 +168,7 @@ async fn active_student(d: &Downstream, student_id: &str, mode: WriteMode) -> Ap
         .await
     {
         Ok(student) => student,
-        Err(err) if err.status == StatusCode::NOT_FOUND => {
-            return Err(ApiError::rule(
-                "unknown_student",
-                format!("student {student_id} does not exist"),
-            ));
-        }
+        Err(err) if err.status == StatusCode::NOT_FOUND => return Err(unknown()),
         Err(err) => return Err(err),
     };
     if !student.is_active() {
@@ -570,10 +578,7 @@ async fn compensate(
     }
 }
 
-async fn fetch(
-    State(state): State<AppState>,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult<Json<Enrollment>> {
+async fn fetch(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Json<Enrollment>> {
     state
         .db
         .read(move |conn| {
@@ -585,7 +590,7 @@ async fn fetch(
 
 async fn list_for_student(
     State(state): State<AppState>,
-    UrlPath(id): UrlPath<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
     let _: Student = state
         .downstream
@@ -659,7 +664,7 @@ struct ReportParams {
 
 async fn report(
     State(state): State<AppState>,
-    UrlPath(id): UrlPath<String>,
+    PathId(id): PathId,
     ApiQuery(params): ApiQuery<ReportParams>,
 ) -> ApiResult<Json<Report>> {
     let term = params
@@ -681,7 +686,7 @@ async fn report(
 
 async fn renew(
     State(state): State<AppState>,
-    UrlPath(id): UrlPath<String>,
+    PathId(id): PathId,
     mode: WriteMode,
 ) -> ApiResult<Response> {
     let lookup = id.clone();

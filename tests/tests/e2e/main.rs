@@ -4,10 +4,11 @@
 mod monolith_api;
 mod monolith_enrollment;
 mod monolith_feed;
-mod monolith_openapi;
+mod openapi;
 mod proxy_control;
 mod proxy_forwarding;
 mod proxy_routing;
+mod schemathesis;
 mod services;
 mod shadow;
 mod sync_relay;

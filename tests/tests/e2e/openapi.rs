@@ -222,3 +222,35 @@ async fn the_documents_say_what_the_servers_enforce() {
         .await
         .expect_error(400, "invalid_query");
 }
+
+/// A write refused before its body is read (a bad dry-run header) still leaves the proxy's
+/// connection to the participant usable: no request through the proxy fails with 502.
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_refused_before_their_body_is_read_do_not_break_the_proxy() {
+    let stack = Stack::start().await;
+    let c = &stack.proxy.client;
+    let id = c.new_student("early@example.org").await;
+    let body =
+        serde_json::json!({ "email": "early@example.org", "name": "Early", "status": "active" });
+    // Large enough that it is still arriving when the refusal is written.
+    let large = serde_json::json!({ "email": "early@example.org", "name": "x".repeat(512 * 1024), "status": "active" });
+    for i in 0..100 {
+        let answer = c
+            .send(
+                c.request(Method::PUT, &format!("/students/{id}"))
+                    .header("x-strangler-dry-run", "2")
+                    .json(if i % 2 == 0 { &body } else { &large }),
+            )
+            .await;
+        assert_eq!(answer.status.as_u16(), 400, "request {i}: {}", answer.body);
+        // A write right behind it, which the proxy does not retry, reuses the connection.
+        let answer = c
+            .send(
+                c.request(Method::PUT, &format!("/students/{id}"))
+                    .header("x-strangler-dry-run", "1")
+                    .json(&body),
+            )
+            .await;
+        assert_eq!(answer.status.as_u16(), 200, "request {i}: {}", answer.body);
+    }
+}

@@ -8,7 +8,12 @@ use serde::{Deserialize, Serialize};
 use crate::fields;
 use crate::finance::Invoice;
 use crate::gamification::Reward;
+use participant::openapi::{
+    Api, BAD_HEADER, array_of, body, body_errors, created, dry_run_param, error, id_param, ok, op,
+    reference,
+};
 use participant::{ApiError, ApiResult};
+use serde_json::{Value, json};
 
 /// The enrollments table, as the monolith and the enrollment service both hold it.
 pub const SCHEMA: &str = "
@@ -178,4 +183,117 @@ pub fn already_enrolled(course: &str, term: &str) -> ApiError {
         "already_enrolled",
         format!("the student is already enrolled in {course} for {term}"),
     )
+}
+
+/// Who runs the enrollment process, which changes what its routes can answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    /// The monolith: one transaction over one database.
+    Local,
+    /// The enrollment service: calls to the students, finance and gamification services
+    /// (503 when one cannot be reached), and an `Idempotency-Key` on `POST /enrollments`.
+    Distributed,
+}
+
+/// The enrollment routes and answers as an OpenAPI piece, for whoever runs the process.
+pub fn api(process: Process) -> Api {
+    let distributed = process == Process::Distributed;
+    let id = || id_param("enrollment id");
+    let student = || id_param("student id");
+    let unknown_student = || ("404", error("not_found: no student with this id"));
+    // The answers every route that asks another service can add.
+    let remote = |mut answers: Vec<(&'static str, Value)>| {
+        if distributed {
+            answers.push(("503", error("dependency_unavailable: a service this one calls cannot be reached (the message names it)")));
+        }
+        answers
+    };
+    let mut enroll_params = vec![dry_run_param()];
+    let mut in_progress =
+        "already_enrolled: the student is already enrolled in this course for this term";
+    if distributed {
+        enroll_params.push(json!({ "name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "a retry with the same key resumes or replays the first request instead of enrolling twice",
+            "schema": { "type": "string" } }));
+        in_progress = "already_enrolled: the student is already enrolled in this course for this term; \
+                       request_in_progress: a request with this Idempotency-Key is still running";
+    }
+    let enroll_answers = remote(vec![
+        (
+            "201",
+            created(
+                "confirmation: the enrollment, its invoice and the welcome reward",
+                "Confirmation",
+            ),
+        ),
+        ("409", error(in_progress)),
+        ("422", error("unknown_student, student_inactive")),
+    ]);
+    Api::new()
+        .operation("/enrollments", "post", op(
+            if distributed {
+                "Enroll a student: invoice, welcome reward and enrollment across the services, compensated on failure"
+            } else {
+                "Enroll a student: enrollment, invoice and welcome reward in one transaction"
+            },
+            enroll_params, Some(body("NewEnrollment")),
+            enroll_answers.into_iter().chain(body_errors("course, term")),
+        ))
+        .operation("/enrollments/{id}", "get", op(
+            "Get an enrollment", vec![id()], None,
+            [("200", ok("the enrollment", "Enrollment")), ("404", error("not_found: no enrollment with this id"))],
+        ))
+        .operation("/enrollments/{id}/renew", "post", op(
+            "Renew for the next term, with the previous term's report", vec![id(), dry_run_param()], None,
+            remote(vec![
+                ("201", created("renewal", "Renewal")),
+                ("400", error(BAD_HEADER)),
+                ("404", error("not_found: no enrollment with this id")),
+                ("409", error("already_enrolled: already enrolled for the next term")),
+                ("422", error("unknown_student, student_inactive, no_next_term")),
+            ]),
+        ))
+        .operation("/students/{id}/enrollments", "get", op(
+            "A student's enrollments", vec![student()], None,
+            remote(vec![("200", ok("enrollments by term and course", "EnrollmentList")), unknown_student()]),
+        ))
+        .operation("/students/{id}/report", "get", op(
+            "A student's term report", vec![student(),
+                json!({ "name": "term", "in": "query", "required": true, "schema": fields::term_schema() })],
+            None,
+            remote(vec![
+                ("200", ok("report", "Report")),
+                ("400", error("invalid_field: term missing or not a term; invalid_query: an unknown parameter")),
+                unknown_student(),
+            ]),
+        ))
+        .schema("Invoice", crate::finance::invoice_schema())
+        .schema("Reward", crate::gamification::reward_schema())
+        .schema("Enrollment", json!({ "type": "object", "additionalProperties": false,
+            "required": ["id", "student_id", "course", "term", "status", "invoice_id", "renewed_from", "created_at"],
+            "properties": {
+                "id": { "type": "string" }, "student_id": { "type": "string" }, "course": { "type": "string" },
+                "term": { "type": "string" }, "status": { "type": "string" }, "invoice_id": { "type": "string" },
+                "renewed_from": { "type": "string", "nullable": true }, "created_at": { "type": "string" } } }))
+        .schema("NewEnrollment", json!({ "type": "object", "additionalProperties": false,
+            "required": ["student_id", "course", "term"], "properties": {
+                "student_id": { "type": "string" }, "course": fields::text_schema(100), "term": fields::term_schema() } }))
+        .schema("EnrollmentList", json!({ "type": "object", "additionalProperties": false,
+            "required": ["enrollments"], "properties": { "enrollments": array_of("Enrollment") } }))
+        .schema("Confirmation", json!({ "type": "object", "additionalProperties": false,
+            "required": ["enrollment", "invoice", "reward"], "properties": {
+                "enrollment": reference("Enrollment"), "invoice": reference("Invoice"), "reward": reference("Reward") } }))
+        .schema("Report", json!({ "type": "object", "additionalProperties": false,
+            "required": ["student_id", "term", "courses", "invoices", "points_earned"], "properties": {
+                "student_id": { "type": "string" }, "term": { "type": "string" },
+                "courses": { "type": "array", "items": { "type": "string" } },
+                "invoices": { "type": "object", "additionalProperties": false,
+                    "required": ["paid", "open", "cancelled", "amount_paid_cents", "amount_open_cents"], "properties": {
+                        "paid": { "type": "integer" }, "open": { "type": "integer" }, "cancelled": { "type": "integer" },
+                        "amount_paid_cents": { "type": "integer" }, "amount_open_cents": { "type": "integer" } } },
+                "points_earned": { "type": "integer" } } }))
+        .schema("Renewal", json!({ "type": "object", "additionalProperties": false,
+            "required": ["enrollment", "invoice", "previous_term"], "properties": {
+                "enrollment": reference("Enrollment"), "invoice": reference("Invoice"),
+                "previous_term": reference("Report") } }))
 }

@@ -1,12 +1,17 @@
 //! Finance: invoices, payment (at most once) and cancellation.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use participant::{ApiError, ApiResult, Database, JsonBody, Write, WriteMode};
+use participant::{ApiError, ApiResult, Database, JsonBody, PathId, Write, WriteMode};
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
+
+use participant::openapi::{
+    Api, BAD_HEADER, array_of, body, body_errors, created, dry_run_param, error, id_param, ok, op,
+};
+use serde_json::{Value, json};
 
 use crate::{fields, students};
 
@@ -219,7 +224,7 @@ async fn create(
     Ok(participant::server::created(location, invoice))
 }
 
-async fn fetch(State(db): State<Database>, Path(id): Path<String>) -> ApiResult<Json<Invoice>> {
+async fn fetch(State(db): State<Database>, PathId(id): PathId) -> ApiResult<Json<Invoice>> {
     db.read(move |conn| find(conn, &id)?.ok_or_else(|| ApiError::not_found("invoice", &id)))
         .await
         .map(Json)
@@ -232,7 +237,7 @@ struct InvoiceList {
 
 async fn list_for_student(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<impl IntoResponse> {
     db.read(move |conn| {
         students::get_existing(conn, &id)?;
@@ -247,7 +252,7 @@ async fn list_for_student(
 /// charge); a cancelled one cannot be paid.
 async fn pay(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     mode: WriteMode,
 ) -> ApiResult<Json<Invoice>> {
     db.write(mode, move |w| {
@@ -295,8 +300,66 @@ pub fn cancel_in(w: &mut Write<'_>, id: &str) -> ApiResult<Invoice> {
 
 async fn cancel(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     mode: WriteMode,
 ) -> ApiResult<Json<Invoice>> {
     db.write(mode, move |w| cancel_in(w, &id).map(Json)).await
+}
+
+/// The invoice record's schema (the enrollment answers carry invoices too).
+pub fn invoice_schema() -> Value {
+    let text = json!({ "type": "string" });
+    let maybe = json!({ "type": "string", "nullable": true });
+    json!({ "type": "object", "additionalProperties": false,
+        "required": ["id", "student_id", "enrollment_id", "term", "description", "amount_cents", "currency",
+                     "status", "created_at", "updated_at", "paid_at", "cancelled_at"],
+        "properties": {
+            "id": text, "student_id": text, "enrollment_id": maybe, "term": maybe, "description": text,
+            "amount_cents": { "type": "integer" }, "currency": text,
+            "status": { "type": "string", "enum": ["open", "paid", "cancelled"] },
+            "created_at": text, "updated_at": text, "paid_at": maybe, "cancelled_at": maybe } })
+}
+
+/// The finance routes and records as an OpenAPI piece.
+pub fn api() -> Api {
+    let id = || id_param("invoice id");
+    let unknown = || ("404", error("not_found: no invoice with this id"));
+    Api::new()
+        .operation("/finance/invoices", "post", op(
+            "Issue an invoice", vec![dry_run_param()], Some(body("NewInvoice")),
+            [("201", created("issued", "Invoice")), ("422", error("unknown_student: no student with this student_id"))]
+                .into_iter()
+                .chain(body_errors("amount_cents, description, currency, term, enrollment_id")),
+        ))
+        .operation("/finance/invoices/{id}", "get", op(
+            "Get an invoice", vec![id()], None, [("200", ok("the invoice", "Invoice")), unknown()],
+        ))
+        .operation("/finance/invoices/{id}/pay", "post", op(
+            "Pay an invoice (paying a paid one answers it unchanged: no second charge)",
+            vec![id(), dry_run_param()], None,
+            [("200", ok("paid", "Invoice")), unknown(), ("400", error(BAD_HEADER)),
+             ("422", error("invoice_cancelled: a cancelled invoice cannot be paid"))],
+        ))
+        .operation("/finance/invoices/{id}/cancel", "post", op(
+            "Cancel an open invoice (cancelling a cancelled one answers it unchanged)",
+            vec![id(), dry_run_param()], None,
+            [("200", ok("cancelled", "Invoice")), unknown(), ("400", error(BAD_HEADER)),
+             ("422", error("invoice_paid: a paid invoice cannot be cancelled"))],
+        ))
+        .operation("/students/{id}/invoices", "get", op(
+            "A student's invoices", vec![id_param("student id")], None,
+            [("200", ok("invoices, oldest first", "InvoiceList")), ("404", error("not_found: no student with this id"))],
+        ))
+        .schema("Invoice", invoice_schema())
+        .schema("NewInvoice", json!({ "type": "object", "additionalProperties": false,
+            "required": ["student_id", "amount_cents", "description"], "properties": {
+                "student_id": { "type": "string" },
+                "amount_cents": fields::amount_schema(),
+                "description": fields::text_schema(500),
+                "currency": fields::nullable(json!({ "type": "string", "pattern": "^[A-Z]{3}$", "default": "EUR",
+                    "description": "ISO 4217 code" })),
+                "term": fields::nullable(fields::term_schema()),
+                "enrollment_id": fields::nullable(fields::text_schema(100)) } }))
+        .schema("InvoiceList", json!({ "type": "object", "additionalProperties": false,
+            "required": ["invoices"], "properties": { "invoices": array_of("Invoice") } }))
 }

@@ -1,13 +1,18 @@
 //! Gamification: points granted with a reason (at most once per idempotency key), levels and
 //! badges derived from the total.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use participant::{ApiError, ApiQuery, ApiResult, Database, JsonBody, Write, WriteMode};
+use participant::{ApiError, ApiQuery, ApiResult, Database, JsonBody, PathId, Write, WriteMode};
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
+
+use participant::openapi::{
+    Api, BAD_HEADER, array_of, body, body_errors, created, dry_run_param, error, id_param, ok, op,
+};
+use serde_json::{Value, json};
 
 use crate::{fields, students};
 
@@ -248,7 +253,7 @@ async fn create(
     .await
 }
 
-async fn points(State(db): State<Database>, Path(id): Path<String>) -> ApiResult<Json<Points>> {
+async fn points(State(db): State<Database>, PathId(id): PathId) -> ApiResult<Json<Points>> {
     db.read(move |conn| {
         students::get_existing(conn, &id)?;
         let total = total_points(conn, &id, None)?;
@@ -278,7 +283,7 @@ pub fn revoke_in(w: &mut Write<'_>, id: &str) -> ApiResult<Reward> {
 
 async fn revoke(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     mode: WriteMode,
 ) -> ApiResult<Json<Reward>> {
     db.write(mode, move |w| revoke_in(w, &id).map(Json)).await
@@ -297,7 +302,7 @@ struct RewardList {
 
 async fn list_for_student(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ApiQuery(filter): ApiQuery<RewardFilter>,
 ) -> ApiResult<Json<RewardList>> {
     let term = filter
@@ -317,6 +322,69 @@ async fn list_for_student(
         Ok(Json(RewardList { rewards }))
     })
     .await
+}
+
+/// The reward record's schema (the enrollment answers carry rewards too).
+pub fn reward_schema() -> Value {
+    let text = json!({ "type": "string" });
+    let maybe = json!({ "type": "string", "nullable": true });
+    json!({ "type": "object", "additionalProperties": false,
+        "required": ["id", "student_id", "points", "reason", "term", "idempotency_key", "created_at", "revoked_at"],
+        "properties": {
+            "id": text, "student_id": text, "points": { "type": "integer" }, "reason": text, "term": maybe,
+            "idempotency_key": maybe, "created_at": text,
+            "revoked_at": { "type": "string", "nullable": true, "description": "set once revoked: its points no longer count" } } })
+}
+
+/// The gamification routes and records as an OpenAPI piece.
+pub fn api() -> Api {
+    let student = || id_param("student id");
+    let unknown_student = || ("404", error("not_found: no student with this id"));
+    Api::new()
+        .operation("/gamification/rewards", "post", op(
+            "Grant points (an idempotency_key makes a retry answer the first grant)",
+            vec![dry_run_param()], Some(body("NewReward")),
+            [("201", created("granted", "Reward")),
+             ("200", ok("already granted with this idempotency_key", "Reward")),
+             ("409", error("idempotency_key_reused: the key was used for a different grant")),
+             ("422", error("unknown_student: no student with this student_id"))]
+                .into_iter()
+                .chain(body_errors("points, reason, term, idempotency_key")),
+        ))
+        .operation("/gamification/rewards/{id}/revoke", "post", op(
+            "Revoke a reward (idempotently): it stays on record, its points stop counting",
+            vec![id_param("reward id"), dry_run_param()], None,
+            [("200", ok("revoked", "Reward")), ("404", error("not_found: no reward with this id")),
+             ("400", error(BAD_HEADER))],
+        ))
+        .operation("/students/{id}/points", "get", op(
+            "A student's points, level and badges", vec![student()], None,
+            [("200", ok("standing", "Points")), unknown_student()],
+        ))
+        .operation("/students/{id}/rewards", "get", op(
+            "A student's rewards", vec![student(),
+                json!({ "name": "term", "in": "query", "description": "only this term's rewards; empty: all",
+                        "schema": fields::term_filter_schema() })],
+            None,
+            [("200", ok("rewards, oldest first", "RewardList")), unknown_student(),
+             ("400", error("invalid_field: term; invalid_query: an unknown parameter"))],
+        ))
+        .schema("Reward", reward_schema())
+        .schema("NewReward", json!({ "type": "object", "additionalProperties": false,
+            "required": ["student_id", "points", "reason"], "properties": {
+                "student_id": { "type": "string" },
+                "points": { "type": "integer", "minimum": 1, "maximum": MAX_POINTS },
+                "reason": fields::text_schema(200),
+                "term": fields::nullable(fields::term_schema()),
+                "idempotency_key": fields::nullable(fields::text_schema(200)) } }))
+        .schema("RewardList", json!({ "type": "object", "additionalProperties": false,
+            "required": ["rewards"], "properties": { "rewards": array_of("Reward") } }))
+        .schema("Points", json!({ "type": "object", "additionalProperties": false,
+            "required": ["student_id", "points", "level", "badges"], "properties": {
+                "student_id": { "type": "string" }, "points": { "type": "integer" },
+                "level": { "type": "integer", "minimum": 1 },
+                "badges": { "type": "array", "items": { "type": "string",
+                    "enum": BADGES.iter().map(|(_, name)| *name).collect::<Vec<_>>() } } } }))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use participant::db::OpenError;
+use participant::openapi::Api;
 use participant::{Database, Migration};
 
 use crate::Kind;
@@ -19,6 +20,8 @@ pub struct DataService {
     pub holds: &'static [Kind],
     /// Its public routes (the same as the monolith's for this domain).
     pub routes: fn(Database) -> Router,
+    /// Its routes and records as an OpenAPI piece (the domain's `api`).
+    pub api: fn() -> Api,
 }
 
 impl DataService {
@@ -36,8 +39,19 @@ impl DataService {
                 crate::apply(conn, event, holds, origin)
             },
         );
-        let router =
-            (self.routes)(db.clone()).merge(participant::feed::routes(db.clone(), applier));
+        let router = (self.routes)(db.clone())
+            .merge(participant::feed::routes(db.clone(), applier))
+            .merge(participant::openapi::routes(self.openapi()));
         participant::server::finish(router, db)
+    }
+
+    /// The OpenAPI document it serves at `GET /openapi.json`: its domain's piece and what
+    /// every participant serves.
+    pub fn openapi(&self) -> serde_json::Value {
+        (self.api)().merge(participant::openapi::participant()).document(
+            &format!("{}-service", self.origin),
+            env!("CARGO_PKG_VERSION"),
+            &format!("The {} service, extracted from the monolith: the same routes and answers for its domain.", self.origin),
+        )
     }
 }

@@ -1,12 +1,17 @@
 //! Students: registration, lookup, listing, full and partial update, deactivation.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use participant::{ApiError, ApiQuery, ApiResult, Database, JsonBody, Write, WriteMode};
+use participant::{ApiError, ApiQuery, ApiResult, Database, JsonBody, PathId, Write, WriteMode};
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
+
+use participant::openapi::{
+    Api, BAD_HEADER, array_of, body, body_errors, created, dry_run_param, error, id_param, ok, op,
+};
+use serde_json::json;
 
 use crate::fields;
 
@@ -165,7 +170,7 @@ async fn create(
     Ok(participant::server::created(location, student))
 }
 
-async fn fetch(State(db): State<Database>, Path(id): Path<String>) -> ApiResult<Json<Student>> {
+async fn fetch(State(db): State<Database>, PathId(id): PathId) -> ApiResult<Json<Student>> {
     db.read(move |conn| get_existing(conn, &id)).await.map(Json)
 }
 
@@ -189,7 +194,7 @@ async fn list(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<StudentPage>> {
     let limit = match params.limit.as_deref() {
-        None | Some("") => DEFAULT_PAGE,
+        None => DEFAULT_PAGE,
         Some(raw) => raw
             .parse::<u32>()
             .ok()
@@ -242,7 +247,7 @@ struct ReplaceStudent {
 
 async fn replace(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     mode: WriteMode,
     JsonBody(body): JsonBody<ReplaceStudent>,
 ) -> ApiResult<Json<Student>> {
@@ -273,7 +278,7 @@ struct PatchStudent {
 
 async fn update(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     mode: WriteMode,
     JsonBody(body): JsonBody<PatchStudent>,
 ) -> ApiResult<Json<Student>> {
@@ -300,7 +305,7 @@ async fn update(
 
 async fn deactivate(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     mode: WriteMode,
 ) -> ApiResult<Json<Student>> {
     change(db, mode, id, |s| s.status = "inactive".to_string()).await
@@ -330,4 +335,75 @@ async fn change(
         Ok(Json(student))
     })
     .await
+}
+
+/// The students routes and records as an OpenAPI piece.
+pub fn api() -> Api {
+    let id = || id_param("student id");
+    let text = || fields::text_schema(200);
+    let student = json!({ "type": "object", "additionalProperties": false,
+        "required": ["id", "email", "name", "status", "created_at", "updated_at"], "properties": {
+            "id": { "type": "string" }, "email": { "type": "string" }, "name": { "type": "string" },
+            "status": fields::status_schema(),
+            "created_at": { "type": "string", "format": "date-time" },
+            "updated_at": { "type": "string", "format": "date-time" } } });
+    let read_only = json!({ "type": "string", "readOnly": true });
+    let taken = ("409", error("email_taken: another student has this email"));
+    let unknown = ("404", error("not_found: no student with this id"));
+    Api::new()
+        .operation("/students", "get", op(
+            "List students, cursor-paginated by id",
+            vec![
+                json!({ "name": "email", "in": "query", "description": "only the student with this email (trimmed, case-insensitive); empty: all",
+                        "schema": { "type": "string" } }),
+                json!({ "name": "limit", "in": "query", "description": "most students per page",
+                        "schema": { "type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE } }),
+                json!({ "name": "after", "in": "query", "description": "cursor: the `next` of the previous page",
+                        "schema": { "type": "string" } }),
+            ],
+            None,
+            [("200", ok("a page of students", "StudentPage")),
+             ("400", error("invalid_query: limit out of range or not a number, or an unknown parameter"))],
+        ))
+        .operation("/students", "post", op(
+            "Register a student", vec![dry_run_param()], Some(body("NewStudent")),
+            [("201", created("registered", "Student")), taken.clone()]
+                .into_iter()
+                .chain(body_errors("email, name")),
+        ))
+        .operation("/students/{id}", "get", op(
+            "Get a student", vec![id()], None, [("200", ok("the student", "Student")), unknown.clone()],
+        ))
+        .operation("/students/{id}", "put", op(
+            "Replace a student (read-only fields may be echoed back; an echoed id must be the path's)",
+            vec![id(), dry_run_param()], Some(body("ReplaceStudent")),
+            [("200", ok("replaced", "Student")), unknown.clone(), taken.clone()]
+                .into_iter()
+                .chain(body_errors("email, name, status, an id other than the path's")),
+        ))
+        .operation("/students/{id}", "patch", op(
+            "Update some fields of a student", vec![id(), dry_run_param()], Some(body("PatchStudent")),
+            [("200", ok("updated", "Student")), unknown.clone(), taken]
+                .into_iter()
+                .chain(body_errors("email, name, status")),
+        ))
+        .operation("/students/{id}", "delete", op(
+            "Deactivate a student (status becomes inactive)", vec![id(), dry_run_param()], None,
+            [("200", ok("deactivated", "Student")), unknown, ("400", error(BAD_HEADER))],
+        ))
+        .schema("Student", student)
+        .schema("NewStudent", json!({ "type": "object", "additionalProperties": false,
+            "required": ["email", "name"], "properties": { "email": fields::email_schema(), "name": text() } }))
+        .schema("ReplaceStudent", json!({ "type": "object", "additionalProperties": false,
+            "required": ["email", "name", "status"], "properties": {
+                "id": { "type": "string", "readOnly": true, "nullable": true, "description": "if sent, the id in the path" },
+                "email": fields::email_schema(), "name": text(), "status": fields::status_schema(),
+                "created_at": fields::nullable(read_only.clone()), "updated_at": fields::nullable(read_only) } }))
+        .schema("PatchStudent", json!({ "type": "object", "additionalProperties": false, "properties": {
+            "email": fields::nullable(fields::email_schema()), "name": fields::nullable(text()),
+            "status": fields::nullable(fields::status_schema()) } }))
+        .schema("StudentPage", json!({ "type": "object", "additionalProperties": false,
+            "required": ["students", "next"], "properties": {
+                "students": array_of("Student"),
+                "next": { "type": "string", "nullable": true, "description": "pass as after= for the next page; null on the last" } } }))
 }

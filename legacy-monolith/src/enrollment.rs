@@ -2,11 +2,11 @@
 //! creates the enrollment, its invoice and the welcome reward in one transaction. Renewal
 //! and the term report aggregate the other domains' data.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use participant::{ApiError, ApiQuery, ApiResult, Database, JsonBody, Write, WriteMode};
+use participant::{ApiError, ApiQuery, ApiResult, Database, JsonBody, PathId, Write, WriteMode};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
@@ -127,7 +127,7 @@ async fn enroll(
     Ok(participant::server::created(location, confirmation))
 }
 
-async fn fetch(State(db): State<Database>, Path(id): Path<String>) -> ApiResult<Json<Enrollment>> {
+async fn fetch(State(db): State<Database>, PathId(id): PathId) -> ApiResult<Json<Enrollment>> {
     db.read(move |conn| find(conn, &id)?.ok_or_else(|| ApiError::not_found("enrollment", &id)))
         .await
         .map(Json)
@@ -140,7 +140,7 @@ struct EnrollmentList {
 
 async fn list_for_student(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<impl IntoResponse> {
     db.read(move |conn| {
         students::get_existing(conn, &id)?;
@@ -178,7 +178,7 @@ struct ReportParams {
 
 async fn report(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ApiQuery(params): ApiQuery<ReportParams>,
 ) -> ApiResult<Json<Report>> {
     let term = params
@@ -196,7 +196,7 @@ async fn report(
 /// with the report of the term being renewed.
 async fn renew(
     State(db): State<Database>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     mode: WriteMode,
 ) -> ApiResult<impl IntoResponse> {
     let renewal = db

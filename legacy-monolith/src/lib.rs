@@ -19,7 +19,6 @@ pub use domains::{fields, finance, gamification, students};
 use std::path::Path;
 
 use axum::Router;
-use axum::routing::get;
 use participant::db::OpenError;
 use participant::{ApiError, Database, WriteMode};
 
@@ -56,6 +55,6 @@ pub fn app(db: Database) -> Router {
         .merge(gamification::routes(db.clone()))
         .merge(enrollment::routes(db.clone()))
         .merge(participant::feed::routes(db.clone(), sync::applier()))
-        .route("/openapi.json", get(openapi::serve));
+        .merge(participant::openapi::routes(openapi::document()));
     participant::server::finish(router, db)
 }

@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -115,6 +115,43 @@ where
                 ApiError::bad_request("invalid_query", format!("query string: {text}"))
             })
     }
+}
+
+/// Longest id a path may hold.
+pub const MAX_ID: usize = 64;
+
+/// The `{id}` of a path: 1 to [`MAX_ID`] of `A-Z a-z 0-9 - _` (every id a participant makes,
+/// a UUID, is one). Anything else is a 400 `invalid_id`, never a lookup: a path the proxy
+/// would refuse (an encoded `/`, `\` or NUL) is refused the same way by the participant.
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let invalid = || {
+            ApiError::bad_request(
+                "invalid_id",
+                format!("id: must be 1 to {MAX_ID} letters, digits, - or _"),
+            )
+        };
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| invalid())?;
+        if is_id(&id) {
+            Ok(PathId(id))
+        } else {
+            Err(invalid())
+        }
+    }
+}
+
+/// Whether `value` could be an id: what [`PathId`] accepts.
+pub fn is_id(value: &str) -> bool {
+    (1..=MAX_ID).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Whether a write commits or is rolled back after answering (`x-strangler-dry-run: 1`).

@@ -10,16 +10,25 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::db::Database;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, JsonBody, WriteMode};
 use crate::outbox::{self, Applier, ApplyReport};
 
-/// Events served per read when the client names no limit.
-const DEFAULT_LIMIT: u32 = 100;
-/// Most events served per read.
-const MAX_LIMIT: u32 = 1000;
-/// Longest a long-poll may hold a request.
-const MAX_WAIT_MS: u64 = 30_000;
+/// What `GET /_events` accepts; a value outside is a 400 naming the parameter.
+pub struct Limits {
+    /// Events served per read when the client names no limit.
+    pub default_limit: u32,
+    /// Most events served per read.
+    pub max_limit: u32,
+    /// Longest a long-poll may hold a request, in milliseconds.
+    pub max_wait_ms: u64,
+}
+
+pub const LIMITS: Limits = Limits {
+    default_limit: 100,
+    max_limit: 1000,
+    max_wait_ms: 30_000,
+};
 
 #[derive(Clone)]
 struct FeedState {
@@ -50,9 +59,27 @@ async fn read(
     State(state): State<FeedState>,
     ApiQuery(params): ApiQuery<ReadParams>,
 ) -> ApiResult<Json<FeedPage>> {
-    let after = params.after.max(0);
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let wait = Duration::from_millis(params.wait.min(MAX_WAIT_MS));
+    let out_of_range = |what: String| ApiError::bad_request("invalid_query", what);
+    let after = params.after;
+    if after < 0 {
+        return Err(out_of_range(format!(
+            "after: must be at least 0, got {after}"
+        )));
+    }
+    let limit = params.limit.unwrap_or(LIMITS.default_limit);
+    if !(1..=LIMITS.max_limit).contains(&limit) {
+        return Err(out_of_range(format!(
+            "limit: must be between 1 and {}, got {limit}",
+            LIMITS.max_limit
+        )));
+    }
+    if params.wait > LIMITS.max_wait_ms {
+        return Err(out_of_range(format!(
+            "wait: must be at most {} milliseconds, got {}",
+            LIMITS.max_wait_ms, params.wait
+        )));
+    }
+    let wait = Duration::from_millis(params.wait);
     // Subscribe before reading so a commit between the read and the wait is not missed.
     let mut head = state.db.subscribe();
     let mut events = state

@@ -8,18 +8,20 @@
 //! - [`feed`]: `GET /_events` and `POST /_events`;
 //! - [`extract`]: request extractors with JSON errors, and the dry-run header;
 //! - [`error`]: the `{"error":{"code","message"}}` type;
-//! - [`server`]: health, readiness, JSON 404/405, body cap, graceful shutdown.
+//! - [`server`]: health, readiness, JSON 404/405, body cap, graceful shutdown;
+//! - [`openapi`]: OpenAPI documents composed from per-domain pieces, and the shared ones.
 
 pub mod db;
 pub mod error;
 pub mod extract;
 pub mod feed;
+pub mod openapi;
 pub mod outbox;
 pub mod server;
 
 pub use db::{Database, Migration, Write};
 pub use error::{ApiError, ApiResult};
-pub use extract::{ApiQuery, JsonBody, WriteMode};
+pub use extract::{ApiQuery, JsonBody, PathId, WriteMode};
 pub use outbox::{ApplyReport, Event};
 
 use time::OffsetDateTime;

@@ -142,6 +142,23 @@ impl Downstream {
     }
 }
 
+/// `value` as one URL path segment (or query value): every byte but the unreserved ones
+/// percent-encoded, so an id from a client's path can never change which route of another
+/// service is called (`/`, `?`, `#` stay inside the segment). A segment that is exactly `.`
+/// or `..` is still a dot segment under the URL rules however it is written; the path it
+/// resolves to names no entity, so it answers 404 like any unknown id.
+pub fn segment(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// Error codes are `&'static str`; the few a dependency can answer with are known, the rest
 /// keep their meaning under a generic code.
 fn known_code(code: &str) -> &'static str {
@@ -160,4 +177,16 @@ fn known_code(code: &str) -> &'static str {
         .find(|k| **k == code)
         .copied()
         .unwrap_or("dependency_refused")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segment;
+
+    #[test]
+    fn a_segment_cannot_leave_its_place_in_the_path() {
+        assert_eq!(segment("0190-ab_c.~"), "0190-ab_c.~");
+        assert_eq!(segment("../x?y#z"), "..%2Fx%3Fy%23z");
+        assert_eq!(segment("é"), "%C3%A9");
+    }
 }

@@ -12,7 +12,7 @@ pub mod downstream;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,13 +27,15 @@ use domains::finance::Invoice;
 use domains::gamification::Reward;
 use domains::students::Student;
 use participant::db::OpenError;
-use participant::{ApiError, ApiQuery, ApiResult, Database, JsonBody, Migration, WriteMode};
+use participant::{
+    ApiError, ApiQuery, ApiResult, Database, JsonBody, Migration, PathId, WriteMode,
+};
 use rusqlite::OptionalExtension;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub use downstream::Upstreams;
-use downstream::{Downstream, Service};
+use downstream::{Downstream, Service, segment};
 
 pub const ORIGIN: &str = "enrollment";
 
@@ -100,8 +102,22 @@ pub fn app(db: Database, upstreams: Upstreams) -> Result<Router, reqwest::Error>
         .route("/students/{id}/enrollments", get(list_for_student))
         .route("/students/{id}/report", get(report))
         .with_state(state)
-        .merge(participant::feed::routes(db.clone(), applier));
+        .merge(participant::feed::routes(db.clone(), applier))
+        .merge(participant::openapi::routes(openapi()));
     Ok(participant::server::finish(router, db))
+}
+
+/// The OpenAPI document served at `GET /openapi.json`: the enrollment routes as this
+/// service runs them, and what every participant serves.
+pub fn openapi() -> Value {
+    domains::enrollments::api(domains::enrollments::Process::Distributed)
+        .merge(participant::openapi::participant())
+        .document(
+            "enrollment-service",
+            env!("CARGO_PKG_VERSION"),
+            "The enrollment service: owns enrollments and runs the enrollment process across the \
+             students, finance and gamification services.",
+        )
 }
 
 #[derive(Deserialize)]
@@ -132,17 +148,27 @@ enum Prior {
 
 /// The student, or the error the monolith gives for an unknown or inactive one.
 async fn active_student(d: &Downstream, student_id: &str, mode: WriteMode) -> ApiResult<Student> {
+    let unknown = || {
+        ApiError::rule(
+            "unknown_student",
+            format!("student {student_id} does not exist"),
+        )
+    };
+    // The students service refuses a path holding what no id looks like (400); no student
+    // has such an id.
+    if !participant::extract::is_id(student_id) {
+        return Err(unknown());
+    }
     let student: Student = match d
-        .get_json(Service::Students, &format!("/students/{student_id}"), mode)
+        .get_json(
+            Service::Students,
+            &format!("/students/{}", segment(student_id)),
+            mode,
+        )
         .await
     {
         Ok(student) => student,
-        Err(err) if err.status == StatusCode::NOT_FOUND => {
-            return Err(ApiError::rule(
-                "unknown_student",
-                format!("student {student_id} does not exist"),
-            ));
-        }
+        Err(err) if err.status == StatusCode::NOT_FOUND => return Err(unknown()),
         Err(err) => return Err(err),
     };
     if !student.is_active() {
@@ -187,7 +213,7 @@ async fn invoices_of(d: &Downstream, student_id: &str, mode: WriteMode) -> ApiRe
     match d
         .get_json::<Invoices>(
             Service::Finance,
-            &format!("/students/{student_id}/invoices"),
+            &format!("/students/{}/invoices", segment(student_id)),
             mode,
         )
         .await
@@ -533,7 +559,7 @@ async fn compensate(
     mode: WriteMode,
 ) {
     if let Some(invoice) = invoice {
-        let path = format!("/finance/invoices/{}/cancel", invoice.id);
+        let path = format!("/finance/invoices/{}/cancel", segment(&invoice.id));
         if let Err(err) = d
             .post_json::<Value>(Service::Finance, &path, &json!({}), mode)
             .await
@@ -542,7 +568,7 @@ async fn compensate(
         }
     }
     if let Some(reward) = reward {
-        let path = format!("/gamification/rewards/{}/revoke", reward.id);
+        let path = format!("/gamification/rewards/{}/revoke", segment(&reward.id));
         if let Err(err) = d
             .post_json::<Value>(Service::Gamification, &path, &json!({}), mode)
             .await
@@ -552,10 +578,7 @@ async fn compensate(
     }
 }
 
-async fn fetch(
-    State(state): State<AppState>,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult<Json<Enrollment>> {
+async fn fetch(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Json<Enrollment>> {
     state
         .db
         .read(move |conn| {
@@ -567,13 +590,13 @@ async fn fetch(
 
 async fn list_for_student(
     State(state): State<AppState>,
-    UrlPath(id): UrlPath<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
     let _: Student = state
         .downstream
         .get_json(
             Service::Students,
-            &format!("/students/{id}"),
+            &format!("/students/{}", segment(&id)),
             WriteMode::Commit,
         )
         .await?;
@@ -607,7 +630,11 @@ async fn term_report(
     let rewards = match d
         .get_json::<Rewards>(
             Service::Gamification,
-            &format!("/students/{student_id}/rewards?term={term}"),
+            &format!(
+                "/students/{}/rewards?term={}",
+                segment(student_id),
+                segment(term)
+            ),
             mode,
         )
         .await
@@ -637,7 +664,7 @@ struct ReportParams {
 
 async fn report(
     State(state): State<AppState>,
-    UrlPath(id): UrlPath<String>,
+    PathId(id): PathId,
     ApiQuery(params): ApiQuery<ReportParams>,
 ) -> ApiResult<Json<Report>> {
     let term = params
@@ -648,7 +675,7 @@ async fn report(
         .downstream
         .get_json(
             Service::Students,
-            &format!("/students/{id}"),
+            &format!("/students/{}", segment(&id)),
             WriteMode::Commit,
         )
         .await?;
@@ -659,7 +686,7 @@ async fn report(
 
 async fn renew(
     State(state): State<AppState>,
-    UrlPath(id): UrlPath<String>,
+    PathId(id): PathId,
     mode: WriteMode,
 ) -> ApiResult<Response> {
     let lookup = id.clone();

@@ -22,4 +22,5 @@ pub const SERVICE: DataService = DataService {
     ],
     holds: &[Kind::Student, Kind::Invoice],
     routes: domains::finance::routes,
+    api: domains::finance::api,
 };

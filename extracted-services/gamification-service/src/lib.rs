@@ -27,4 +27,5 @@ pub const SERVICE: DataService = DataService {
     ],
     holds: &[Kind::Student, Kind::Reward],
     routes: domains::gamification::routes,
+    api: domains::gamification::api,
 };

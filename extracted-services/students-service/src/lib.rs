@@ -14,4 +14,5 @@ pub const SERVICE: DataService = DataService {
     }],
     holds: &[Kind::Student],
     routes: domains::students::routes,
+    api: domains::students::api,
 };

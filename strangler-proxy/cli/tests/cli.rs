@@ -155,13 +155,14 @@ fn errors_are_one_line_with_the_right_exit_code() {
 fn a_proxy_process_serves_changes_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let plan = write_plan(dir.path());
+    let log = dir.path().join("proxy.log");
     let mut proxy = Command::new(BIN)
         .arg("--plan")
         .arg(&plan)
         .arg("serve")
         .env_remove("STRANGLER_ADMIN_TOKEN")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
 
@@ -175,7 +176,8 @@ fn a_proxy_process_serves_changes_and_stops_on_sigterm() {
         }
         assert!(
             Instant::now() < deadline,
-            "the proxy never showed up in status"
+            "the proxy never showed up in status; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
     };

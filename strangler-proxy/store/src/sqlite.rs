@@ -248,6 +248,28 @@ impl SqliteStore {
                 source,
             })?;
         }
+        // Switching a new file to WAL, or two processes creating the store at once, can be
+        // answered SQLITE_BUSY without waiting on the busy handler: try again, within the
+        // busy timeout, rather than fail a proxy's start or a command.
+        let started = std::time::Instant::now();
+        loop {
+            match Self::try_open(path) {
+                Err(StoreError::Sqlite { source, .. })
+                    if matches!(
+                        source.sqlite_error_code(),
+                        Some(
+                            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                        )
+                    ) && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_open(path: &Path) -> Result<Self, StoreError> {
         let err = |source| StoreError::Sqlite {
             path: path.to_path_buf(),
             source,

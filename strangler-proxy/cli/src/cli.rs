@@ -485,14 +485,8 @@ fn shadow_report(
     format: ReportFormat,
     out: Option<PathBuf>,
 ) -> Result<(), CliError> {
-    if let Some(route) = &route
-        && !plan.routes.iter().any(|r| &r.name == route)
-    {
-        return Err(RolloutError::UnknownRoute {
-            route: route.clone(),
-            known: plan::route_names(plan),
-        }
-        .into());
+    if let Some(route) = &route {
+        known_route(plan, route)?;
     }
     let store = strangler_store::open(&plan.proxy.state)?;
     let reports = strangler_report::gather(plan, &*store, route.as_deref())?;
@@ -978,14 +972,8 @@ fn status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
 }
 
 fn history(plan: &Plan, route: Option<String>, limit: u32, json_out: bool) -> Result<(), CliError> {
-    if let Some(route) = &route
-        && !plan.routes.iter().any(|r| &r.name == route)
-    {
-        return Err(RolloutError::UnknownRoute {
-            route: route.clone(),
-            known: plan::route_names(plan),
-        }
-        .into());
+    if let Some(route) = &route {
+        known_route(plan, route)?;
     }
     let store = strangler_store::open(&plan.proxy.state)?;
     let entries = store.history(route.as_deref(), limit)?;
@@ -1018,13 +1006,7 @@ fn history(plan: &Plan, route: Option<String>, limit: u32, json_out: bool) -> Re
 }
 
 fn analysis(plan: &Plan, route: &str, json_out: bool) -> Result<(), CliError> {
-    if !plan.routes.iter().any(|r| r.name == route) {
-        return Err(RolloutError::UnknownRoute {
-            route: route.to_string(),
-            known: plan::route_names(plan),
-        }
-        .into());
-    }
+    known_route(plan, route)?;
     let store = strangler_store::open(&plan.proxy.state)?;
     let runs = store.runs(route)?;
     let match_rate = |r: &strangler_store::AnalysisRun| {

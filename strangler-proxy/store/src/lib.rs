@@ -494,8 +494,8 @@ impl ShadowMetric {
         }
     }
 
-    /// The metric a stored name stands for (`None`: a name this version does not know).
-    pub fn parse(name: &str) -> Option<Self> {
+    /// Every metric.
+    pub fn all() -> impl Iterator<Item = ShadowMetric> {
         [
             ShadowMetric::Compared,
             ShadowMetric::Matched,
@@ -506,7 +506,11 @@ impl ShadowMetric {
         ]
         .into_iter()
         .chain(Unmirrored::ALL.map(ShadowMetric::Unmirrored))
-        .find(|m| m.as_str() == name)
+    }
+
+    /// The metric a stored name stands for (`None`: a name this version does not know).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::all().find(|m| m.as_str() == name)
     }
 }
 

@@ -1166,17 +1166,8 @@ mod tests {
 
     #[test]
     fn every_shadow_metric_round_trips_through_its_stored_name() {
-        use crate::Unmirrored;
-        let all = [
-            ShadowMetric::Compared,
-            ShadowMetric::Matched,
-            ShadowMetric::Mismatched,
-            ShadowMetric::NoisyOnly,
-            ShadowMetric::Errors,
-            ShadowMetric::Dropped,
-        ]
-        .into_iter()
-        .chain(Unmirrored::ALL.map(ShadowMetric::Unmirrored));
+        let all: Vec<ShadowMetric> = ShadowMetric::all().collect();
+        assert_eq!(all.len(), 11, "every metric, each unmirrored reason once");
         for metric in all {
             assert_eq!(ShadowMetric::parse(metric.as_str()), Some(metric));
         }

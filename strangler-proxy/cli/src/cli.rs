@@ -408,9 +408,14 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
             command: RolloutCommand::Status { route, json },
         } => rollout_status(&load(&cli.plan)?, route.as_deref(), json),
         Command::Promote { route, json } => promote(&load(&cli.plan)?, &route, json),
-        Command::Abort { route, change } => {
+        Command::Abort { route, mut change } => {
             let plan = load(&cli.plan)?;
             known_route(&plan, &route)?;
+            // The audit log says it was an abort, not just a rollback.
+            change.reason = Some(match change.reason.take() {
+                Some(reason) => format!("rollout aborted: {reason}"),
+                None => "rollout aborted".to_string(),
+            });
             change_one(&plan, route, Move::Rollback, false, change).await
         }
         Command::Shadow { route, change } => {

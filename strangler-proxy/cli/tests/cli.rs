@@ -519,6 +519,13 @@ fn json_failures_are_json_with_the_same_exit_code() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["forced"], false);
 
+    // A usage error too.
+    let out = strangler(&plan, &["canary", "students", "150", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["error"]["code"], "usage");
+    assert!(json["error"]["message"].as_str().unwrap().contains("150"));
+
     let out = strangler(&plan, &["completions", "bash"]);
     assert!(out.status.success());
     assert!(stdout(&out).contains("_strangler"));

@@ -58,6 +58,8 @@ struct RouteWatch {
     failures: u32,
     /// When the last failed check happened (restarts a rollout step's clock).
     last_failure_ms: i64,
+    /// When the last check with a passing verdict (and none failing) happened.
+    last_pass_ms: i64,
 }
 
 /// The controller task's handle.
@@ -272,6 +274,7 @@ impl Controller {
                     0
                 },
                 last_failure_ms: watch.last_failure_ms,
+                last_pass_ms: watch.last_pass_ms,
             };
             return;
         }
@@ -296,14 +299,16 @@ impl Controller {
         watch.counters = counters;
         watch.shadow = shadow;
         let failed: Vec<&CheckRecord> = checks.iter().filter(|c| c.passed == Some(false)).collect();
-        if failed.is_empty() {
-            watch.failures = 0;
-        } else {
-            watch.failures += 1;
+        let before = watch.failures;
+        watch.failures = streak(before, &checks);
+        if watch.failures > before {
             watch.last_failure_ms = now_ms();
+        } else if watch.failures == 0 && checks.iter().any(|c| c.passed == Some(true)) {
+            watch.last_pass_ms = now_ms();
         }
         let failures = watch.failures;
         for c in &failed {
+            tracing::warn!(route = %route.name, metric = %c.metric, value = ?c.value, budget = c.budget, detail = %c.detail, failures, failure_limit = spec.failure_limit, "analysis check failed");
             self.notifier.send(
                 NotifyEvent::AnalysisFailed,
                 &route.name,
@@ -380,17 +385,28 @@ impl Controller {
     /// Moves a rollout on: into its step's stage, to the next step once the step held long
     /// enough without a failed check, to a pause, or to cutover.
     async fn walk(&mut self, plan: &Plan, route: &RouteSpec, stage: Stage, mut r: RolloutRecord) {
+        if route.steps.is_empty() {
+            // Started against a plan this proxy does not serve: say so, never "done".
+            r.state = RolloutState::Aborted;
+            r.message = format!(
+                "the running proxy's plan ({}) has no steps for {}: reload it (POST /admin/reload) or restart, then start again",
+                plan.file.display(),
+                route.name
+            );
+            self.save(r).await;
+            return;
+        }
         let Some(step) = route.steps.get(r.step).copied() else {
             r.state = RolloutState::Done;
-            r.message = "no step left".to_string();
+            r.message = "every step done".to_string();
             self.save(r).await;
             return;
         };
         let now = now_ms();
-        let last_failure = self
+        let (last_failure, last_pass) = self
             .watches
             .get(&route.name)
-            .map_or(0, |w| w.last_failure_ms);
+            .map_or((0, 0), |w| (w.last_failure_ms, w.last_pass_ms));
         match step {
             Step::Canary { percent, hold } => {
                 if stage != (Stage::Canary { percent }) {
@@ -427,6 +443,20 @@ impl Controller {
                     return;
                 }
                 let held_ms = now - r.step_started_ms;
+                if held_ms >= i64::try_from(hold.as_millis()).unwrap_or(i64::MAX)
+                    && last_pass <= r.step_started_ms
+                {
+                    // Held long enough, but nothing was judged: too little traffic.
+                    let message = format!(
+                        "step {}: holding canary {percent}%: no check has judged it yet (too little traffic for a verdict)",
+                        r.step + 1
+                    );
+                    if r.message != message {
+                        r.message = message;
+                        self.save(r).await;
+                    }
+                    return;
+                }
                 if held_ms >= i64::try_from(hold.as_millis()).unwrap_or(i64::MAX) {
                     r.step += 1;
                     r.step_started_ms = now;
@@ -501,6 +531,19 @@ impl Controller {
         if let Err(error) = self.blocking(move |s| s.set_rollout(&r)).await {
             tracing::warn!(%route, %error, "cannot record the rollout");
         }
+    }
+}
+
+/// Failed checks in a row after `checks`: one more if any metric failed, none once a metric
+/// passed and none failed, unchanged when nothing had a verdict (a hung service answers
+/// nobody: its silence must not end a failing streak).
+pub fn streak(failures: u32, checks: &[CheckRecord]) -> u32 {
+    if checks.iter().any(|c| c.passed == Some(false)) {
+        failures + 1
+    } else if checks.iter().any(|c| c.passed == Some(true)) {
+        0
+    } else {
+        failures
     }
 }
 
@@ -719,6 +762,31 @@ mod tests {
             &None,
         );
         assert!(checks.iter().all(|c| c.metric != "error_rate"));
+    }
+
+    #[test]
+    fn only_a_verdict_ends_a_failing_streak() {
+        let check = |passed: Option<bool>| CheckRecord {
+            route: "r".into(),
+            run: Some(1),
+            at: String::new(),
+            metric: "error_rate".into(),
+            value: passed.map(|p| if p { 0.0 } else { 1.0 }),
+            budget: 0.05,
+            passed,
+            detail: String::new(),
+        };
+        let failed = [check(Some(false))];
+        let silent = [check(None)];
+        let passed = [check(Some(true))];
+        // A hung service: failed, silent (requests still waiting), failed, silent, failed.
+        let mut failures = 0;
+        for window in [&failed, &silent, &failed, &silent, &failed] {
+            failures = streak(failures, window.as_slice());
+        }
+        assert_eq!(failures, 3, "silence does not reset the streak");
+        assert_eq!(streak(failures, &passed), 0);
+        assert_eq!(streak(2, &[check(Some(true)), check(Some(false))]), 3);
     }
 
     #[test]

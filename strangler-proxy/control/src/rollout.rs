@@ -300,7 +300,7 @@ pub async fn rollback_from_store(
             });
         }
     };
-    tracing::warn!(route = %change.route, from = %change.from, actor = %request.actor, "rolled back from the store alone");
+    tracing::info!(route = %change.route, from = %change.from, actor = %request.actor, "rolled back from the store alone");
     end_rollout(&mut *store, &change, request)?;
     let propagation = propagate(state, &mut *store, change.generation, request.wait).await?;
     Ok(Outcome::Changed {

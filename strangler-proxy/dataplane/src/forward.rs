@@ -211,14 +211,14 @@ impl ForwardError {
         }
     }
 
-    /// The client's body failed: too large, stalled or broken.
-    fn from_inbound(err: &InboundError, route: &str) -> Self {
+    /// The client's body failed: too large, stalled or broken (on its way to `service`).
+    fn from_inbound(err: &InboundError, route: &str, service: &str) -> Self {
         let kind = match err {
             InboundError::TooLarge { .. } => ForwardErrorKind::BodyTooLarge,
             InboundError::Stalled { .. } => ForwardErrorKind::BodyStalled,
             InboundError::Broken(_) => ForwardErrorKind::BadBody,
         };
-        Self::new(kind, err.to_string(), route, None)
+        Self::new(kind, err.to_string(), route, Some(service))
     }
 
     fn into_response(self) -> Response<ClientBody> {
@@ -525,7 +525,11 @@ impl Forwarder {
                         shadow::Outcome::Unmirrored(Unmirrored::Incomplete),
                     );
                 }
-                return refused(ForwardError::from_inbound(&err, route_name));
+                return refused(ForwardError::from_inbound(
+                    &err,
+                    route_name,
+                    &service.upstream.name,
+                ));
             }
             inbound_state = Some(state);
             inbound = Some(body);
@@ -904,7 +908,11 @@ impl Forwarder {
                     // The client's body failed (too large, stalled, broken): the client's
                     // doing, never the service's.
                     if let Some(client) = inbound::find(&err) {
-                        return Err(ForwardError::from_inbound(client, route));
+                        return Err(ForwardError::from_inbound(
+                            client,
+                            route,
+                            &service.upstream.name,
+                        ));
                     }
                     service.metrics.record(false, elapsed);
                     let connect = err.is_connect();

@@ -34,23 +34,27 @@ async fn proxy(legacy: &str, new: &str, route_extra: &str, hook: &WebhookReceive
     TestProxy::start(dir, &plan).await
 }
 
-/// (when, status) of every answer the clients got.
+/// (when the request was sent, status) of every answer the clients got.
 type Answers = Arc<std::sync::Mutex<Vec<(Instant, u16)>>>;
 
 /// Sends requests from 4 clients until stopped; keeps (when, status) of each answer.
 fn traffic(p: &TestProxy) -> (Arc<AtomicBool>, Answers) {
+    traffic_to(&p.client)
+}
+
+/// [`traffic`] through a given client.
+fn traffic_to(client: &e2e::Client) -> (Arc<AtomicBool>, Answers) {
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     for worker in 0..4 {
-        let (c, stop, seen) = (p.client.clone(), Arc::clone(&stop), Arc::clone(&seen));
+        let (c, stop, seen) = (client.clone(), Arc::clone(&stop), Arc::clone(&seen));
         tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
+                let sent = Instant::now();
                 let answer = c.get(&format!("/students/{worker}-{i}")).await;
-                seen.lock()
-                    .unwrap()
-                    .push((Instant::now(), answer.status.as_u16()));
+                seen.lock().unwrap().push((sent, answer.status.as_u16()));
             }
         });
     }
@@ -107,7 +111,29 @@ async fn a_canary_whose_service_starts_failing_is_rolled_back_by_itself() {
     })
     .await;
     let rolled_back_after = incident.elapsed();
-    // The rollback returns once every live proxy serves legacy: from then on, no error.
+    // The rollback is confirmed once every live proxy serves its generation: from then on,
+    // no request sent gets an error.
+    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let generation = store
+        .history(Some("students"), 1)
+        .unwrap()
+        .pop()
+        .unwrap()
+        .generation;
+    let store = &store;
+    eventually(
+        Duration::from_secs(10),
+        "every proxy serves the rollback",
+        || async {
+            store
+                .proxies()
+                .unwrap()
+                .iter()
+                .all(|proxy| proxy.generation >= generation)
+                .then_some(())
+        },
+    )
+    .await;
     let confirmed = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);
@@ -290,7 +316,8 @@ async fn another_proxy_takes_the_rollout_over_when_the_acting_one_stops() {
     // The first proxy's controller takes the store's lease before the replica starts.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let replica = p.replica().await;
-    let (stop, _) = traffic(&p);
+    // Clients talk to the replica, which stays up: the steps are judged on its traffic.
+    let (stop, _) = traffic_to(&e2e::Client::new(&format!("http://{}", replica.listen)));
     p.strangler(&["rollout", "start", "students"])
         .await
         .unwrap();
@@ -302,7 +329,6 @@ async fn another_proxy_takes_the_rollout_over_when_the_acting_one_stops() {
     )
     .await;
     // The acting proxy stops (and gives its lease up); the replica walks on.
-    stop.store(true, Ordering::SeqCst);
     p.proxy.take().unwrap().stop().await;
     let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
     let store = &store;
@@ -320,5 +346,52 @@ async fn another_proxy_takes_the_rollout_over_when_the_acting_one_stops() {
     )
     .await;
     assert_eq!(stage(&p), Stage::Cutover);
+    stop.store(true, Ordering::SeqCst);
     replica.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_the_running_plan_has_no_steps_for_is_refused_not_done() {
+    let hook = WebhookReceiver::start().await;
+    let legacy =
+        ScriptedUpstream::start(Duration::ZERO, Arc::new(|p: &str, _: &[u8]| answer(p))).await;
+    let new =
+        ScriptedUpstream::start(Duration::ZERO, Arc::new(|p: &str, _: &[u8]| answer(p))).await;
+    // The proxy serves a plan without steps; the operator starts a rollout from an edited
+    // copy it was never given.
+    let p = proxy(&legacy.url(), &new.url(), "stage = \"shadow\"", &hook).await;
+    let edited = p.dir.path().join("edited.toml");
+    let text = std::fs::read_to_string(&p.plan_path).unwrap()
+        + "steps = [{ canary = 10, for = \"1s\" }, { cutover = true }]\n";
+    std::fs::write(&edited, text).unwrap();
+    let cli = <strangler_cli::cli::Cli as clap::Parser>::try_parse_from([
+        "strangler",
+        "--plan",
+        edited.to_str().unwrap(),
+        "rollout",
+        "start",
+        "students",
+    ])
+    .unwrap();
+    strangler_cli::cli::run(cli).await.unwrap();
+    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let store = &store;
+    let rollout = eventually(Duration::from_secs(10), "the rollout refused", || async {
+        store
+            .rollouts()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.state == strangler_store::RolloutState::Aborted)
+    })
+    .await;
+    assert!(
+        rollout.message.contains("has no steps"),
+        "{}",
+        rollout.message
+    );
+    assert!(rollout.message.contains("reload"), "{}", rollout.message);
+    assert!(
+        store.history(Some("students"), 10).unwrap().is_empty(),
+        "nothing moved"
+    );
 }

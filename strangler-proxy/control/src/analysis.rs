@@ -182,17 +182,18 @@ impl Controller {
                         runs.insert(route.clone(), (run.id, run.counts));
                     }
                 }
-                let history = s.history(None, 200)?;
+                // Once the lease is taken, only what comes after the newest entry is told.
+                let audit = match after {
+                    Some(seen) => s.history_since(seen)?,
+                    None => s.history(None, 1)?,
+                };
                 Ok(Snapshot {
                     stages: s.stages()?,
                     counters: s.counters(&live)?,
                     runs,
                     links: s.links()?,
                     rollouts: s.rollouts()?,
-                    audit: history
-                        .into_iter()
-                        .filter(|e| after.is_none_or(|seen| e.id > seen))
-                        .collect(),
+                    audit,
                 })
             })
             .await?;

@@ -161,17 +161,6 @@ impl Peer<'_> {
     }
 }
 
-/// A node as RFC 7239 writes it: an IPv4 address as is, an IPv6 one quoted in brackets.
-fn forwarded_node(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => format!("\"[{v6}]\""),
-        },
-    }
-}
-
 /// Rewrites a client's request headers for the upstream (the head passed [`check_head`]):
 /// hop-by-hop headers removed; `Host` moved to `X-Forwarded-Host`; `X-Forwarded-For` and
 /// `Forwarded` get the peer appended when it is trusted and are replaced by the peer
@@ -195,15 +184,18 @@ pub fn rewrite_request_headers(
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     };
-    let mut forwarded_for = String::new();
-    let mut forwarded = String::new();
+    // The header values are built in place and handed over without a copy: this runs for
+    // every request.
+    let ip_text = ip.to_string();
+    let mut forwarded = String::with_capacity(64);
+    let mut chain = String::new();
     if trusted {
         // A chain may arrive on several header lines; keep every hop, in order.
         for v in headers.get_all(&X_FORWARDED_FOR).iter() {
             let v = v.to_str().unwrap_or_default().trim();
             if !v.is_empty() {
-                forwarded_for.push_str(v);
-                forwarded_for.push_str(", ");
+                chain.push_str(v);
+                chain.push_str(", ");
             }
         }
         for v in headers.get_all(&FORWARDED).iter() {
@@ -214,8 +206,13 @@ pub fn rewrite_request_headers(
             }
         }
     }
-    let _ = write!(forwarded_for, "{ip}");
-    let _ = write!(forwarded, "for={}", forwarded_node(ip));
+    forwarded.push_str("for=");
+    match ip {
+        IpAddr::V6(_) => {
+            let _ = write!(forwarded, "\"[{ip_text}]\"");
+        }
+        IpAddr::V4(_) => forwarded.push_str(&ip_text),
+    }
     if let Some(Ok(host)) = head.host.as_ref().map(|h| h.to_str())
         && host
             .bytes()
@@ -224,16 +221,25 @@ pub fn rewrite_request_headers(
         let _ = write!(forwarded, ";host=\"{host}\"");
     }
     forwarded.push_str(";proto=http");
+    let ip_value = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip_text)).ok();
     headers.remove(&X_FORWARDED_FOR);
     headers.remove(&FORWARDED);
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    let forwarded_for = if chain.is_empty() {
+        ip_value.clone()
+    } else {
+        if let Some(ip) = &ip_value {
+            chain.push_str(ip.to_str().unwrap_or_default());
+        }
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(chain)).ok()
+    };
+    if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded)) {
         headers.insert(FORWARDED, value);
     }
     if (!trusted || !headers.contains_key(&X_REAL_IP))
-        && let Ok(value) = HeaderValue::from_str(&ip.to_string())
+        && let Some(value) = ip_value
     {
         headers.insert(X_REAL_IP, value);
     }

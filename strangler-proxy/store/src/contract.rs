@@ -144,6 +144,9 @@ pub fn stages_are_compared_and_set_audited_and_announced(open: Open<'_>) {
     assert_eq!(history[0].actor, "ana");
     assert_eq!(history[0].reason.as_deref(), Some("first step"));
     assert!(proxy.history(Some("finance"), 10).unwrap().is_empty());
+    let first = history[0].id;
+    assert!(proxy.history_since(first).unwrap().is_empty());
+    assert_eq!(proxy.history_since(first - 1).unwrap(), history);
 }
 
 pub fn the_registry_keeps_generations_heartbeats_and_counters(open: Open<'_>) {

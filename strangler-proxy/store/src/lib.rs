@@ -147,6 +147,8 @@ pub trait Stages {
     fn set_stage(&mut self, change: &StageChange<'_>) -> Result<StageWrite, StoreError>;
     /// The audit log, oldest first, optionally for one route, the last `limit` entries.
     fn history(&self, route: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Every audit entry after id `after`, oldest first (what a watcher has not seen).
+    fn history_since(&self, after: i64) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
 /// The running proxies: which generation each serves, heartbeats and counters.

@@ -469,6 +469,27 @@ impl Stages for SqliteStore {
         }))
     }
 
+    fn history_since(&self, after: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        self.rows(
+            "SELECT id, at, route, from_stage, to_stage, actor, reason, forced, generation
+             FROM audit_log WHERE id > ?1 ORDER BY id",
+            [after],
+            |r| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    route: r.get(2)?,
+                    from: r.get(3)?,
+                    to: r.get(4)?,
+                    actor: r.get(5)?,
+                    reason: r.get(6)?,
+                    forced: r.get(7)?,
+                    generation: r.get(8)?,
+                })
+            },
+        )
+    }
+
     /// The audit log, oldest first, optionally for one route, the last `limit` entries.
     fn history(&self, route: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         let mut stmt = self

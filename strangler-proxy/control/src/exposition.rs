@@ -12,9 +12,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use strangler_dataplane::metrics::{
-    Cause, Histogram, LATENCY_BOUNDS, RouteMetrics, ServiceMetrics,
-};
+use strangler_dataplane::metrics::{Cause, LATENCY_BOUNDS, RouteMetrics, ServiceMetrics};
 use strangler_dataplane::routing::{RouteTable, UNMATCHED};
 use strangler_store::{CheckRecord, LinkProgress, RolloutRecord, ShadowMetric};
 
@@ -79,16 +77,15 @@ fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
     Ok(())
 }
 
-fn histogram<'h>(
+fn histogram(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    samples: impl IntoIterator<Item = (Labels, &'h Histogram)>,
+    samples: impl IntoIterator<Item = (Labels, (Vec<u64>, f64))>,
 ) -> fmt::Result {
     let mut family = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
-    for (labels, h) in samples {
+    for (labels, (counts, sum)) in samples {
         // Per bucket, not cumulative: the encoder adds them up; the last is `+Inf`.
-        let counts = h.buckets();
         let buckets: Vec<(f64, u64)> = counts
             .iter()
             .enumerate()
@@ -97,7 +94,7 @@ fn histogram<'h>(
         let total = counts.iter().sum();
         family
             .encode_family(&labels)?
-            .encode_histogram::<NoLabelSet>(h.sum_seconds(), total, &buckets, None)?;
+            .encode_histogram::<NoLabelSet>(sum, total, &buckets, None)?;
     }
     Ok(())
 }
@@ -200,7 +197,9 @@ impl Collector for Scrape {
             &mut enc,
             "strangler_route_latency_seconds",
             "Time to answer, per route.",
-            routes.iter().map(|(r, _, m)| (route(r), &m.latency)),
+            routes
+                .iter()
+                .map(|(r, _, m)| (route(r), m.latency_buckets())),
         )?;
         let service = |s: &str| vec![("service", s.to_string())];
         counter(
@@ -229,7 +228,9 @@ impl Collector for Scrape {
             &mut enc,
             "strangler_service_latency_seconds",
             "Upstream time to answer, per service.",
-            services.iter().map(|(s, m)| (service(s), &m.latency)),
+            services
+                .iter()
+                .map(|(s, m)| (service(s), (m.latency.buckets(), m.latency.sum_seconds()))),
         )?;
         gauge(
             &mut enc,

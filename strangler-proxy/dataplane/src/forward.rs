@@ -28,7 +28,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::headers::{self, HeadError, Peer};
 use crate::inbound::{self, Inbound, InboundError, InboundState};
 use crate::metrics::{Cause, Side};
-use crate::routing::{ActiveRoute, RouteTable, Service, UNMATCHED, choose_side};
+use crate::routing::{ActiveRoute, RouteTable, Service, Slot, UNMATCHED, choose_side};
 use crate::shadow::{self, Leg, ResponseCapture, ResultSender, TeeBody, Unmirrored};
 use crate::upstream::Upstream;
 use strangler_plan::path::{normalize, split};
@@ -62,7 +62,7 @@ const MAX_REQUEST_ID: usize = 200;
 /// until the last byte is passed on (or the client goes away).
 pub struct Streamed {
     body: TeeBody<Incoming>,
-    _slot: Option<OwnedSemaphorePermit>,
+    _slot: Option<Slot>,
 }
 
 impl Body for Streamed {
@@ -535,9 +535,9 @@ impl Forwarder {
             inbound = Some(body);
         }
         // A slot among the service's requests in flight, held until its answer is passed on.
-        let slot = match Arc::clone(&service.in_flight).try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
+        let slot = match service.in_flight.try_take() {
+            Some(slot) => slot,
+            None => {
                 service.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
                 if let Some((route, ..)) = &mirror {
                     self.recorder.send(
@@ -639,7 +639,7 @@ impl Forwarder {
             };
             let legacy_slot = failure
                 .as_ref()
-                .and_then(|_| Arc::clone(&table.legacy.in_flight).try_acquire_owned().ok());
+                .and_then(|_| table.legacy.in_flight.try_take());
             if let (Some(why), Some(legacy_slot)) = (failure, legacy_slot) {
                 let sent_at = Instant::now();
                 let retried = self
@@ -989,7 +989,7 @@ struct Outgoing<'a> {
 
 /// Carries bytes both ways between the client and the upstream once both switched
 /// protocols; the service's in-flight slot is held until the tunnel closes.
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, slot: OwnedSemaphorePermit, route: String) {
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, slot: Slot, route: String) {
     let (client, upstream) = match (client.await, upstream.await) {
         (Ok(client), Ok(upstream)) => (client, upstream),
         (Err(err), _) | (_, Err(err)) => {

@@ -162,10 +162,11 @@ impl Peer<'_> {
 }
 
 /// Rewrites a client's request headers for the upstream (the head passed [`check_head`]):
-/// hop-by-hop headers removed; `Host` moved to `X-Forwarded-Host`; `X-Forwarded-For` and
-/// `Forwarded` get the peer appended when it is trusted and are replaced by the peer
-/// otherwise; `X-Real-IP` and `X-Forwarded-Proto` are kept from a trusted peer and set
-/// otherwise; the request id is set.
+/// hop-by-hop headers removed; `Host` moved to `X-Forwarded-Host`; `X-Forwarded-For` gets
+/// the peer appended when it is trusted and is replaced by the peer otherwise; a trusted
+/// peer's `Forwarded` gets the peer appended and its `X-Real-IP` and `X-Forwarded-Proto` are
+/// kept, while an untrusted client's `Forwarded` and `X-Real-IP` are dropped and its
+/// `X-Forwarded-Proto` set; the request id is set.
 pub fn rewrite_request_headers(
     headers: &mut HeaderMap,
     head: &Head,
@@ -184,11 +185,10 @@ pub fn rewrite_request_headers(
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     };
-    // The header values are built in place and handed over without a copy: this runs for
-    // every request.
-    let ip_text = ip.to_string();
-    let mut forwarded = String::with_capacity(64);
+    // This runs for every request: the peer's address is formatted once and handed over
+    // without a copy, and nothing is built that the request did not ask for.
     let mut chain = String::new();
+    let mut forwarded = String::new();
     if trusted {
         // A chain may arrive on several header lines; keep every hop, in order.
         for v in headers.get_all(&X_FORWARDED_FOR).iter() {
@@ -206,42 +206,37 @@ pub fn rewrite_request_headers(
             }
         }
     }
-    forwarded.push_str("for=");
-    match ip {
-        IpAddr::V6(_) => {
-            let _ = write!(forwarded, "\"[{ip_text}]\"");
+    let ip_text = ip.to_string();
+    if !forwarded.is_empty() {
+        // A trusted proxy's Forwarded chain gets this hop (RFC 7239: IPv6 quoted).
+        match ip {
+            IpAddr::V6(_) => {
+                let _ = write!(forwarded, "for=\"[{ip_text}]\"");
+            }
+            IpAddr::V4(_) => {
+                let _ = write!(forwarded, "for={ip_text}");
+            }
         }
-        IpAddr::V4(_) => forwarded.push_str(&ip_text),
     }
-    if let Some(Ok(host)) = head.host.as_ref().map(|h| h.to_str())
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    {
-        let _ = write!(forwarded, ";host=\"{host}\"");
-    }
-    forwarded.push_str(";proto=http");
-    let ip_value = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip_text)).ok();
     headers.remove(&X_FORWARDED_FOR);
     headers.remove(&FORWARDED);
+    if !trusted {
+        // What an untrusted client says about earlier hops is dropped.
+        headers.remove(&X_REAL_IP);
+    }
     let forwarded_for = if chain.is_empty() {
-        ip_value.clone()
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(ip_text)).ok()
     } else {
-        if let Some(ip) = &ip_value {
-            chain.push_str(ip.to_str().unwrap_or_default());
-        }
+        chain.push_str(&ip_text);
         HeaderValue::from_maybe_shared(bytes::Bytes::from(chain)).ok()
     };
     if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded)) {
-        headers.insert(FORWARDED, value);
-    }
-    if (!trusted || !headers.contains_key(&X_REAL_IP))
-        && let Some(value) = ip_value
+    if !forwarded.is_empty()
+        && let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded))
     {
-        headers.insert(X_REAL_IP, value);
+        headers.insert(FORWARDED, value);
     }
     if !trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -395,11 +390,8 @@ mod tests {
             ],
         );
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
-        assert_eq!(
-            h["forwarded"],
-            "for=10.1.2.3;host=\"shop.example\";proto=http"
-        );
-        assert_eq!(h["x-real-ip"], "10.1.2.3");
+        assert!(h.get("forwarded").is_none(), "dropped");
+        assert!(h.get("x-real-ip").is_none(), "dropped");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "shop.example");
         assert!(h.get(header::HOST).is_none());
@@ -421,10 +413,7 @@ mod tests {
             ],
         );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.1.2.3");
-        assert_eq!(
-            h["forwarded"],
-            "for=1.1.1.1, for=10.1.2.3;host=\"shop.example\";proto=http"
-        );
+        assert_eq!(h["forwarded"], "for=1.1.1.1, for=10.1.2.3");
         assert_eq!(h["x-real-ip"], "1.1.1.1");
         assert_eq!(h["x-forwarded-proto"], "https");
     }
@@ -433,8 +422,13 @@ mod tests {
     fn ipv6_peers_are_quoted_in_forwarded() {
         let h = rewritten("[2001:db8::7]:443", &[], &[]);
         assert_eq!(h["x-forwarded-for"], "2001:db8::7");
-        assert_eq!(h["forwarded"], "for=\"[2001:db8::7]\";proto=http");
         assert!(h.get("x-forwarded-host").is_none());
+        let h = rewritten(
+            "[2001:db8::7]:443",
+            &["2001:db8::/32"],
+            &[("forwarded", "for=192.0.2.1")],
+        );
+        assert_eq!(h["forwarded"], "for=192.0.2.1, for=\"[2001:db8::7]\"");
         let mapped = rewritten("[::ffff:10.0.0.9]:80", &["10.0.0.0/8"], &[]);
         assert_eq!(mapped["x-forwarded-for"], "10.0.0.9", "mapped IPv4 is IPv4");
     }

@@ -88,6 +88,8 @@ pub struct RouteMetrics {
     /// Requests that would have matched this route but for a trailing slash or letter case
     /// (they went to legacy as unmatched).
     pub near_misses: AtomicU64,
+    /// Time to answer requests answered before a side was chosen (see
+    /// [`RouteMetrics::latency_buckets`] for the route's whole latency).
     pub latency: Histogram,
     /// 5xx the answering service caused, by side (legacy, new): what analysis judges.
     pub side_errors: [AtomicU64; 2],
@@ -119,15 +121,30 @@ impl RouteMetrics {
                 self.side_errors[side as usize].fetch_add(1, Ordering::Relaxed);
             }
         }
-        if let Some(side) = side {
-            self.side_latency[side as usize].observe(elapsed);
+        // One histogram per answer: a side's, or (answered before a side was chosen) the
+        // route's own; the route's latency is their sum, added up at scrape time.
+        match side {
+            Some(side) => self.side_latency[side as usize].observe(elapsed),
+            None => self.latency.observe(elapsed),
         }
         match side {
             Some(Side::Legacy) => self.served_legacy.fetch_add(1, Ordering::Relaxed),
             Some(Side::New) => self.served_new.fetch_add(1, Ordering::Relaxed),
             None => 0,
         };
-        self.latency.observe(elapsed);
+    }
+
+    /// Every answer's latency, per bucket, and their sum in seconds.
+    pub fn latency_buckets(&self) -> (Vec<u64>, f64) {
+        let mut buckets = self.latency.buckets();
+        let mut sum = self.latency.sum_seconds();
+        for side in &self.side_latency {
+            for (total, n) in buckets.iter_mut().zip(side.buckets()) {
+                *total += n;
+            }
+            sum += side.sum_seconds();
+        }
+        (buckets, sum)
     }
 
     /// Counts a request the proxy answered itself because of `cause`.

@@ -25,7 +25,49 @@ pub struct Service {
     /// Its name as the `x-strangler-served-by` value, made once.
     pub header: http::HeaderValue,
     /// Requests sent to it now, at most its `max_in_flight` (shared by every worker).
-    pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub in_flight: Arc<InFlight>,
+}
+
+/// A lock-free cap on requests in flight: one atomic add to take a slot, one to give it
+/// back (a semaphore takes a lock on release, on every request).
+#[derive(Debug)]
+pub struct InFlight {
+    now: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+/// A taken slot; dropping it gives the slot back.
+#[derive(Debug)]
+pub struct Slot(Arc<InFlight>);
+
+impl InFlight {
+    pub fn new(max: usize) -> Self {
+        Self {
+            now: std::sync::atomic::AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A slot, or `None` when `max` are taken.
+    pub fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        if self.now.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.now.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(Arc::clone(self)))
+    }
+
+    /// Slots taken now.
+    pub fn taken(&self) -> usize {
+        self.now.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// A name as a header value (plan names are lower-case letters, digits, `-` and `_`).
@@ -52,7 +94,7 @@ impl Registry {
         }
         let service = Service {
             header: header_value(&spec.name),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(spec.max_in_flight)),
+            in_flight: Arc::new(InFlight::new(spec.max_in_flight)),
             upstream: Arc::new(Upstream::new(spec)),
             metrics: self
                 .services
@@ -238,9 +280,7 @@ pub fn compile_rules(spec: &strangler_plan::CompareSpec) -> strangler_diff::Rule
 fn missing_service(name: &str) -> Service {
     Service {
         header: header_value(name),
-        in_flight: Arc::new(tokio::sync::Semaphore::new(
-            strangler_plan::DEFAULT_MAX_IN_FLIGHT,
-        )),
+        in_flight: Arc::new(InFlight::new(strangler_plan::DEFAULT_MAX_IN_FLIGHT)),
         upstream: Arc::new(Upstream::new(&strangler_plan::ServiceSpec {
             name: name.to_string(),
             urls: Vec::new(),
@@ -416,6 +456,19 @@ mod tests {
             }
         }
         assert!((2_700..3_300).contains(&new), "{new} of 10000 under 30%");
+    }
+
+    #[test]
+    fn in_flight_slots_are_capped_and_given_back() {
+        let cap = Arc::new(InFlight::new(2));
+        let a = cap.try_take().unwrap();
+        let b = cap.try_take().unwrap();
+        assert!(cap.try_take().is_none(), "over the cap");
+        assert_eq!(cap.taken(), 2, "a refused take holds nothing");
+        drop(a);
+        let c = cap.try_take().unwrap();
+        drop((b, c));
+        assert_eq!(cap.taken(), 0);
     }
 
     #[test]

@@ -61,12 +61,6 @@ async fn a_request_has_one_host() {
     assert_eq!(seen["service"], "new");
     assert_eq!(seen["path"], "/students/1");
     assert_eq!(seen["headers"]["x-forwarded-host"], "h1.example");
-    assert!(
-        seen["headers"]["forwarded"]
-            .as_str()
-            .unwrap()
-            .contains("host=\"h1.example\"")
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -82,11 +76,11 @@ async fn forwarding_headers_from_an_untrusted_client_are_replaced() {
     assert_eq!(status, 200, "{body}");
     let seen = &json(&body)["headers"];
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
-    assert_eq!(
-        seen["forwarded"],
-        "for=127.0.0.1;host=\"shop.example\";proto=http"
+    assert!(
+        seen.get("forwarded").is_none(),
+        "an untrusted chain is dropped: {seen}"
     );
-    assert_eq!(seen["x-real-ip"], "127.0.0.1");
+    assert!(seen.get("x-real-ip").is_none(), "{seen}");
     assert_eq!(seen["x-forwarded-proto"], "http");
 
     // A forwarding header that is not text is refused, not silently dropped.

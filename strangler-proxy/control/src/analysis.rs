@@ -308,7 +308,11 @@ impl Controller {
             watch.last_pass_ms = now_ms();
         }
         let failures = watch.failures;
-        for c in &failed {
+        // Shadow is where differences are found, so it is judged but never rolled back; a
+        // canary or a cutover is rolled back once its budget failed often enough, and only
+        // those failures are news for the log and the webhooks.
+        let rollable = matches!(stage, Stage::Canary { .. } | Stage::Cutover);
+        for c in failed.iter().filter(|_| rollable) {
             tracing::warn!(route = %route.name, metric = %c.metric, value = ?c.value, budget = c.budget, detail = %c.detail, failures, failure_limit = spec.failure_limit, "analysis check failed");
             self.notifier.send(
                 NotifyEvent::AnalysisFailed,
@@ -340,9 +344,6 @@ impl Controller {
         if let Err(error) = self.blocking(move |s| s.record_checks(&records)).await {
             tracing::warn!(route = %route.name, %error, "cannot record the analysis check");
         }
-        // Shadow is where differences are found, so it is judged but never rolled back; a
-        // canary or a cutover is rolled back once its budget failed often enough.
-        let rollable = matches!(stage, Stage::Canary { .. } | Stage::Cutover);
         if let Some(why) = breach
             && rollable
             && failures >= spec.failure_limit
@@ -422,11 +423,15 @@ impl Controller {
                             self.tell_step(route, &r, step);
                         }
                         Err(why) => {
-                            r.step_started_ms = now;
-                            r.message = format!(
+                            let message = format!(
                                 "step {}: waiting to enter canary {percent}%: {why}",
                                 r.step + 1
                             );
+                            // Waiting says so once, not every tick.
+                            if r.message == message {
+                                return;
+                            }
+                            r.message = message;
                         }
                     }
                     self.save(r).await;
@@ -495,8 +500,11 @@ impl Controller {
                     self.save(r).await;
                 }
                 Err(why) => {
-                    r.message = format!("step {}: waiting to cut over: {why}", r.step + 1);
-                    self.save(r).await;
+                    let message = format!("step {}: waiting to cut over: {why}", r.step + 1);
+                    if r.message != message {
+                        r.message = message;
+                        self.save(r).await;
+                    }
                 }
             },
         }

@@ -474,52 +474,37 @@ impl Stages for SqliteStore {
             "SELECT id, at, route, from_stage, to_stage, actor, reason, forced, generation
              FROM audit_log WHERE id > ?1 ORDER BY id",
             [after],
-            |r| {
-                Ok(AuditEntry {
-                    id: r.get(0)?,
-                    at: r.get(1)?,
-                    route: r.get(2)?,
-                    from: r.get(3)?,
-                    to: r.get(4)?,
-                    actor: r.get(5)?,
-                    reason: r.get(6)?,
-                    forced: r.get(7)?,
-                    generation: r.get(8)?,
-                })
-            },
+            audit_from_row,
         )
     }
 
     /// The audit log, oldest first, optionally for one route, the last `limit` entries.
     fn history(&self, route: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT * FROM (
-                    SELECT id, at, route, from_stage, to_stage, actor, reason, forced, generation
-                    FROM audit_log WHERE ?1 IS NULL OR route = ?1 ORDER BY id DESC LIMIT ?2
-                 ) ORDER BY id",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map((route, limit), |r| {
-                Ok(AuditEntry {
-                    id: r.get(0)?,
-                    at: r.get(1)?,
-                    route: r.get(2)?,
-                    from: r.get(3)?,
-                    to: r.get(4)?,
-                    actor: r.get(5)?,
-                    reason: r.get(6)?,
-                    forced: r.get(7)?,
-                    generation: r.get(8)?,
-                })
-            })
-            .map_err(|e| self.err(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err(e))?;
-        Ok(rows)
+        self.rows(
+            "SELECT * FROM (
+                SELECT id, at, route, from_stage, to_stage, actor, reason, forced, generation
+                FROM audit_log WHERE ?1 IS NULL OR route = ?1 ORDER BY id DESC LIMIT ?2
+             ) ORDER BY id",
+            (route, limit),
+            audit_from_row,
+        )
     }
+}
+
+/// An audit entry from `id, at, route, from_stage, to_stage, actor, reason, forced,
+/// generation`.
+fn audit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        route: r.get(2)?,
+        from: r.get(3)?,
+        to: r.get(4)?,
+        actor: r.get(5)?,
+        reason: r.get(6)?,
+        forced: r.get(7)?,
+        generation: r.get(8)?,
+    })
 }
 
 impl ProxyRegistry for SqliteStore {

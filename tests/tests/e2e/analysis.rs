@@ -99,8 +99,19 @@ async fn a_canary_whose_service_starts_failing_is_rolled_back_by_itself() {
     .await;
     p.strangler(&["canary", "students", "25"]).await.unwrap();
     let (stop, seen) = traffic(&p);
-    // Healthy for a few checks: nothing happens.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Healthy for three checks that judged the error rate: nothing happens.
+    let healthy_store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let healthy_store = &healthy_store;
+    eventually(Duration::from_secs(20), "three passing checks", || async {
+        let passed = healthy_store
+            .checks("students", 100)
+            .unwrap()
+            .iter()
+            .filter(|c| c.metric == "error_rate" && c.passed == Some(true))
+            .count();
+        (passed >= 3).then_some(())
+    })
+    .await;
     assert_eq!(stage(&p), Stage::Canary { percent: 25 });
 
     failing.store(true, Ordering::SeqCst);
@@ -135,9 +146,22 @@ async fn a_canary_whose_service_starts_failing_is_rolled_back_by_itself() {
     )
     .await;
     let confirmed = Instant::now();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen_ref = &seen;
+    eventually(
+        Duration::from_secs(20),
+        "200 requests answered after it",
+        || async {
+            let after = seen_ref
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(at, _)| *at > confirmed)
+                .count();
+            (after >= 200).then_some(())
+        },
+    )
+    .await;
     stop.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let after: Vec<u16> = seen
         .lock()
         .unwrap()
@@ -314,7 +338,24 @@ async fn another_proxy_takes_the_rollout_over_when_the_acting_one_stops() {
     let steps = "stage = \"shadow\"\nsteps = [{ canary = 25, for = \"2s\" }, { canary = 50, for = \"1s\" }, { cutover = true }]";
     let mut p = proxy(&legacy.url(), &new.url(), steps, &hook).await;
     // The first proxy's controller takes the store's lease before the replica starts.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let db = p.dir.path().join("strangler.db");
+    let db = &db;
+    eventually(
+        Duration::from_secs(10),
+        "the first proxy holds the lease",
+        || async {
+            let held: i64 = rusqlite::Connection::open(db)
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM leases WHERE name = 'analysis-controller' AND until_ms > ?1",
+                [strangler_store::now_ms()],
+                |r| r.get(0),
+            )
+            .unwrap();
+            (held == 1).then_some(())
+        },
+    )
+    .await;
     let replica = p.replica().await;
     // Clients talk to the replica, which stays up: the steps are judged on its traffic.
     let (stop, _) = traffic_to(&e2e::Client::new(&format!("http://{}", replica.listen)));

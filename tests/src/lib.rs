@@ -651,10 +651,12 @@ impl Stack {
 
     /// Every link's progress from the store.
     pub fn links(&self) -> Vec<strangler_store::LinkProgress> {
-        strangler_store::open(&self.proxy.dir.path().join("strangler.db"))
-            .unwrap()
-            .links()
-            .unwrap()
+        strangler_store::open(&strangler_plan::StoreLocation::File(
+            self.proxy.dir.path().join("strangler.db"),
+        ))
+        .unwrap()
+        .links()
+        .unwrap()
     }
 
     /// Waits until every sync link has delivered everything its source has committed

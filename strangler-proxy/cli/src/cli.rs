@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use strangler_control::rollout::{self, Move, Outcome, Request, RolloutError};
 use strangler_control::status::{RouteStatus, UNMATCHED};
-use strangler_plan::{self as plan, DEFAULT_PLAN, Plan};
+use strangler_plan::{self as plan, DEFAULT_PLAN, Plan, StoreLocation};
 use strangler_store::Store;
 
 use crate::shutdown_signal;
@@ -49,8 +49,9 @@ pub struct Cli {
     pub plan: PathBuf,
     /// The state store, instead of the plan's `state`. `rollback` needs nothing else: it
     /// works with this when the plan is missing or broken.
+    /// A file path, or a PostgreSQL URL (`postgres://user:pass@host:5432/db`).
     #[arg(long, global = true, env = "STRANGLER_STATE")]
-    pub state: Option<PathBuf>,
+    pub state: Option<StoreLocation>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -456,8 +457,7 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
             (Err(err), Some(state)) => {
                 eprintln!(
                     "strangler: {}; rolling back with the store at {} alone",
-                    err.message,
-                    state.display()
+                    err.message, state
                 );
                 rollback_from_store(state, route, all, force, change).await
             }
@@ -782,7 +782,7 @@ fn report(route: &str, outcome: &Outcome, json_out: bool) -> Result<(), CliError
 
 /// `rollback` without a plan: the route's (or every route's) stage as the store has it.
 async fn rollback_from_store(
-    state: &std::path::Path,
+    state: &StoreLocation,
     route: Option<String>,
     all: bool,
     force: bool,
@@ -952,7 +952,7 @@ fn status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
     if proxies.is_empty() {
         crate::say!(
             "\nno live proxy on {} (start one with `strangler serve`)",
-            plan.proxy.state.display()
+            plan.proxy.state
         );
     } else {
         crate::say!("\nlive proxies (store generation {generation}):");

@@ -289,7 +289,8 @@ async fn stop_all(children: &mut Vec<Running>) {
 }
 
 fn print_ready(plan: &Plan, proxy: &Proxy, running: &[Running]) {
-    let token_file = strangler_control::admin::token_file(&plan.proxy.state);
+    let token_file =
+        strangler_control::admin::token_file(&plan.proxy.state, &plan.proxy.last_known);
     crate::say!();
     crate::say!("strangler: the demo stack is up");
     crate::say!("  proxy  http://{}   <- send requests here", proxy.listen);

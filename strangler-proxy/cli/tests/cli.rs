@@ -425,7 +425,7 @@ fn rollback_needs_nothing_but_the_store() {
     }
     // A proxy that is live but whose admin API does not answer and never confirms.
     let state = dir.path().join("state/strangler.db");
-    let store = strangler_store::open(&state).unwrap();
+    let store = strangler_store::open(&strangler_plan::StoreLocation::File(state.clone())).unwrap();
     store
         .register_proxy(&strangler_store::ProxyRecord {
             id: "stuck-1".into(),

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use strangler_dataplane::routing::{RouteTable, UNMATCHED};
-use strangler_plan::{self as plan, Plan, Stage};
+use strangler_plan::{self as plan, Plan, Stage, StoreLocation};
 
 use crate::control::ControlMsg;
 use crate::exposition::Fleet;
@@ -25,21 +25,28 @@ use crate::status::{RouteStatus, counters};
 /// Environment variable that sets the admin token (otherwise the token file is used).
 pub const TOKEN_ENV: &str = "STRANGLER_ADMIN_TOKEN";
 
-/// The token file beside a state store: `strangler.db` → `strangler.db.admin-token`.
-pub fn token_file(state: &Path) -> PathBuf {
-    let mut name = state.file_name().unwrap_or_default().to_os_string();
-    name.push(".admin-token");
-    state.with_file_name(name)
+/// The token file: beside a SQLite store (`strangler.db` → `strangler.db.admin-token`), or
+/// for a database server beside the proxy's last-known table (`admin-token`). A fleet shares
+/// one token through the environment (`STRANGLER_ADMIN_TOKEN`).
+pub fn token_file(state: &StoreLocation, last_known: &Path) -> PathBuf {
+    match state.file() {
+        Some(file) => {
+            let mut name = file.file_name().unwrap_or_default().to_os_string();
+            name.push(".admin-token");
+            file.with_file_name(name)
+        }
+        None => last_known.with_file_name("admin-token"),
+    }
 }
 
 /// The token from the environment, or from the token file if it exists.
-pub fn read_token(state: &Path) -> Option<String> {
+pub fn read_token(file: Option<&Path>) -> Option<String> {
     if let Ok(token) = std::env::var(TOKEN_ENV)
         && !token.trim().is_empty()
     {
         return Some(token.trim().to_string());
     }
-    std::fs::read_to_string(token_file(state))
+    std::fs::read_to_string(file?)
         .ok()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
@@ -47,8 +54,8 @@ pub fn read_token(state: &Path) -> Option<String> {
 
 /// The token to require: from the environment, the token file, or a new random token
 /// written to the token file with mode 0600.
-pub fn ensure_token(state: &Path) -> std::io::Result<String> {
-    if let Some(token) = read_token(state) {
+pub fn ensure_token(path: &Path) -> std::io::Result<String> {
+    if let Some(token) = read_token(Some(path)) {
         return Ok(token);
     }
     let token = format!(
@@ -56,7 +63,6 @@ pub fn ensure_token(state: &Path) -> std::io::Result<String> {
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    let path = token_file(state);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -67,14 +73,14 @@ pub fn ensure_token(state: &Path) -> std::io::Result<String> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    match options.open(&path) {
+    match options.open(path) {
         Ok(mut file) => {
             use std::io::Write;
             file.write_all(token.as_bytes())?;
             Ok(token)
         }
         // Another proxy created it first: use theirs.
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => read_token(state)
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => read_token(Some(path))
             .ok_or_else(|| std::io::Error::other(format!("{} is empty", path.display()))),
         Err(err) => Err(err),
     }

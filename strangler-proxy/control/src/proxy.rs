@@ -71,8 +71,9 @@ impl Proxy {
     /// Binds both listeners, reads the store and starts serving.
     pub async fn start(plan: Plan) -> Result<Self, ServeError> {
         let state = plan.proxy.state.clone();
-        let token = admin::ensure_token(&state).map_err(|source| ServeError::Token {
-            path: admin::token_file(&state),
+        let token_file = admin::token_file(&state, &plan.proxy.last_known);
+        let token = admin::ensure_token(&token_file).map_err(|source| ServeError::Token {
+            path: token_file.clone(),
             source,
         })?;
         // A plain bind first: an address in use is an error, not a port silently shared

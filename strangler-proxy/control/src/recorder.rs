@@ -275,7 +275,10 @@ mod tests {
         let path = dir.path().join("s.db");
         let (sender, receiver) =
             strangler_dataplane::shadow::results_channel_with_capacity(NoiseMap::new(), 2);
-        let handle = start(receiver, strangler_store::open(&path).unwrap());
+        let handle = start(
+            receiver,
+            strangler_store::open(&strangler_plan::StoreLocation::File(path.clone())).unwrap(),
+        );
         sender.send("students", compared(&[], &[]));
         sender.send("students", compared(&["/name"], &[]));
         // Past the channel's capacity before the recorder ran: counted, not waited for.
@@ -284,7 +287,8 @@ mod tests {
         }
         drop(sender);
         handle.await.unwrap();
-        let store = strangler_store::open(&path).unwrap();
+        let store =
+            strangler_store::open(&strangler_plan::StoreLocation::File(path.clone())).unwrap();
         let summary = store.shadow_summary("students").unwrap();
         assert_eq!(summary.count(ShadowMetric::Compared), 2);
         assert_eq!(summary.count(ShadowMetric::Mismatched), 1);

@@ -208,8 +208,9 @@ pub async fn change_stage(plan: &Plan, request: &Request) -> Result<Outcome, Rol
     };
     tracing::info!(route = %change.route, from = %change.from, to = %change.to, generation = change.generation, actor = %request.actor, "stage changed");
     end_rollout(&mut *store, &change, request)?;
+    let token_file = admin::token_file(&plan.proxy.state, &plan.proxy.last_known);
     let propagation = propagate(
-        &plan.proxy.state,
+        Some(&token_file),
         &mut *store,
         change.generation,
         request.wait,
@@ -258,7 +259,7 @@ fn end_rollout(
 /// when the plan file is missing or broken. The route's stage must be in the store (a
 /// route never changed is at the plan's initial stage, which only the plan knows).
 pub async fn rollback_from_store(
-    state: &std::path::Path,
+    state: &strangler_plan::StoreLocation,
     request: &Request,
 ) -> Result<Outcome, RolloutError> {
     let mut store = strangler_store::open(state)?;
@@ -302,7 +303,17 @@ pub async fn rollback_from_store(
     };
     tracing::info!(route = %change.route, from = %change.from, actor = %request.actor, "rolled back from the store alone");
     end_rollout(&mut *store, &change, request)?;
-    let propagation = propagate(state, &mut *store, change.generation, request.wait).await?;
+    // Without a plan, a database server's token comes from the environment only.
+    let token_file = state
+        .file()
+        .map(|_| admin::token_file(state, std::path::Path::new("")));
+    let propagation = propagate(
+        token_file.as_deref(),
+        &mut *store,
+        change.generation,
+        request.wait,
+    )
+    .await?;
     Ok(Outcome::Changed {
         change,
         propagation,
@@ -378,7 +389,7 @@ impl GateVerdict {
 
 /// Nudges every live proxy to re-read the store, then waits until each serves `generation`.
 pub async fn propagate(
-    state: &std::path::Path,
+    token_file: Option<&std::path::Path>,
     store: &mut dyn Store,
     generation: i64,
     bound: Duration,
@@ -392,7 +403,7 @@ pub async fn propagate(
     if live.is_empty() {
         return Ok(Propagation::default());
     }
-    if let Some(token) = admin::read_token(state) {
+    if let Some(token) = admin::read_token(token_file) {
         nudge(&live, &token).await;
     }
     loop {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
+use crate::location::StoreLocation;
 use crate::path::PathTemplate;
 use crate::stage::Stage;
 
@@ -145,6 +146,7 @@ struct RawProxy {
     listen: Spanned<String>,
     admin_listen: Spanned<String>,
     state: Spanned<String>,
+    last_known: Option<Spanned<String>>,
     served_by_headers: Option<bool>,
     max_body: Option<Spanned<String>>,
     header_read_timeout: Option<Spanned<String>>,
@@ -224,8 +226,13 @@ pub struct ProxySettings {
     pub listen: SocketAddr,
     /// Admin API listener, never the same as `listen`.
     pub admin_listen: SocketAddr,
-    /// State store file (relative paths are relative to the plan's directory).
-    pub state: PathBuf,
+    /// The state store: a SQLite file (relative paths are relative to the plan's
+    /// directory) or a PostgreSQL URL.
+    pub state: StoreLocation,
+    /// Where this proxy keeps its last-known route table, for starting while the store is
+    /// unreachable (`[proxy] last_known`; by default beside a SQLite store, or
+    /// `data/last-known-table.json` beside the plan).
+    pub last_known: PathBuf,
     /// Whether responses carry `x-strangler-route` and `x-strangler-served-by`.
     pub served_by_headers: bool,
     /// Largest request body forwarded (413 above).
@@ -241,6 +248,20 @@ pub struct ProxySettings {
     pub trusted_proxies: Vec<Cidr>,
     /// How request paths meet route templates.
     pub matching: PathMatching,
+}
+
+/// Where a proxy keeps its last-known route table when the plan does not say: beside a
+/// SQLite store (`strangler.db.last-known.json`), else `data/last-known-table.json` in the
+/// plan's directory.
+pub fn default_last_known(state: &StoreLocation, plan_dir: &Path) -> PathBuf {
+    match state.file() {
+        Some(file) => {
+            let mut name = file.file_name().unwrap_or_default().to_os_string();
+            name.push(".last-known.json");
+            file.with_file_name(name)
+        }
+        None => plan_dir.join("data").join("last-known-table.json"),
+    }
 }
 
 /// How a request path meets the route templates.
@@ -581,17 +602,20 @@ impl Ctx<'_> {
         )?;
         let notify = self.notify(&raw.notify)?;
         let sync = self.sync(&raw.sync, &services)?;
-        let state = if proxy.state.is_relative() {
-            self.file
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join(&proxy.state)
+        let dir = self.file.parent().unwrap_or(Path::new("."));
+        let state = proxy.state.clone().relative_to(dir);
+        let last_known = if proxy.last_known.as_os_str().is_empty() {
+            default_last_known(&state, dir)
         } else {
-            proxy.state.clone()
+            dir.join(&proxy.last_known)
         };
         Ok(Plan {
             file: self.file.to_path_buf(),
-            proxy: ProxySettings { state, ..proxy },
+            proxy: ProxySettings {
+                state,
+                last_known,
+                ..proxy
+            },
             services,
             legacy,
             routes,
@@ -766,9 +790,15 @@ impl Ctx<'_> {
                 "must differ from proxy.listen: the admin API never shares the data-plane port",
             ));
         }
-        if raw.state.get_ref().trim().is_empty() {
-            return Err(self.at(&raw.state, "proxy.state", "must name the state store file"));
-        }
+        let state = StoreLocation::parse(raw.state.get_ref())
+            .map_err(|reason| self.at(&raw.state, "proxy.state", &reason))?;
+        let last_known = match &raw.last_known {
+            Some(path) if path.get_ref().trim().is_empty() => {
+                return Err(self.at(path, "proxy.last_known", "must name a file"));
+            }
+            Some(path) => PathBuf::from(path.get_ref()),
+            None => PathBuf::new(),
+        };
         let max_body_bytes = match &raw.max_body {
             None => DEFAULT_MAX_BODY,
             Some(value) => parse_size(value.get_ref()).ok_or_else(|| {
@@ -819,7 +849,8 @@ impl Ctx<'_> {
         Ok(ProxySettings {
             listen,
             admin_listen,
-            state: PathBuf::from(raw.state.get_ref()),
+            state,
+            last_known,
             served_by_headers: raw.served_by_headers.unwrap_or(true),
             max_body_bytes,
             header_read_timeout,
@@ -1418,7 +1449,17 @@ urls = ["http://127.0.0.1:7101", "http://127.0.0.1:7201"]
         assert_eq!(names, ["students", "finance", "gamification", "enrollment"]);
         assert!(plan.routes.iter().all(|r| r.initial_stage == Stage::Legacy));
         assert_eq!(plan.proxy.listen.to_string(), "127.0.0.1:8080");
-        assert!(plan.proxy.state.ends_with("data/strangler.db"));
+        assert!(
+            plan.proxy
+                .state
+                .file()
+                .is_some_and(|f| f.ends_with("data/strangler.db"))
+        );
+        assert!(
+            plan.proxy
+                .last_known
+                .ends_with("data/strangler.db.last-known.json")
+        );
     }
 
     #[test]

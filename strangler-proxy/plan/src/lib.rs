@@ -13,10 +13,12 @@
 
 pub mod analysis;
 pub mod file;
+pub mod location;
 pub mod path;
 pub mod stage;
 
 pub use analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
 pub use file::*;
+pub use location::StoreLocation;
 pub use path::PathTemplate;
 pub use stage::Stage;

@@ -101,7 +101,10 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = strangler_store::open(&dir.path().join("s.db")).unwrap();
+    let store = strangler_store::open(&strangler_plan::StoreLocation::File(
+        dir.path().join("s.db"),
+    ))
+    .unwrap();
     Fixture {
         _dir: dir,
         store: Arc::new(Mutex::new(store)),

@@ -13,11 +13,12 @@
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use strangler_plan::Stage;
+use strangler_plan::{Stage, StoreLocation};
 
 pub mod sqlite;
 
@@ -33,9 +34,25 @@ pub const SAMPLES_PER_GROUP: i64 = 5;
 /// Latency pairs kept per route (the newest).
 pub const LATENCIES_PER_ROUTE: i64 = 5000;
 
-/// Opens the store `state` names, creating it if needed.
-pub fn open(state: &Path) -> Result<Box<dyn Store>, StoreError> {
-    Ok(Box::new(SqliteStore::open(state)?))
+/// Opens the store `state` names, creating it (or its schema) if needed.
+pub fn open(state: &StoreLocation) -> Result<Box<dyn Store>, StoreError> {
+    match state {
+        StoreLocation::File(path) => Ok(Box::new(SqliteStore::open(path)?)),
+        StoreLocation::Postgres(_) => Err(StoreError::Unreachable {
+            store: state.to_string(),
+            message: "this build has no PostgreSQL backend".to_string(),
+        }),
+    }
+}
+
+/// Something a backend calls when another writer may have changed the stages.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+
+/// A running subscription to the store's change notifications; dropping it stops it.
+pub trait Subscription: Send {
+    /// Whether the notification channel is up now; while it is not, changes are only seen
+    /// by polling.
+    fn is_listening(&self) -> bool;
 }
 
 /// Every concern of the store, as one object.
@@ -149,6 +166,13 @@ pub trait Stages {
     fn history(&self, route: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
     /// Every audit entry after id `after`, oldest first (what a watcher has not seen).
     fn history_since(&self, after: i64) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Calls `wake` whenever a stage change may have been committed by anyone, and once
+    /// after every reconnect of the notification channel (changes may have been missed
+    /// while it was down). `None`: the backend pushes nothing; poll [`Stages::change_token`].
+    fn subscribe(&self, wake: Wake) -> Result<Option<Box<dyn Subscription>>, StoreError> {
+        let _ = wake;
+        Ok(None)
+    }
 }
 
 /// The running proxies: which generation each serves, heartbeats and counters.
@@ -254,6 +278,12 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The store could not be reached (a database server down, refusing, or too slow).
+    #[error("cannot reach the state store {store}: {message}")]
+    Unreachable { store: String, message: String },
+    /// The store answered with an error.
+    #[error("state store {store}: {message}")]
+    Database { store: String, message: String },
     #[error("state store {path} has a stage it cannot read for route {route}: {message}")]
     Corrupt {
         path: PathBuf,
@@ -276,7 +306,10 @@ impl StoreError {
                         | rusqlite::ErrorCode::CannotOpen
                 )
             ),
-            StoreError::CreateDir { .. } | StoreError::Corrupt { .. } => false,
+            StoreError::Unreachable { .. } => true,
+            StoreError::CreateDir { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Database { .. } => false,
         }
     }
 }

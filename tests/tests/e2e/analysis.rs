@@ -62,7 +62,10 @@ fn traffic_to(client: &e2e::Client) -> (Arc<AtomicBool>, Answers) {
 }
 
 fn stage(p: &TestProxy) -> Stage {
-    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let store = strangler_store::open(&strangler_plan::StoreLocation::File(
+        p.dir.path().join("strangler.db"),
+    ))
+    .unwrap();
     store
         .stages()
         .unwrap()
@@ -100,7 +103,10 @@ async fn a_canary_whose_service_starts_failing_is_rolled_back_by_itself() {
     p.strangler(&["canary", "students", "25"]).await.unwrap();
     let (stop, seen) = traffic(&p);
     // Healthy for three checks that judged the error rate: nothing happens.
-    let healthy_store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let healthy_store = strangler_store::open(&strangler_plan::StoreLocation::File(
+        p.dir.path().join("strangler.db"),
+    ))
+    .unwrap();
     let healthy_store = &healthy_store;
     eventually(Duration::from_secs(20), "three passing checks", || async {
         let passed = healthy_store
@@ -124,7 +130,10 @@ async fn a_canary_whose_service_starts_failing_is_rolled_back_by_itself() {
     let rolled_back_after = incident.elapsed();
     // The rollback is confirmed once every live proxy serves its generation: from then on,
     // no request sent gets an error.
-    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let store = strangler_store::open(&strangler_plan::StoreLocation::File(
+        p.dir.path().join("strangler.db"),
+    ))
+    .unwrap();
     let generation = store
         .history(Some("students"), 1)
         .unwrap()
@@ -180,7 +189,10 @@ async fn a_canary_whose_service_starts_failing_is_rolled_back_by_itself() {
         "{rolled_back_after:?}"
     );
 
-    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let store = strangler_store::open(&strangler_plan::StoreLocation::File(
+        p.dir.path().join("strangler.db"),
+    ))
+    .unwrap();
     let last = store.history(Some("students"), 1).unwrap().pop().unwrap();
     assert_eq!(last.actor, "strangler-analysis");
     assert_eq!(last.to, "legacy");
@@ -247,7 +259,10 @@ async fn a_canary_three_times_slower_than_legacy_is_rolled_back() {
     })
     .await;
     stop.store(true, Ordering::SeqCst);
-    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let store = strangler_store::open(&strangler_plan::StoreLocation::File(
+        p.dir.path().join("strangler.db"),
+    ))
+    .unwrap();
     let last = store.history(Some("students"), 1).unwrap().pop().unwrap();
     assert_eq!(last.actor, "strangler-analysis");
     let reason = last.reason.unwrap();
@@ -278,7 +293,10 @@ async fn a_healthy_rollout_walks_every_step_to_cutover_by_itself() {
     );
     let p = &p;
     eventually(Duration::from_secs(30), "the rollout done", || async {
-        let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+        let store = strangler_store::open(&strangler_plan::StoreLocation::File(
+            p.dir.path().join("strangler.db"),
+        ))
+        .unwrap();
         let done = store
             .rollouts()
             .unwrap()
@@ -289,7 +307,10 @@ async fn a_healthy_rollout_walks_every_step_to_cutover_by_itself() {
     .await;
     assert_eq!(stage(p), Stage::Cutover);
     stop.store(true, Ordering::SeqCst);
-    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let store = strangler_store::open(&strangler_plan::StoreLocation::File(
+        p.dir.path().join("strangler.db"),
+    ))
+    .unwrap();
     let steps: Vec<(String, String)> = store
         .history(Some("students"), 10)
         .unwrap()
@@ -371,7 +392,10 @@ async fn another_proxy_takes_the_rollout_over_when_the_acting_one_stops() {
     .await;
     // The acting proxy stops (and gives its lease up); the replica walks on.
     p.proxy.take().unwrap().stop().await;
-    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let store = strangler_store::open(&strangler_plan::StoreLocation::File(
+        p.dir.path().join("strangler.db"),
+    ))
+    .unwrap();
     let store = &store;
     eventually(
         Duration::from_secs(30),
@@ -415,7 +439,10 @@ async fn a_rollout_the_running_plan_has_no_steps_for_is_refused_not_done() {
     ])
     .unwrap();
     strangler_cli::cli::run(cli).await.unwrap();
-    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let store = strangler_store::open(&strangler_plan::StoreLocation::File(
+        p.dir.path().join("strangler.db"),
+    ))
+    .unwrap();
     let store = &store;
     let rollout = eventually(Duration::from_secs(10), "the rollout refused", || async {
         store

@@ -189,7 +189,10 @@ async fn a_restart_keeps_every_stage_and_the_audit_log() {
         "new"
     );
 
-    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let store = strangler_store::open(&strangler_plan::StoreLocation::File(
+        p.dir.path().join("strangler.db"),
+    ))
+    .unwrap();
     let history = store.history(None, 10).unwrap();
     assert_eq!(history.len(), 2);
     assert_eq!(

@@ -46,7 +46,10 @@ async fn shadow_proxy(legacy: &str, candidates: &[(&str, String, &str)], gate: &
 }
 
 fn report(p: &TestProxy, route: &str) -> Value {
-    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let store = strangler_store::open(&strangler_plan::StoreLocation::File(
+        p.dir.path().join("strangler.db"),
+    ))
+    .unwrap();
     let plan = strangler_plan::load(&p.plan_path).unwrap();
     let reports = strangler_report::gather(&plan, &*store, Some(route)).unwrap();
     strangler_report::json(&reports)["routes"][0].clone()
@@ -346,7 +349,10 @@ async fn the_gate_refuses_below_and_accepts_at_the_thresholds() {
     ])
     .await
     .unwrap();
-    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let store = strangler_store::open(&strangler_plan::StoreLocation::File(
+        p.dir.path().join("strangler.db"),
+    ))
+    .unwrap();
     let last = store.history(Some("students"), 1).unwrap().pop().unwrap();
     assert!(last.forced);
     let reason = last.reason.unwrap();
@@ -398,7 +404,10 @@ async fn a_fresh_shadow_run_reopens_the_gate_after_an_incident() {
     }
     settled(&p, "students", 10).await;
     p.strangler(&["cutover", "students"]).await.unwrap();
-    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let store = strangler_store::open(&strangler_plan::StoreLocation::File(
+        p.dir.path().join("strangler.db"),
+    ))
+    .unwrap();
     let last = store.history(Some("students"), 1).unwrap().pop().unwrap();
     assert!(!last.forced, "no --force needed");
     let runs = store.runs("students").unwrap();

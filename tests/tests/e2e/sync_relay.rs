@@ -23,7 +23,10 @@ async fn relay_between(source: &Monolith, target: &Monolith, types: &str) -> Tes
 }
 
 async fn link(p: &TestProxy) -> serde_json::Value {
-    let store = strangler_store::open(&p.dir.path().join("strangler.db")).unwrap();
+    let store = strangler_store::open(&strangler_plan::StoreLocation::File(
+        p.dir.path().join("strangler.db"),
+    ))
+    .unwrap();
     let links = store.links().unwrap();
     serde_json::to_value(&links[0]).unwrap()
 }

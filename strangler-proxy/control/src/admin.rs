@@ -97,6 +97,8 @@ pub struct AdminState {
     pub listen: Arc<str>,
     /// Read by `/metrics` for the fleet's figures (shadow, checks, rollouts, sync).
     pub store: Arc<std::sync::Mutex<Box<dyn strangler_store::Store>>>,
+    /// Whether the control thread reaches the store (`strangler_store_up`).
+    pub health: Arc<crate::control::StoreHealth>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -187,7 +189,10 @@ async fn status(State(state): State<AdminState>) -> Json<Value> {
     let table = state.table.load();
     Json(json!({
         "proxy": { "id": &*state.proxy_id, "listen": &*state.listen, "generation": table.generation,
-                   "plan": state.plan.load().file.display().to_string() },
+                   "plan": state.plan.load().file.display().to_string(),
+                   "store": state.plan.load().proxy.state.to_string(),
+                   "store_up": state.health.is_up(),
+                   "store_listening": state.health.is_listening() },
         "routes": route_rows(&table),
     }))
 }
@@ -300,7 +305,12 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     let table = state.table.load_full();
     let routes: Vec<String> = table.routes.iter().map(|r| r.spec.name.clone()).collect();
     let store = Arc::clone(&state.store);
+    let store_up = state.health.is_up();
     let fleet = tokio::task::spawn_blocking(move || {
+        if !store_up {
+            // Not a scrape's worth of waiting on a store the control thread cannot reach.
+            return Fleet::default();
+        }
         let store = store.lock().unwrap_or_else(|p| p.into_inner());
         let read = || -> Result<Fleet, strangler_store::StoreError> {
             let mut fleet = Fleet {
@@ -330,6 +340,11 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     })
     .await
     .unwrap_or_default();
+    let fleet = Fleet {
+        store_up: fleet.store_up && state.health.is_up(),
+        shed: state.health.shed_counts(),
+        ..fleet
+    };
     (
         [(
             header::CONTENT_TYPE,

@@ -5,7 +5,9 @@
 //! All store I/O of a proxy happens on this thread; the request path only loads the table.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,13 +16,18 @@ use arc_swap::ArcSwap;
 use strangler_dataplane::routing::{Registry, RouteTable, UNMATCHED};
 use strangler_plan::{Plan, Stage};
 use strangler_store::prelude::*;
-use strangler_store::{ProxyRecord, RouteCounters, StoreError, now_ms, timestamp};
+use strangler_store::{ProxyRecord, RouteCounters, StoreError, Subscription, now_ms, timestamp};
 use tokio::sync::{oneshot, watch};
 
+use crate::last_known::LastKnown;
 use crate::proxy::ServeError;
 
-/// How often the store is checked for changes (`PRAGMA data_version`, no disk read).
+/// How often a store that pushes no notifications (SQLite) is checked for changes
+/// (`PRAGMA data_version`, no disk read).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How often a store that notifies (PostgreSQL) is checked anyway: the backstop for a
+/// notification channel that dropped.
+pub const BACKSTOP_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the proxy writes its heartbeat and counters.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -30,18 +37,87 @@ pub enum ControlMsg {
     Refresh(oneshot::Sender<i64>),
     /// Serve this plan from now on.
     Reload(Box<Plan>, oneshot::Sender<i64>),
+    /// The store announced a change (or its notification channel reconnected).
+    Changed,
+}
+
+/// Whether this proxy's control thread reached the state store on its last attempt:
+/// `strangler_store_up`. The data plane never waits for the store; this says whether the
+/// table it serves can still follow it.
+#[derive(Debug)]
+pub struct StoreHealth {
+    up: AtomicBool,
+    /// Whether the store's change notifications are being received (always false for a
+    /// store that has none).
+    listening: AtomicBool,
+    /// Shadow results let go while the store was unreachable, by kind.
+    shed_samples: AtomicU64,
+    shed_latencies: AtomicU64,
+    shed_paths: AtomicU64,
+}
+
+impl StoreHealth {
+    pub fn new(up: bool) -> Self {
+        Self {
+            up: AtomicBool::new(up),
+            listening: AtomicBool::new(false),
+            shed_samples: AtomicU64::new(0),
+            shed_latencies: AtomicU64::new(0),
+            shed_paths: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts what the recorder let go.
+    pub fn shed(&self, shed: crate::recorder::Shed) {
+        self.shed_samples.fetch_add(shed.samples, Ordering::Relaxed);
+        self.shed_latencies
+            .fetch_add(shed.latencies, Ordering::Relaxed);
+        self.shed_paths.fetch_add(shed.paths, Ordering::Relaxed);
+    }
+
+    /// What the recorder let go so far: (samples, latency pairs, paths).
+    pub fn shed_counts(&self) -> (u64, u64, u64) {
+        (
+            self.shed_samples.load(Ordering::Relaxed),
+            self.shed_latencies.load(Ordering::Relaxed),
+            self.shed_paths.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, up: bool) {
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!("the state store answers again");
+            } else {
+                tracing::warn!("the state store is unreachable; serving the last route table");
+            }
+        }
+    }
 }
 
 /// Handle to the control thread.
 pub struct ControlPlane {
     pub sender: Sender<ControlMsg>,
+    pub health: Arc<StoreHealth>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl ControlPlane {
     /// Reads the store, installs the first table and registers the proxy, then starts the
-    /// thread, which deregisters and ends when `shutdown` turns true. Errors here stop the
-    /// proxy from starting: it must not serve stale stages.
+    /// thread, which deregisters and ends when `shutdown` turns true.
+    ///
+    /// A store that cannot be reached is not fatal when this proxy kept a last-known table
+    /// (`[proxy] last_known`): it serves that and catches up when the store answers. With
+    /// none it refuses to start: it must not serve the plan's initial stages while the
+    /// store may say otherwise.
     #[allow(clippy::type_complexity)]
     pub fn start(
         plan: Plan,
@@ -49,33 +125,57 @@ impl ControlPlane {
         shutdown: watch::Receiver<bool>,
     ) -> Result<(Self, Arc<ArcSwap<RouteTable>>, Arc<ArcSwap<Plan>>), ServeError> {
         let store = strangler_store::open(&plan.proxy.state)?;
+        let last_known_path = plan.proxy.last_known.clone();
+        let read = store.generation().and_then(|g| Ok((g, store.stages()?)));
+        let (generation, stages, reached) = match read {
+            Ok((generation, stages)) => (generation, stages, true),
+            Err(err) if err.is_retryable() => {
+                let Some(known) = LastKnown::read(&last_known_path)? else {
+                    return Err(ServeError::NoLastKnown {
+                        error: err,
+                        path: last_known_path,
+                    });
+                };
+                tracing::warn!(error = %err, file = %last_known_path.display(), generation = known.generation, written_at = %known.written_at,
+                    "the state store is unreachable; serving the last-known route table");
+                (known.generation, known.stages(&last_known_path)?, false)
+            }
+            Err(err) => return Err(err.into()),
+        };
         let mut registry = Registry::default();
-        let generation = store.generation()?;
-        let stages = store.stages()?;
         let table = Arc::new(ArcSwap::from_pointee(RouteTable::build(
             &plan,
             &stages,
             generation,
             &mut registry,
         )));
-        store.register_proxy(&ProxyRecord {
-            generation,
-            applied_at_ms: now_ms(),
-            heartbeat_ms: now_ms(),
-            ..record.clone()
-        })?;
+        let health = Arc::new(StoreHealth::new(reached));
         let (sender, receiver) = std::sync::mpsc::channel();
         let current_plan = Arc::new(ArcSwap::from_pointee(plan.clone()));
-        let watcher = Watcher {
+        let mut watcher = Watcher {
             store,
+            store_name: plan.proxy.state.to_string(),
             plan,
             current_plan: Arc::clone(&current_plan),
             table: Arc::clone(&table),
             registry,
-            id: record.id,
+            id: record.id.clone(),
+            record,
+            registered: false,
             change_token: None,
             stages,
+            last_known: Some(last_known_path),
+            health: Arc::clone(&health),
+            subscription: None,
         };
+        if reached {
+            watcher.register()?;
+            watcher.remember();
+        }
+        let wake_sender = sender.clone();
+        watcher.subscribe(Arc::new(move || {
+            let _ = wake_sender.send(ControlMsg::Changed);
+        }));
         let thread = std::thread::Builder::new()
             .name("strangler-control".to_string())
             .spawn(move || watcher.run(receiver, shutdown))
@@ -83,6 +183,7 @@ impl ControlPlane {
         Ok((
             Self {
                 sender,
+                health,
                 thread: Some(thread),
             },
             table,
@@ -102,19 +203,28 @@ impl ControlPlane {
 /// The control thread's state: the store, the plan served and the table it swaps.
 pub struct Watcher {
     store: Box<dyn Store>,
+    /// The store, for logs (a URL without its password).
+    store_name: String,
     plan: Plan,
     /// The plan being served, for the admin API.
     current_plan: Arc<ArcSwap<Plan>>,
     table: Arc<ArcSwap<RouteTable>>,
     registry: Registry,
     id: String,
+    /// This proxy as it registers itself (again, after the store was unreachable).
+    record: ProxyRecord,
+    registered: bool,
     /// The store's change token when last read.
     change_token: Option<i64>,
     stages: HashMap<String, Stage>,
+    /// Where the last-known table is kept (`None`: not kept).
+    last_known: Option<PathBuf>,
+    health: Arc<StoreHealth>,
+    subscription: Option<Box<dyn Subscription>>,
 }
 
 impl Watcher {
-    /// A watcher serving `table` (built from `plan`) for proxy `id`.
+    /// A watcher serving `table` (built from `plan`) for proxy `id`, already registered.
     pub fn new(
         store: Box<dyn Store>,
         plan: Plan,
@@ -123,13 +233,36 @@ impl Watcher {
     ) -> Self {
         Self {
             store,
+            store_name: plan.proxy.state.to_string(),
             current_plan: Arc::new(ArcSwap::from_pointee(plan.clone())),
             plan,
             table,
             registry: Registry::default(),
             id: id.to_string(),
+            record: proxy_record(id, "", ""),
+            registered: true,
             change_token: None,
             stages: HashMap::new(),
+            last_known: None,
+            health: Arc::new(StoreHealth::new(true)),
+            subscription: None,
+        }
+    }
+
+    /// Subscribes to the store's change notifications, if it has any.
+    fn subscribe(&mut self, wake: strangler_store::Wake) {
+        match self.store.subscribe(wake) {
+            Ok(subscription) => self.subscription = subscription,
+            // The backstop poll still sees changes; the store keeps trying to listen.
+            Err(err) => tracing::warn!(error = %err, "cannot listen for the store's changes"),
+        }
+    }
+
+    /// How long to wait for a message before looking at the store anyway.
+    fn poll_interval(&self) -> Duration {
+        match &self.subscription {
+            Some(_) => BACKSTOP_INTERVAL,
+            None => POLL_INTERVAL,
         }
     }
 
@@ -141,7 +274,7 @@ impl Watcher {
             }
             let mut replies = Vec::new();
             let mut force = false;
-            match receiver.recv_timeout(POLL_INTERVAL) {
+            match receiver.recv_timeout(self.poll_interval()) {
                 Err(RecvTimeoutError::Disconnected) => break,
                 Ok(ControlMsg::Refresh(reply)) => {
                     force = true;
@@ -153,31 +286,64 @@ impl Watcher {
                     force = true;
                     replies.push(reply);
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                Ok(ControlMsg::Changed) | Err(RecvTimeoutError::Timeout) => {}
             }
-            if let Err(err) = self.check(force) {
-                tracing::warn!(error = %err, "cannot read the state store; serving the last route table");
+            // Notifications that piled up while this one was handled need no second read.
+            while let Ok(ControlMsg::Changed) = receiver.try_recv() {}
+            if let Some(subscription) = &self.subscription {
+                self.health
+                    .listening
+                    .store(subscription.is_listening(), Ordering::Relaxed);
             }
+            let checked = self.check(force);
+            if let Err(err) = &checked {
+                tracing::debug!(error = %err, store = %self.store_name, "cannot read the state store; serving the last route table");
+            }
+            self.health.set(checked.is_ok());
             let served = self.table.load().generation;
             for reply in replies {
                 let _ = reply.send(served);
             }
-            if last_heartbeat.elapsed() >= HEARTBEAT_INTERVAL {
+            if checked.is_ok() && last_heartbeat.elapsed() >= HEARTBEAT_INTERVAL {
                 last_heartbeat = Instant::now();
                 if let Err(err) = self.heartbeat() {
                     tracing::warn!(error = %err, "cannot write the heartbeat");
                 }
             }
         }
-        if let Err(err) = self.store.deregister_proxy(&self.id) {
+        if self.registered
+            && let Err(err) = self.store.deregister_proxy(&self.id)
+        {
             tracing::warn!(error = %err, "cannot deregister from the state store");
         }
+    }
+
+    /// Registers this proxy with the generation it serves.
+    fn register(&mut self) -> Result<(), StoreError> {
+        let served = self.table.load();
+        self.store.register_proxy(&ProxyRecord {
+            generation: served.generation,
+            applied_at_ms: now_ms(),
+            heartbeat_ms: now_ms(),
+            ..self.record.clone()
+        })?;
+        self.registered = true;
+        Ok(())
     }
 
     /// Rebuilds the table when the store's generation moved (or when forced), and records
     /// the generation served.
     pub fn check(&mut self, force: bool) -> Result<(), StoreError> {
         let token = self.store.change_token()?;
+        if !self.registered {
+            // The store was unreachable when this proxy started: read it whole now.
+            self.change_token = None;
+            let generation = self.store.generation()?;
+            self.install(generation)?;
+            self.register()?;
+            self.change_token = Some(token);
+            return Ok(());
+        }
         if !force && self.change_token == Some(token) {
             return Ok(());
         }
@@ -186,6 +352,13 @@ impl Watcher {
         if !force && generation == self.table.load().generation {
             return Ok(());
         }
+        self.install(generation)?;
+        self.store.applied(&self.id, generation)?;
+        Ok(())
+    }
+
+    /// Builds and swaps in the table of `generation` from the store's stages.
+    fn install(&mut self, generation: i64) -> Result<(), StoreError> {
         let stages = self.store.stages()?;
         let table = RouteTable::build(&self.plan, &stages, generation, &mut self.registry);
         for route in &table.routes {
@@ -198,10 +371,24 @@ impl Watcher {
                 tracing::info!(route = %route.spec.name, from = %before, to = %route.stage, generation, "stage changed");
             }
         }
+        let changed = self.stages != stages || self.table.load().generation != generation;
         self.stages = stages;
         self.table.store(Arc::new(table));
-        self.store.applied(&self.id, generation)?;
+        if changed {
+            self.remember();
+        }
         Ok(())
+    }
+
+    /// Writes the table now served to the last-known file.
+    fn remember(&self) {
+        let Some(path) = &self.last_known else {
+            return;
+        };
+        let known = LastKnown::new(&self.store_name, self.table.load().generation, &self.stages);
+        if let Err(err) = known.write(path) {
+            tracing::warn!(error = %err, "cannot keep the last-known route table");
+        }
     }
 
     /// Writes the heartbeat with the counters of every route.

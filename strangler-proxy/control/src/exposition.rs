@@ -27,6 +27,9 @@ pub struct Fleet {
     pub links: Vec<LinkProgress>,
     /// Whether the store answered (0: these families are missing, the rest is live).
     pub store_up: bool,
+    /// Shadow results this proxy let go while the store was unreachable: (samples,
+    /// latency pairs, paths).
+    pub shed: (u64, u64, u64),
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -242,8 +245,18 @@ impl Collector for Scrape {
         gauge(
             &mut enc,
             "strangler_store_up",
-            "Whether the state store answered this scrape (1) or not (0).",
+            "Whether this proxy reaches the state store (1) or not (0: it serves its last route table, and the store's figures are missing).",
             [(Vec::new(), i64::from(fleet.store_up))],
+        )?;
+        counter(
+            &mut enc,
+            "strangler_store_held_dropped",
+            "Shadow details this proxy let go while the state store was unreachable (its counts are never dropped), per kind.",
+            [
+                (vec![("kind", "sample".to_string())], fleet.shed.0),
+                (vec![("kind", "latency".to_string())], fleet.shed.1),
+                (vec![("kind", "path".to_string())], fleet.shed.2),
+            ],
         )?;
         counter(
             &mut enc,

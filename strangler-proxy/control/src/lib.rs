@@ -4,6 +4,8 @@
 //! Layout:
 //! - [`control`]: the control thread that watches the store and swaps the route table,
 //!   records the generation served, and writes heartbeats with counters;
+//! - [`last_known`]: the last-known route table on local disk, served when the proxy
+//!   starts while the store is unreachable;
 //! - [`recorder`]: drains the data plane's shadow results into the store;
 //! - [`analysis`]: the analysis controller (one per store, by lease): checks every route
 //!   in a canary or cutover against its budgets, rolls it back after `failure_limit` failed
@@ -25,6 +27,7 @@ pub mod admin;
 pub mod analysis;
 pub mod control;
 pub mod exposition;
+pub mod last_known;
 pub mod notify;
 pub mod proxy;
 pub mod recorder;

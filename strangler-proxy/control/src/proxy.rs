@@ -42,6 +42,12 @@ pub enum ServeError {
     Thread(std::io::Error),
     #[error(transparent)]
     Relay(#[from] RelayError),
+    #[error(
+        "{error}, and this proxy has no last-known route table ({path}): refusing to serve the plan's initial stages while the store may say otherwise"
+    )]
+    NoLastKnown { error: StoreError, path: PathBuf },
+    #[error(transparent)]
+    LastKnown(#[from] crate::last_known::LastKnownError),
 }
 
 /// A proxy serving a plan.
@@ -117,8 +123,17 @@ impl Proxy {
         let analysis = AnalysisController::start(Arc::clone(&current_plan), stopping.clone())?;
 
         let results_store = strangler_store::open(&state)?;
-        let (results, receiver) = results_channel(results_store.noisy_paths()?);
-        let recorder = crate::recorder::start(receiver, results_store);
+        let noisy = match results_store.noisy_paths() {
+            Ok(noisy) => noisy,
+            // Noise is learned again; the store's record merges when it answers.
+            Err(err) if err.is_retryable() => {
+                tracing::warn!(error = %err, "starting without the noisy paths learned so far");
+                Default::default()
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let (results, receiver) = results_channel(noisy);
+        let recorder = crate::recorder::start(receiver, results_store, Arc::clone(&control.health));
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let data_plane = DataPlane::start(
             DataPlaneConfig {
@@ -141,6 +156,7 @@ impl Proxy {
             proxy_id: Arc::from(id.as_str()),
             listen: Arc::from(listen.to_string().as_str()),
             store: Arc::new(std::sync::Mutex::new(strangler_store::open(&state)?)),
+            health: Arc::clone(&control.health),
         });
         let admin_stop = stopping.clone();
         let admin_server = tokio::spawn(async move {

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use strangler_dataplane::shadow::{NoiseMap, Outcome, ResultReceiver, Unmirrored};
 use strangler_diff as diff;
-use strangler_store::{ShadowBatch, ShadowMetric, Store, StoreError};
+use strangler_store::{ShadowBatch, ShadowMetric, Store};
+
+use crate::control::StoreHealth;
 use tokio::task::JoinHandle;
 
 /// How often the recorder writes to the store.
@@ -28,16 +30,36 @@ pub fn unmirrored_metric(reason: Unmirrored) -> ShadowMetric {
     })
 }
 
-/// Starts the recorder on `receiver`, writing to `store`. The handle resolves after the
-/// final flush.
-pub fn start(receiver: ResultReceiver, store: Box<dyn Store>) -> JoinHandle<()> {
-    tokio::spawn(record(receiver, store))
+/// While the store is unreachable, results wait in memory, at most this many sample
+/// answers per route ...
+pub const HELD_SAMPLES_PER_ROUTE: usize = 50;
+/// ... this many latency pairs per route (the newest) ...
+pub const HELD_LATENCIES_PER_ROUTE: usize = strangler_store::LATENCIES_PER_ROUTE as usize;
+/// ... and this many differing paths per route. Counts are never dropped: they are sums.
+pub const HELD_PATHS_PER_ROUTE: usize = 1000;
+
+/// Starts the recorder on `receiver`, writing to `store` while `health` says the control
+/// thread reaches it. The handle resolves after the final flush.
+pub fn start(
+    receiver: ResultReceiver,
+    store: Box<dyn Store>,
+    health: Arc<StoreHealth>,
+) -> JoinHandle<()> {
+    tokio::spawn(record(receiver, store, health))
 }
 
 /// Results gathered since the last flush, per route.
 #[derive(Default)]
 pub struct Pending {
     batches: HashMap<String, ShadowBatch>,
+}
+
+/// What holding results back (the store unreachable) had to let go.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Shed {
+    pub samples: u64,
+    pub latencies: u64,
+    pub paths: u64,
 }
 
 impl Pending {
@@ -67,6 +89,59 @@ impl Pending {
         self.batches.is_empty()
     }
 
+    /// Takes back batches the store did not accept, merged with what came since, within
+    /// the bounds above; answers what did not fit.
+    pub fn hold(&mut self, unwritten: Vec<ShadowBatch>) -> Shed {
+        for old in unwritten {
+            let batch = self
+                .batches
+                .entry(old.route.clone())
+                .or_insert_with(|| ShadowBatch {
+                    route: old.route.clone(),
+                    ..ShadowBatch::default()
+                });
+            for (metric, n) in old.counts {
+                batch.count(metric, n);
+            }
+            for (key, n) in old.paths {
+                *batch.paths.entry(key).or_default() += n;
+            }
+            // Older first, as they happened.
+            let mut samples = old.samples;
+            samples.append(&mut batch.samples);
+            batch.samples = samples;
+            let mut latencies = old.latencies;
+            latencies.append(&mut batch.latencies);
+            batch.latencies = latencies;
+        }
+        let mut shed = Shed::default();
+        for batch in self.batches.values_mut() {
+            if batch.samples.len() > HELD_SAMPLES_PER_ROUTE {
+                let extra = batch.samples.len() - HELD_SAMPLES_PER_ROUTE;
+                batch.samples.truncate(HELD_SAMPLES_PER_ROUTE);
+                shed.samples += extra as u64;
+            }
+            if batch.latencies.len() > HELD_LATENCIES_PER_ROUTE {
+                let extra = batch.latencies.len() - HELD_LATENCIES_PER_ROUTE;
+                batch.latencies.drain(..extra);
+                shed.latencies += extra as u64;
+            }
+            while batch.paths.len() > HELD_PATHS_PER_ROUTE {
+                let Some(key) = batch
+                    .paths
+                    .iter()
+                    .min_by_key(|(_, n)| **n)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                batch.paths.remove(&key);
+                shed.paths += 1;
+            }
+        }
+        shed
+    }
+
     /// Everything gathered, leaving nothing behind.
     pub fn take(&mut self) -> Vec<ShadowBatch> {
         let mut batches: Vec<ShadowBatch> = self.batches.drain().map(|(_, b)| b).collect();
@@ -75,7 +150,7 @@ impl Pending {
     }
 }
 
-async fn record(mut receiver: ResultReceiver, store: Box<dyn Store>) {
+async fn record(mut receiver: ResultReceiver, store: Box<dyn Store>, health: Arc<StoreHealth>) {
     let store = Arc::new(Mutex::new(store));
     let mut pending = Pending::default();
     let mut tick = tokio::time::interval(FLUSH_EVERY);
@@ -85,38 +160,58 @@ async fn record(mut receiver: ResultReceiver, store: Box<dyn Store>) {
                 let Some((route, outcome)) = received else {
                     // Every sender is gone: the data plane stopped. Write what is pending.
                     pending.dropped(receiver.dropped.swap(0, Ordering::Relaxed));
-                    flush(&store, pending.take()).await;
+                    let unwritten = flush(&store, pending.take()).await;
+                    if !unwritten.is_empty() {
+                        tracing::warn!(batches = unwritten.len(), "stopping with shadow results the store did not take");
+                    }
                     break;
                 };
                 pending.add(&route, outcome, &receiver.noise);
             }
             _ = tick.tick() => {
                 pending.dropped(receiver.dropped.swap(0, Ordering::Relaxed));
-                if !pending.is_empty() {
-                    flush(&store, pending.take()).await;
+                // While the control thread cannot reach the store, results wait here (within
+                // bounds) instead of each flush waiting out the store's timeout.
+                if !pending.is_empty() && health.is_up() {
+                    let unwritten = flush(&store, pending.take()).await;
+                    health.shed(pending.hold(unwritten));
+                } else {
+                    health.shed(pending.hold(Vec::new()));
                 }
             }
         }
     }
 }
 
-async fn flush(store: &Arc<Mutex<Box<dyn Store>>>, batches: Vec<ShadowBatch>) {
+/// Writes `batches`; answers those the store did not take (from the first failure on).
+async fn flush(store: &Arc<Mutex<Box<dyn Store>>>, batches: Vec<ShadowBatch>) -> Vec<ShadowBatch> {
     if batches.is_empty() {
-        return;
+        return batches;
     }
     let store = Arc::clone(store);
     let written = tokio::task::spawn_blocking(move || {
         let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-        for batch in &batches {
-            store.record_shadow(batch)?;
+        let mut rest = batches.into_iter();
+        while let Some(batch) = rest.next() {
+            if let Err(err) = store.record_shadow(&batch) {
+                let mut unwritten = vec![batch];
+                unwritten.extend(rest);
+                return (unwritten, Some(err));
+            }
         }
-        Ok::<_, StoreError>(())
+        (Vec::new(), None)
     })
     .await;
     match written {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::warn!(error = %err, "cannot record shadow results"),
-        Err(err) => tracing::warn!(error = %err, "the shadow recorder's store task failed"),
+        Ok((unwritten, None)) => unwritten,
+        Ok((unwritten, Some(err))) => {
+            tracing::warn!(error = %err, "cannot record shadow results; holding them");
+            unwritten
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "the shadow recorder's store task failed");
+            Vec::new()
+        }
     }
 }
 
@@ -278,6 +373,7 @@ mod tests {
         let handle = start(
             receiver,
             strangler_store::open(&strangler_plan::StoreLocation::File(path.clone())).unwrap(),
+            Arc::new(StoreHealth::new(true)),
         );
         sender.send("students", compared(&[], &[]));
         sender.send("students", compared(&["/name"], &[]));
@@ -303,5 +399,41 @@ mod tests {
             "every result is either recorded or counted as dropped"
         );
         assert!(dropped >= 3);
+    }
+
+    #[test]
+    fn results_the_store_did_not_take_are_held_within_bounds() {
+        let mut pending = Pending::default();
+        let mut old = ShadowBatch {
+            route: "students".to_string(),
+            ..ShadowBatch::default()
+        };
+        old.count(ShadowMetric::Compared, 7_000);
+        old.latencies = (0..HELD_LATENCIES_PER_ROUTE + 10)
+            .map(|i| (i as f64, 1.0))
+            .collect();
+        old.samples = (0..HELD_SAMPLES_PER_ROUTE + 3)
+            .map(|i| (format!("/p{i}"), "{}".to_string()))
+            .collect();
+        assert_eq!(
+            pending.hold(vec![old.clone()]),
+            Shed {
+                samples: 3,
+                latencies: 10,
+                paths: 0
+            }
+        );
+        // Held twice: counts add up exactly, the newest latencies stay.
+        let shed = pending.hold(vec![old]);
+        assert_eq!(shed.latencies, HELD_LATENCIES_PER_ROUTE as u64 + 10);
+        let batches = pending.take();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].counts[&ShadowMetric::Compared], 14_000);
+        assert_eq!(batches[0].latencies.len(), HELD_LATENCIES_PER_ROUTE);
+        assert_eq!(
+            batches[0].latencies.last().unwrap().0,
+            (HELD_LATENCIES_PER_ROUTE + 9) as f64
+        );
+        assert_eq!(batches[0].samples.len(), HELD_SAMPLES_PER_ROUTE);
     }
 }

@@ -1,0 +1,483 @@
+//! A proxy fleet on PostgreSQL: three `strangler serve` processes that share nothing but a
+//! real database server (each in its own working directory, on its own loopback address),
+//! flipped under load, riding out a database outage, and handing leases over when the
+//! replica holding them is killed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use e2e::{EchoUpstream, Monolith, Service, demo_routes_and_sync, eventually};
+use serde_json::Value;
+use strangler_plan::StoreLocation;
+use strangler_store::prelude::*;
+
+const TOKEN: &str = "fleet-test-token-0123456789abcdef";
+
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One replica: its own directory (plan copy, last-known table, log), address and process.
+struct Replica {
+    dir: PathBuf,
+    listen: String,
+    admin: String,
+    child: Option<Child>,
+}
+
+impl Replica {
+    /// Writes the replica's plan in a directory of its own and starts it.
+    fn start(root: &Path, n: usize, plan_tail: &str, db: &str) -> Self {
+        let ip = format!("127.0.0.{}", n + 1);
+        let dir = root.join(format!("replica-{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let listen = format!("{ip}:{}", free_port(&ip));
+        let admin = format!("{ip}:{}", free_port(&ip));
+        let plan = format!(
+            "[gate]\nmin_comparisons = 0\nmax_mismatch_rate = 1.0\n\n[proxy]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\nstate = \"{db}\"\n\n{plan_tail}"
+        );
+        std::fs::write(dir.join("plan.toml"), plan).unwrap();
+        let mut replica = Self {
+            dir,
+            listen,
+            admin,
+            child: None,
+        };
+        replica.spawn();
+        replica
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("proxy.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_e2e-strangler"))
+            .args(["--plan", "plan.toml", "serve"])
+            .current_dir(&self.dir)
+            .env("STRANGLER_ADMIN_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL: no lease released, no deregistration.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listen)
+    }
+
+    /// Waits until the data plane answers.
+    async fn ready(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if client.get(self.url("/health")).send().await.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {} never listened; its log:\n{}",
+                self.listen,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `strangler_store_up` from its `/metrics`.
+    async fn store_up(&self, client: &reqwest::Client) -> Option<u64> {
+        let text = client
+            .get(format!("http://{}/metrics", self.admin))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("strangler_store_up "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Which side answered a request for the route.
+    async fn served_by(&self, client: &reqwest::Client) -> String {
+        let answer = client.get(self.url("/students/1")).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{} answered", self.listen);
+        answer
+            .headers()
+            .get("x-strangler-served-by")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs the CLI against `plan` with `--json`; answers its exit code and output.
+fn cli(plan: &Path, args: &[&str]) -> (i32, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_e2e-strangler"))
+        .arg("--plan")
+        .arg(plan)
+        .args(args)
+        .arg("--json")
+        .env("STRANGLER_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+    (
+        out.status.code().unwrap_or(-1),
+        json,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Requests spread over every replica until told to stop; counts answers and failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(urls: Vec<String>, workers: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let tasks = (0..workers)
+            .map(|w| {
+                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+                let (urls, client) = (urls.clone(), client.clone());
+                tokio::spawn(async move {
+                    let mut i = w;
+                    while !stop.load(Ordering::Relaxed) {
+                        let url = &urls[i % urls.len()];
+                        i += 1;
+                        let ok = matches!(client.get(url).send().await, Ok(r) if r.status() == 200);
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        if !ok {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            sent,
+            failed,
+            tasks,
+        }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn two_sided_tail(legacy: &EchoUpstream, new: &EchoUpstream) -> String {
+    format!(
+        "[services.legacy]\nurls = [\"{}\"]\nlegacy = true\n[services.new]\nurls = [\"{}\"]\n\n[[routes]]\nname = \"students\"\npaths = [\"/students/{{id}}\"]\nservice = \"new\"\n",
+        legacy.url(),
+        new.url()
+    )
+}
+
+/// Waits until the store lists `n` live proxies.
+async fn live_proxies(db: &str, n: usize) {
+    let location = StoreLocation::Postgres(db.to_string());
+    eventually(
+        Duration::from_secs(30),
+        &format!("{n} live proxies in the store"),
+        || {
+            let location = location.clone();
+            async move {
+                let store = strangler_store::open(&location).ok()?;
+                let live = store
+                    .proxies()
+                    .ok()?
+                    .into_iter()
+                    .filter(|p| p.is_live(strangler_store::now_ms()))
+                    .count();
+                (live == n).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_confirm_fifty_flips_under_load_without_a_failed_request() {
+    let db = pg_fixture::server().fresh_database();
+    let (legacy, new) = (
+        EchoUpstream::start("legacy").await,
+        EchoUpstream::start("new").await,
+    );
+    let root = tempfile::tempdir().unwrap();
+    let tail = two_sided_tail(&legacy, &new);
+    let replicas: Vec<Replica> = (0..3)
+        .map(|n| Replica::start(root.path(), n, &tail, &db))
+        .collect();
+    let client = client();
+    for r in &replicas {
+        r.ready(&client).await;
+    }
+    live_proxies(&db, 3).await;
+    let plan = replicas[0].dir.join("plan.toml");
+
+    let urls: Vec<String> = replicas.iter().map(|r| r.url("/students/7")).collect();
+    let load = Load::start(urls, 6);
+    let mut elapsed = Vec::new();
+    for flip in 0..50 {
+        let forward = if flip % 2 == 0 {
+            vec!["cutover", "students", "--force"]
+        } else {
+            vec!["canary", "students", "50", "--force"]
+        };
+        let (code, out, err) = cli(&plan, &forward);
+        assert_eq!(code, 0, "flip {flip} forward: {out} {err}");
+        let (code, out, err) = cli(&plan, &["rollback", "students"]);
+        assert_eq!(code, 0, "flip {flip} rollback not confirmed: {out} {err}");
+        assert_eq!(
+            out["applied_by"].as_array().map(Vec::len),
+            Some(3),
+            "every replica confirms the rollback: {out}"
+        );
+        elapsed.push(out["elapsed_ms"].as_f64().unwrap_or(f64::NAN));
+        // Confirmed means served: each replica answers from legacy now.
+        for r in &replicas {
+            assert_eq!(r.served_by(&client).await, "legacy", "{} after flip {flip}", r.listen);
+        }
+    }
+    // At least 5,000 requests across the three, whatever the flips took.
+    while load.sent() < 5_000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (sent, failed) = load.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed during 50 flips");
+    assert!(legacy.hits() > 0 && new.hits() > 0, "both sides served");
+    elapsed.sort_by(f64::total_cmp);
+    eprintln!(
+        "50 rollbacks over 3 replicas under {sent} requests: median {:.1} ms, max {:.1} ms",
+        elapsed[elapsed.len() / 2],
+        elapsed[elapsed.len() - 1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_fleet_rides_out_a_database_outage_and_catches_up() {
+    // Its own server: stopping the shared one would fail the other tests.
+    let pg = pg_fixture::PgServer::private();
+    let db = pg.fresh_database();
+    let (legacy, new) = (
+        EchoUpstream::start("legacy").await,
+        EchoUpstream::start("new").await,
+    );
+    let root = tempfile::tempdir().unwrap();
+    let tail = two_sided_tail(&legacy, &new);
+    let mut replicas: Vec<Replica> = (0..3)
+        .map(|n| Replica::start(root.path(), n, &tail, &db))
+        .collect();
+    let client = client();
+    for r in &replicas {
+        r.ready(&client).await;
+    }
+    live_proxies(&db, 3).await;
+    let plan = replicas[0].dir.join("plan.toml");
+    let (code, out, err) = cli(&plan, &["cutover", "students", "--force"]);
+    assert_eq!(code, 0, "{out} {err}");
+
+    let urls: Vec<String> = replicas.iter().map(|r| r.url("/students/7")).collect();
+    let load = Load::start(urls, 4);
+    pg.stop();
+    for r in &replicas {
+        eventually(Duration::from_secs(20), "strangler_store_up 0", || async {
+            (r.store_up(&client).await == Some(0)).then_some(())
+        })
+        .await;
+    }
+    // The CLI names the database it cannot reach, in one line.
+    let (code, _, err) = cli(&plan, &["status"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.trim().lines().count() == 1 && err.contains("cannot reach the state store postgres://"),
+        "{err}"
+    );
+    // A replica restarted while the database is down serves its last-known table.
+    replicas[2].kill();
+    replicas[2].spawn();
+    replicas[2].ready(&client).await;
+    assert_eq!(replicas[2].served_by(&client).await, "new");
+    let sent_while_down = load.sent();
+    while load.sent() < sent_while_down + 1_000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pg.start();
+    for r in &replicas {
+        eventually(Duration::from_secs(20), "strangler_store_up 1", || async {
+            (r.store_up(&client).await == Some(1)).then_some(())
+        })
+        .await;
+    }
+    live_proxies(&db, 3).await;
+    let (code, out, err) = cli(&plan, &["rollback", "students"]);
+    assert_eq!(code, 0, "rollback after the outage: {out} {err}");
+    assert_eq!(out["applied_by"].as_array().map(Vec::len), Some(3), "{out}");
+    for r in &replicas {
+        assert_eq!(r.served_by(&client).await, "legacy");
+    }
+    let (sent, failed) = load.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed around the outage");
+}
+
+/// The owner of a lease row, as a pid (owners are `PID-xxxxxxxx`).
+async fn lease_pid(pg: &tokio_postgres::Client, sql: &str) -> Option<u32> {
+    let row = pg.query_opt(sql, &[]).await.ok()??;
+    let owner: Option<String> = row.get(0);
+    owner?.split('-').next()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_lease_holders_hand_over_and_no_event_is_lost() {
+    let db = pg_fixture::server().fresh_database();
+    let (pg, connection) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let monolith = Monolith::start().await;
+    let students = Service::data(&students_service::SERVICE).await;
+    let finance = Service::data(&finance_service::SERVICE).await;
+    let gamification = Service::data(&gamification_service::SERVICE).await;
+    let enrollment = Service::enrollment(&students.url, &finance.url, &gamification.url).await;
+    let mut tail = String::new();
+    for (name, url) in [
+        ("legacy", &monolith.url),
+        ("students", &students.url),
+        ("finance", &finance.url),
+        ("gamification", &gamification.url),
+        ("enrollment", &enrollment.url),
+    ] {
+        tail.push_str(&format!("[services.{name}]\nurls = [\"{url}\"]\n"));
+        if name == "legacy" {
+            tail.push_str("legacy = true\n");
+        }
+    }
+    tail.push_str(&demo_routes_and_sync());
+    let root = tempfile::tempdir().unwrap();
+    let mut replicas: Vec<Replica> = (0..3)
+        .map(|n| Replica::start(root.path(), n, &tail, &db))
+        .collect();
+    let client = client();
+    for r in &replicas {
+        r.ready(&client).await;
+    }
+    live_proxies(&db, 3).await;
+
+    let link = "SELECT owner FROM sync_links WHERE link = 'legacy->students' AND lease_until_ms > (extract(epoch from now()) * 1000)::bigint";
+    let controller = "SELECT owner FROM leases WHERE name = 'analysis-controller' AND until_ms > (extract(epoch from now()) * 1000)::bigint";
+    let mut written = 0;
+    for (what, sql) in [("sync link", link), ("analysis controller", controller)] {
+        let holder = eventually(Duration::from_secs(20), &format!("a {what} lease holder"), || async {
+            lease_pid(&pg, sql).await
+        })
+        .await;
+        // Writes keep coming while the holder dies.
+        for _ in 0..10 {
+            monolith.client.new_student(&format!("s{written}@example.edu")).await;
+            written += 1;
+        }
+        let victim = replicas
+            .iter_mut()
+            .find(|r| r.pid() == holder)
+            .expect("the holder is one of the replicas");
+        victim.kill();
+        for _ in 0..10 {
+            monolith.client.new_student(&format!("s{written}@example.edu")).await;
+            written += 1;
+        }
+        let started = Instant::now();
+        let next = eventually(Duration::from_secs(20), &format!("another {what} lease holder"), || async {
+            lease_pid(&pg, sql).await.filter(|pid| *pid != holder)
+        })
+        .await;
+        assert!(replicas.iter().any(|r| r.pid() == next), "{next} is a live replica");
+        eprintln!("{what} lease taken over in {:?}", started.elapsed());
+        // Bring the killed replica back, so the fleet stays at three.
+        let dead = replicas.iter_mut().find(|r| r.child.is_none()).unwrap();
+        dead.spawn();
+        dead.ready(&client).await;
+    }
+    // Every student the monolith has reaches the students service exactly once.
+    let expected = monolith.count("students");
+    assert!(expected >= written as i64);
+    eventually(Duration::from_secs(30), "every student synced", || async {
+        (students.count("students") == expected).then_some(())
+    })
+    .await;
+    let row = pg
+        .query_one(
+            "SELECT applied, duplicates, rejected FROM sync_links WHERE link = 'legacy->students'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (applied, rejected): (i64, i64) = (row.get(0), row.get(2));
+    assert_eq!(rejected, 0, "no event refused");
+    assert!(applied >= written as i64, "applied {applied} of {written}");
+}

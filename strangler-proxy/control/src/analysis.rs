@@ -87,6 +87,7 @@ impl AnalysisController {
             watches: HashMap::new(),
             audit_seen: None,
             held: false,
+            fence: None,
         };
         Ok(Self {
             task: tokio::spawn(controller.run(shutdown)),
@@ -108,6 +109,8 @@ struct Controller {
     /// The newest audit entry already told to the webhooks.
     audit_seen: Option<i64>,
     held: bool,
+    /// The lease's fencing generation when this controller last took it.
+    fence: Option<i64>,
 }
 
 impl Controller {
@@ -150,10 +153,11 @@ impl Controller {
 
     async fn step(&mut self) -> Result<(), String> {
         let owner = self.owner.clone();
-        let held = self
+        let fence = self
             .blocking(move |s| s.take_lease(LEASE, &owner, LEASE_TTL))
-            .await?
-            .is_some();
+            .await?;
+        let held = fence.is_some();
+        self.fence = fence;
         if held != self.held {
             tracing::info!(held, "analysis controller lease");
             self.held = held;
@@ -352,7 +356,27 @@ impl Controller {
         }
     }
 
+    /// Whether this controller still holds the lease it judged under, with the same
+    /// fencing generation: a controller that lost it (paused past its TTL, cut off from the
+    /// store) and another took over must not act on a stale judgement.
+    async fn still_holds(&self) -> bool {
+        let owner = self.owner.clone();
+        let now = self
+            .blocking(move |s| s.take_lease(LEASE, &owner, LEASE_TTL))
+            .await
+            .ok()
+            .flatten();
+        let holds = now.is_some() && now == self.fence;
+        if !holds {
+            tracing::warn!(was = ?self.fence, now = ?now, "the analysis lease changed hands; not acting");
+        }
+        holds
+    }
+
     async fn roll_back(&mut self, plan: &Plan, route: &RouteSpec, why: &str) {
+        if !self.still_holds().await {
+            return;
+        }
         let request = Request {
             route: route.name.clone(),
             wanted: Move::Rollback,
@@ -520,6 +544,9 @@ impl Controller {
     }
 
     async fn move_to(&self, plan: &Plan, route: &RouteSpec, wanted: Move) -> Result<(), String> {
+        if !self.still_holds().await {
+            return Err("the analysis lease changed hands".to_string());
+        }
         let request = Request {
             route: route.name.clone(),
             wanted,

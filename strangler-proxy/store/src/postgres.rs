@@ -263,12 +263,28 @@ fn pg_error(store: &str, err: &tokio_postgres::Error) -> StoreError {
     }
     let io = std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>());
     if err.is_closed() || io || err.to_string().starts_with("error connecting") {
-        return unreachable(err.to_string());
+        return unreachable(with_causes(err));
     }
     StoreError::Database {
         store: store.to_string(),
-        message: err.to_string(),
+        message: with_causes(err),
     }
+}
+
+/// `error connecting to server: Connection refused (os error 111)`: the driver's error
+/// with what caused it.
+fn with_causes(err: &tokio_postgres::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !message.contains(&cause_text) {
+            message.push_str(": ");
+            message.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    message
 }
 
 impl Failure {

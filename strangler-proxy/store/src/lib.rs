@@ -4,9 +4,10 @@
 //!
 //! Layout:
 //! - the interface, one small trait per concern: [`Stages`] (with a cheap change token to
-//!   poll), [`ProxyRegistry`], [`Checkpoints`] (and leases), [`ShadowResults`]; [`Store`]
-//!   is all four, what [`open`] returns;
-//!   [`Transfer`] copies a store's contents to another;
+//!   poll, and change notifications where the backend has them), [`ProxyRegistry`],
+//!   [`Checkpoints`] (and leases), [`ShadowResults`], [`Rollouts`], and [`Transfer`] (a
+//!   backend-neutral copy of a store's contents, in [`transfer`]); [`Store`] is all of
+//!   them, what [`open`] returns;
 //! - [`sqlite`]: the embedded backend (one file, WAL), the default;
 //! - [`postgres`]: a PostgreSQL database that a fleet of proxies shares, with change
 //!   notifications (`LISTEN`/`NOTIFY`).

@@ -38,6 +38,7 @@ pub const EXIT_UNCONFIRMED: i32 = 3;
   strangler rollout start students              walk the route's steps, judged by its analysis
   strangler rollback students                   back to legacy on every proxy, now
   strangler rollback --all --state data/strangler.db   (no plan needed)
+  strangler store copy --from data/strangler.db --to postgres://user:pass@db/strangler
   strangler completions bash > ~/.local/share/bash-completion/completions/strangler
 
 Exit codes: 0 done, 1 refused or failed, 2 unknown route or bad usage, 3 stored but not
@@ -191,6 +192,29 @@ pub enum Command {
     Plan {
         #[command(subcommand)]
         command: PlanCommand,
+    },
+    /// The state store itself: copy it to another (SQLite to PostgreSQL, say). No plan needed.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy stages, generation, audit log, analysis runs and checks, rollouts, shadow
+    /// results and sync checkpoints from one store to another, in one transaction. Live
+    /// proxies and leases are not copied: they register and take leases again.
+    Copy {
+        /// The store to read: a file path or a PostgreSQL URL.
+        #[arg(long)]
+        from: StoreLocation,
+        /// The store to write (created if needed): a file path or a PostgreSQL URL.
+        #[arg(long)]
+        to: StoreLocation,
+        /// Overwrite a target that already holds state.
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -381,6 +405,9 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Diff { a, b, format } => diff_files(&a, &b, format),
+        Command::Store {
+            command: StoreCommand::Copy { from, to, replace },
+        } => copy_store(&from, &to, replace),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut out = Vec::new();
@@ -467,6 +494,46 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
             ))),
         },
     }
+}
+
+/// `strangler store copy`: everything worth keeping, from one store to another.
+fn copy_store(from: &StoreLocation, to: &StoreLocation, replace: bool) -> Result<(), CliError> {
+    use strangler_store::StoreError;
+    // One line, whatever the driver said.
+    let one_line = |err: StoreError| {
+        let message = match err {
+            StoreError::NotEmpty { .. } => format!("{err}; pass --replace to overwrite it"),
+            other => other.to_string(),
+        };
+        CliError::failed(message.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    if from == to {
+        return Err(CliError::failed(format!(
+            "--from and --to are the same store ({from})"
+        )));
+    }
+    if let Some(path) = from.file()
+        && !path.exists()
+    {
+        return Err(CliError::failed(format!(
+            "no state store at {}",
+            path.display()
+        )));
+    }
+    let source = strangler_store::open(from).map_err(one_line)?;
+    let snapshot = source.export().map_err(one_line)?;
+    drop(source);
+    let mut target = strangler_store::open(to).map_err(one_line)?;
+    target.import(&snapshot, replace).map_err(one_line)?;
+    crate::say!(
+        "copied {} routes' stages (generation {}), {} audit entries, {} runs, {} checkpoints from {from} to {to}",
+        snapshot.count("route_status"),
+        snapshot.generation().unwrap_or(1),
+        snapshot.count("audit_log"),
+        snapshot.count("analysis_runs"),
+        snapshot.count("sync_links"),
+    );
+    Ok(())
 }
 
 async fn serve(plan: Plan) -> Result<(), CliError> {

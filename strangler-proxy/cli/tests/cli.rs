@@ -530,3 +530,84 @@ fn json_failures_are_json_with_the_same_exit_code() {
     assert!(out.status.success());
     assert!(stdout(&out).contains("_strangler"));
 }
+
+#[test]
+fn store_copy_moves_a_sqlite_store_to_postgres_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(dir.path());
+    for args in [&["shadow", "students"][..], &["canary", "students", "10"]] {
+        let out = strangler(&plan, args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let sqlite = dir.path().join("state/strangler.db");
+    let url = pg_fixture::server().fresh_database();
+    let copy = |from: &str, to: &str, extra: &[&str]| {
+        Command::new(BIN)
+            .args(["store", "copy", "--from", from, "--to", to])
+            .args(extra)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+
+    let out = copy(sqlite.to_str().unwrap(), &url, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!(
+            "copied 1 routes' stages (generation 3), 2 audit entries, 2 runs, 0 checkpoints from {} to {url}",
+            sqlite.display()
+        )
+    );
+    // The plan's commands read the copy through --state.
+    let history = |state: &str| {
+        let out = strangler(&plan, &["--state", state, "history", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(history(&url), history(sqlite.to_str().unwrap()));
+
+    // A target with state is refused unless --replace.
+    let out = copy(sqlite.to_str().unwrap(), &url, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        format!("strangler: the state store {url} is not empty; pass --replace to overwrite it")
+    );
+    let out = copy(sqlite.to_str().unwrap(), &url, &["--replace"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // And back, to a new file.
+    let back = dir.path().join("back.db");
+    let out = copy(&url, back.to_str().unwrap(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(history(back.to_str().unwrap()), history(&url));
+    let status = strangler(
+        &plan,
+        &["--state", back.to_str().unwrap(), "status", "--json"],
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["routes"][0]["stage"], "canary");
+
+    // An unreachable database: one line, its password not shown.
+    let port = free_port();
+    let out = copy(
+        sqlite.to_str().unwrap(),
+        &format!("postgres://app:secret@127.0.0.1:{port}/x"),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!err.contains("secret"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot reach the state store postgres://app:***@127.0.0.1:{port}/x"
+        )),
+        "{err}"
+    );
+    // A missing source is not created.
+    let out = copy("missing.db", back.to_str().unwrap(), &["--replace"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!dir.path().join("missing.db").exists());
+}

@@ -22,6 +22,283 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Fn() -> Box<dyn Store>>) {
     analysis_runs_follow_stage_changes(&*fresh());
     leases_are_exclusive_and_fenced(&*fresh());
     checks_and_rollouts_are_kept(&*fresh());
+    subscribers_wake_when_another_connection_changes_a_stage(&*fresh());
+    a_copy_keeps_everything_and_refuses_a_non_empty_target(&*fresh(), &*fresh());
+}
+
+/// Polls `condition` until it holds, or fails with `what` after a few seconds.
+pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+pub fn subscribers_wake_when_another_connection_changes_a_stage(open: Open<'_>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let proxy = open();
+    let woken = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&woken);
+    let Some(subscription) = proxy
+        .subscribe(Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }))
+        .unwrap()
+    else {
+        // The backend pushes nothing: watchers poll the change token, checked above.
+        return;
+    };
+    wait_for("the subscription listens", || subscription.is_listening());
+    let before = woken.load(Ordering::SeqCst);
+    let mut cli = open();
+    let write = cli
+        .set_stage(&StageChange {
+            route: "students",
+            current: Stage::Legacy,
+            to: Stage::Shadow,
+            actor: "ana",
+            reason: None,
+            forced: false,
+            verdict: None,
+        })
+        .unwrap();
+    assert!(matches!(write, StageWrite::Changed(_)), "{write:?}");
+    wait_for("the subscriber is woken", || {
+        woken.load(Ordering::SeqCst) > before
+    });
+    drop(subscription);
+}
+
+/// Writes a little of everything a copy keeps (and some things it does not).
+pub fn fill(store: &mut dyn Store) {
+    use crate::{CheckRecord, RolloutRecord, RolloutState};
+    let mut change = |route, current, to, verdict| {
+        let write = store
+            .set_stage(&StageChange {
+                route,
+                current,
+                to,
+                actor: "ana",
+                reason: Some("step"),
+                forced: false,
+                verdict,
+            })
+            .unwrap();
+        assert!(matches!(write, StageWrite::Changed(_)), "{write:?}");
+    };
+    change("students", Stage::Legacy, Stage::Shadow, None);
+    change("finance", Stage::Legacy, Stage::Shadow, None);
+    let mut batch = ShadowBatch {
+        route: "students".into(),
+        ..ShadowBatch::default()
+    };
+    batch.count(ShadowMetric::Compared, 7);
+    batch.count(ShadowMetric::Mismatched, 2);
+    batch
+        .paths
+        .insert(("/name".into(), "value_changed".into(), false), 2);
+    batch.paths.insert(("/at".into(), "noise".into(), true), 1);
+    batch
+        .samples
+        .push(("/name".into(), r#"{"uri":"/students/1"}"#.into()));
+    batch.latencies.push((1.5, 2.25));
+    batch.latencies.push((3.0, 1.0));
+    store.record_shadow(&batch).unwrap();
+    let mut change = |route, current, to, verdict| {
+        let write = store
+            .set_stage(&StageChange {
+                route,
+                current,
+                to,
+                actor: "bob",
+                reason: None,
+                forced: true,
+                verdict,
+            })
+            .unwrap();
+        assert!(matches!(write, StageWrite::Changed(_)), "{write:?}");
+    };
+    change(
+        "students",
+        Stage::Shadow,
+        Stage::Canary { percent: 25 },
+        Some("gate open"),
+    );
+    store
+        .advance(&LinkProgress {
+            link: "a->b".into(),
+            checkpoint: 42,
+            head: 50,
+            lag_seconds: 1.5,
+            applied: 40,
+            rejected: 1,
+            last_rejection: Some("bad event".into()),
+            ..LinkProgress::default()
+        })
+        .unwrap();
+    store.link_failed("c->d", "c is down").unwrap();
+    assert!(
+        store
+            .lease_link("a->b", "relay-1", Duration::from_secs(30))
+            .unwrap()
+    );
+    store
+        .record_checks(&[CheckRecord {
+            route: "students".into(),
+            run: Some(2),
+            at: timestamp(now_ms()),
+            metric: "error_rate".into(),
+            value: None,
+            budget: 0.05,
+            passed: Some(true),
+            detail: "0 of 20".into(),
+        }])
+        .unwrap();
+    store
+        .set_rollout(&RolloutRecord {
+            route: "students".into(),
+            step: 1,
+            state: RolloutState::Running,
+            step_started_ms: now_ms(),
+            updated_at: timestamp(now_ms()),
+            message: "canary 25%".into(),
+        })
+        .unwrap();
+    store
+        .take_lease("analysis", "a", Duration::from_secs(30))
+        .unwrap();
+    store
+        .register_proxy(&ProxyRecord {
+            id: "p1".into(),
+            pid: 1,
+            listen: "127.0.0.1:1".into(),
+            admin: "127.0.0.1:2".into(),
+            generation: 1,
+            applied_at_ms: now_ms(),
+            started_at: timestamp(now_ms()),
+            heartbeat_ms: now_ms(),
+        })
+        .unwrap();
+}
+
+/// What the copy must keep equal, as the store's readers see it.
+pub fn assert_same_contents(a: &dyn Store, b: &dyn Store) {
+    assert_eq!(a.export().unwrap(), b.export().unwrap());
+    assert_eq!(a.stages().unwrap(), b.stages().unwrap());
+    assert_eq!(a.generation().unwrap(), b.generation().unwrap());
+    assert_eq!(
+        a.history(None, 1000).unwrap(),
+        b.history(None, 1000).unwrap()
+    );
+    for route in ["students", "finance"] {
+        assert_eq!(a.runs(route).unwrap(), b.runs(route).unwrap());
+        let (x, y) = (
+            a.shadow_summary(route).unwrap(),
+            b.shadow_summary(route).unwrap(),
+        );
+        assert_eq!(
+            (x.counts, x.paths, x.samples, x.latencies),
+            (y.counts, y.paths, y.samples, y.latencies)
+        );
+        assert_eq!(a.checks(route, 100).unwrap(), b.checks(route, 100).unwrap());
+    }
+    assert_eq!(a.links().unwrap(), b.links().unwrap());
+    assert_eq!(a.rollouts().unwrap(), b.rollouts().unwrap());
+}
+
+/// Copies `from` (filled) into `to` (fresh), and checks what a copy promises.
+pub fn a_copy_keeps_everything_and_refuses_a_non_empty_target(from: Open<'_>, to: Open<'_>) {
+    let mut source = from();
+    fill(&mut *source);
+    assert!(!source.is_empty().unwrap());
+    let snapshot = source.export().unwrap();
+    assert_eq!(snapshot.count("route_status"), 2);
+    assert_eq!(snapshot.count("audit_log"), 3);
+    assert_eq!(snapshot.generation(), Some(source.generation().unwrap()));
+    let mut target = to();
+    assert!(target.is_empty().unwrap());
+    // A proxy registering with the empty target does not make it non-empty.
+    target
+        .register_proxy(&ProxyRecord {
+            id: "p2".into(),
+            pid: 2,
+            listen: "127.0.0.1:3".into(),
+            admin: "127.0.0.1:4".into(),
+            generation: 1,
+            applied_at_ms: now_ms(),
+            started_at: timestamp(now_ms()),
+            heartbeat_ms: now_ms(),
+        })
+        .unwrap();
+    assert!(target.is_empty().unwrap());
+    target.import(&snapshot, false).unwrap();
+    assert_same_contents(&*source, &*target);
+    assert_eq!(
+        target.checkpoint("a->b").unwrap(),
+        42,
+        "checkpoints are kept"
+    );
+    assert_eq!(
+        to().take_lease("analysis", "b", Duration::from_secs(5))
+            .unwrap(),
+        Some(1),
+        "leases are not copied"
+    );
+    assert!(
+        to().lease_link("a->b", "relay-2", Duration::from_secs(5))
+            .unwrap(),
+        "nor link leases"
+    );
+
+    let refused = target.import(&snapshot, false).unwrap_err();
+    assert!(
+        matches!(refused, crate::StoreError::NotEmpty { .. }),
+        "{refused}"
+    );
+    target.import(&snapshot, true).unwrap();
+    assert_same_contents(&*source, &*target);
+
+    // New rows get new ids and the next generation.
+    let write = target
+        .set_stage(&StageChange {
+            route: "finance",
+            current: Stage::Shadow,
+            to: Stage::Legacy,
+            actor: "ana",
+            reason: None,
+            forced: false,
+            verdict: None,
+        })
+        .unwrap();
+    let StageWrite::Changed(change) = write else {
+        panic!("{write:?}");
+    };
+    assert_eq!(change.generation, snapshot.generation().unwrap() + 1);
+    let history = target.history(None, 100).unwrap();
+    assert_eq!(history.len(), 4);
+    assert!(history[3].id > history[2].id);
+    let mut batch = ShadowBatch {
+        route: "finance".into(),
+        ..ShadowBatch::default()
+    };
+    batch.count(ShadowMetric::Compared, 1);
+    batch.samples.push(("/x".into(), "{}".into()));
+    batch.latencies.push((1.0, 1.0));
+    target.record_shadow(&batch).unwrap();
+    target
+        .record_checks(&[crate::CheckRecord {
+            route: "finance".into(),
+            run: None,
+            at: timestamp(now_ms()),
+            metric: "error_rate".into(),
+            value: Some(0.0),
+            budget: 0.05,
+            passed: None,
+            detail: String::new(),
+        }])
+        .unwrap();
 }
 
 pub fn leases_are_exclusive_and_fenced(open: Open<'_>) {

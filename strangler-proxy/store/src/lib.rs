@@ -4,9 +4,13 @@
 //!
 //! Layout:
 //! - the interface, one small trait per concern: [`Stages`] (with a cheap change token to
-//!   poll), [`ProxyRegistry`], [`Checkpoints`] (and leases), [`ShadowResults`]; [`Store`]
-//!   is all four, what [`open`] returns;
-//! - [`sqlite`]: the embedded backend (one file, WAL), the default.
+//!   poll, and change notifications where the backend has them), [`ProxyRegistry`],
+//!   [`Checkpoints`] (and leases), [`ShadowResults`], [`Rollouts`], and [`Transfer`] (a
+//!   backend-neutral copy of a store's contents, in [`transfer`]); [`Store`] is all of
+//!   them, what [`open`] returns;
+//! - [`sqlite`]: the embedded backend (one file, WAL), the default;
+//! - [`postgres`]: a PostgreSQL database that a fleet of proxies shares, with change
+//!   notifications (`LISTEN`/`NOTIFY`).
 //!
 //! API boundary: callers hold a `Box<dyn Store>` (or a trait they need) and never see the
 //! backend; every method is blocking, so async callers run it on a blocking thread.
@@ -20,12 +24,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use strangler_plan::{Stage, StoreLocation};
 
+pub mod postgres;
 pub mod sqlite;
+pub mod transfer;
 
 #[cfg(test)]
 mod contract;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use transfer::{Snapshot, Transfer};
 
 /// A proxy whose heartbeat is older than this is not live.
 pub const LIVE_WINDOW: Duration = Duration::from_secs(3);
@@ -38,10 +46,7 @@ pub const LATENCIES_PER_ROUTE: i64 = 5000;
 pub fn open(state: &StoreLocation) -> Result<Box<dyn Store>, StoreError> {
     match state {
         StoreLocation::File(path) => Ok(Box::new(SqliteStore::open(path)?)),
-        StoreLocation::Postgres(_) => Err(StoreError::Unreachable {
-            store: state.to_string(),
-            message: "this build has no PostgreSQL backend".to_string(),
-        }),
+        StoreLocation::Postgres(url) => Ok(Box::new(PgStore::open(url)?)),
     }
 }
 
@@ -56,9 +61,15 @@ pub trait Subscription: Send {
 }
 
 /// Every concern of the store, as one object.
-pub trait Store: Stages + ProxyRegistry + Checkpoints + ShadowResults + Rollouts + Send {}
+pub trait Store:
+    Stages + ProxyRegistry + Checkpoints + ShadowResults + Rollouts + Transfer + Send
+{
+}
 
-impl<T: Stages + ProxyRegistry + Checkpoints + ShadowResults + Rollouts + Send> Store for T {}
+impl<T: Stages + ProxyRegistry + Checkpoints + ShadowResults + Rollouts + Transfer + Send> Store
+    for T
+{
+}
 
 /// Analysis checks and progressive rollouts, as the analysis controller records them.
 pub trait Rollouts {
@@ -284,12 +295,15 @@ pub enum StoreError {
     /// The store answered with an error.
     #[error("state store {store}: {message}")]
     Database { store: String, message: String },
-    #[error("state store {path} has a stage it cannot read for route {route}: {message}")]
+    #[error("state store {store} has a stage it cannot read for route {route}: {message}")]
     Corrupt {
-        path: PathBuf,
+        store: String,
         route: String,
         message: String,
     },
+    /// A copy was refused: the target already holds a migration's state.
+    #[error("the state store {store} is not empty")]
+    NotEmpty { store: String },
 }
 
 impl StoreError {
@@ -309,6 +323,7 @@ impl StoreError {
             StoreError::Unreachable { .. } => true,
             StoreError::CreateDir { .. }
             | StoreError::Corrupt { .. }
+            | StoreError::NotEmpty { .. }
             | StoreError::Database { .. } => false,
         }
     }
@@ -684,5 +699,5 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 
 /// The store's traits, for callers that hold a `Box<dyn Store>`.
 pub mod prelude {
-    pub use crate::{Checkpoints, ProxyRegistry, Rollouts, ShadowResults, Stages, Store};
+    pub use crate::{Checkpoints, ProxyRegistry, Rollouts, ShadowResults, Stages, Store, Transfer};
 }

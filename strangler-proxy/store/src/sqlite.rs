@@ -9,6 +9,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use strangler_plan::Stage;
 
+use crate::transfer::{Kind, Snapshot, TABLES, TableRows, Transfer, Value};
 use crate::{
     AnalysisRun, AuditEntry, Change, CheckRecord, Checkpoints, LATENCIES_PER_ROUTE, LinkProgress,
     ProxyRecord, ProxyRegistry, RolloutRecord, RolloutState, Rollouts, RouteCounters,
@@ -356,7 +357,7 @@ impl Stages for SqliteStore {
             .map(|(route, stage, percent)| {
                 let stage =
                     Stage::from_parts(&stage, percent).map_err(|message| StoreError::Corrupt {
-                        path: self.path.clone(),
+                        store: self.path.display().to_string(),
                         route: route.clone(),
                         message,
                     })?;
@@ -390,7 +391,7 @@ impl Stages for SqliteStore {
             .map_err(err)?;
         if let Some((name, percent)) = stored {
             let now = Stage::from_parts(&name, percent).map_err(|message| StoreError::Corrupt {
-                path: self.path.clone(),
+                store: self.path.display().to_string(),
                 route: route.to_string(),
                 message,
             })?;
@@ -1108,6 +1109,124 @@ impl ShadowResults for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(e)?;
         Ok(summary)
+    }
+}
+
+/// Whether any copied table (besides `control`) has a row.
+fn has_content(conn: &Connection) -> rusqlite::Result<bool> {
+    let exists: Vec<String> = TABLES
+        .iter()
+        .filter(|t| t.name != "control")
+        .map(|t| format!("EXISTS (SELECT 1 FROM {})", t.name))
+        .collect();
+    conn.query_row(&format!("SELECT {}", exists.join(" OR ")), [], |r| r.get(0))
+}
+
+/// A stored value as the column's kind (SQLite keeps whatever it was given).
+fn value_from(value: rusqlite::types::ValueRef<'_>, kind: Kind) -> Value {
+    use rusqlite::types::ValueRef;
+    match (value, kind) {
+        (ValueRef::Null, _) => Value::Null,
+        (ValueRef::Integer(n), Kind::Real) => Value::Real(n as f64),
+        (ValueRef::Integer(n), _) => Value::Int(n),
+        (ValueRef::Real(x), Kind::Int) if x.fract() == 0.0 => Value::Int(x as i64),
+        (ValueRef::Real(x), _) => Value::Real(x),
+        (ValueRef::Text(t) | ValueRef::Blob(t), _) => {
+            Value::Text(String::from_utf8_lossy(t).into_owned())
+        }
+    }
+}
+
+impl Transfer for SqliteStore {
+    fn export(&self) -> Result<Snapshot, StoreError> {
+        // One read transaction: every table from the same moment.
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let mut snapshot = Snapshot::default();
+        for spec in TABLES {
+            let mut stmt = tx
+                .prepare(&format!(
+                    "SELECT {} FROM {} ORDER BY {}",
+                    spec.column_list(),
+                    spec.name,
+                    spec.order_by
+                ))
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    spec.columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, kind))| Ok(value_from(r.get_ref(i)?, *kind)))
+                        .collect::<rusqlite::Result<Vec<Value>>>()
+                })
+                .map_err(|e| self.err(e))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(|e| self.err(e))?;
+            snapshot.tables.push(TableRows {
+                table: spec.name.to_string(),
+                columns: spec.columns.iter().map(|(c, _)| c.to_string()).collect(),
+                rows,
+            });
+        }
+        drop(tx);
+        Ok(snapshot)
+    }
+
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        has_content(&self.conn)
+            .map(|has| !has)
+            .map_err(|e| self.err(e))
+    }
+
+    fn import(&mut self, snapshot: &Snapshot, replace: bool) -> Result<(), StoreError> {
+        use rusqlite::types::Value as Sql;
+        let tables = snapshot.checked().map_err(|message| StoreError::Database {
+            store: self.path.display().to_string(),
+            message: format!("cannot import the copy: {message}"),
+        })?;
+        let err = sql_error(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        if has_content(&tx).map_err(err)? && !replace {
+            return Err(StoreError::NotEmpty {
+                store: self.path.display().to_string(),
+            });
+        }
+        for spec in TABLES {
+            tx.execute(&format!("DELETE FROM {}", spec.name), [])
+                .map_err(err)?;
+        }
+        for (spec, rows) in tables {
+            let placeholders = vec!["?"; rows.columns.len()].join(", ");
+            let mut stmt = tx
+                .prepare(&format!(
+                    "INSERT INTO {} ({}) VALUES ({placeholders})",
+                    spec.name,
+                    rows.columns.join(", ")
+                ))
+                .map_err(err)?;
+            for row in &rows.rows {
+                let values = row.iter().map(|v| match v {
+                    Value::Null => Sql::Null,
+                    Value::Int(n) => Sql::Integer(*n),
+                    Value::Real(x) => Sql::Real(*x),
+                    Value::Text(t) => Sql::Text(t.clone()),
+                });
+                stmt.execute(rusqlite::params_from_iter(values))
+                    .map_err(err)?;
+            }
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO control (key, value) VALUES ('generation', 1)",
+            [],
+        )
+        .map_err(err)?;
+        // AUTOINCREMENT already moved past the copied ids (`sqlite_sequence` follows the
+        // largest id inserted), so new rows never reuse one.
+        tx.commit().map_err(err)?;
+        Ok(())
     }
 }
 

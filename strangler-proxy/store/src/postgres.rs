@@ -313,6 +313,9 @@ pub struct PgStore {
     config: tokio_postgres::Config,
     /// The URL without its password.
     shown: String,
+    /// Whether the schema is known to be up to date (checked on the first call that reaches
+    /// the server).
+    migrated: std::sync::atomic::AtomicBool,
 }
 
 impl PgStore {
@@ -332,6 +335,10 @@ impl PgStore {
             .keepalives_retries(3);
         if config.get_application_name().is_none() {
             config.application_name("strangler");
+        }
+        if config.get_options().is_none() {
+            // The schema's idempotent steps (`CREATE ... IF NOT EXISTS`) are not news.
+            config.options("-c client_min_messages=warning");
         }
         let manager = Manager::from_config(
             config.clone(),
@@ -355,9 +362,16 @@ impl PgStore {
             pool,
             config,
             shown,
+            migrated: std::sync::atomic::AtomicBool::new(false),
         };
-        store.run(migrate(&store.pool, &store.shown))?;
-        Ok(store)
+        // A server that cannot be reached now is not an error yet: a proxy opens its store
+        // at start and serves its last-known table until the server answers. Every call
+        // brings the schema up to date first, and fails as unreachable meanwhile.
+        match store.run(async { Ok(()) }) {
+            Err(err) if err.is_retryable() => Ok(store),
+            Err(err) => Err(err),
+            Ok(()) => Ok(store),
+        }
     }
 
     /// Runs `body` to completion on this thread, within [`OP_TIMEOUT`].
@@ -375,6 +389,14 @@ impl PgStore {
             message,
         })?;
         let _guard = rt.enter();
+        let migrated = &self.migrated;
+        let body = async {
+            if !migrated.load(std::sync::atomic::Ordering::Acquire) {
+                migrate(&self.pool, &self.shown).await?;
+                migrated.store(true, std::sync::atomic::Ordering::Release);
+            }
+            body.await
+        };
         match futures_executor::block_on(async { tokio::time::timeout(limit, body).await }) {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(failure)) => Err(failure.into_store_error(&self.shown)),
@@ -1751,14 +1773,16 @@ mod tests {
             .unwrap()
             .port();
         let started = std::time::Instant::now();
-        let Err(err) = PgStore::open(&format!("postgres://app:secret@127.0.0.1:{port}/x")) else {
+        // Opening succeeds (a proxy starts on its last-known table); calls fail.
+        let store = PgStore::open(&format!("postgres://app:secret@127.0.0.1:{port}/x")).unwrap();
+        let Err(err) = store.generation() else {
             panic!("nothing listens there");
         };
         assert!(err.is_retryable(), "{err}");
         let text = err.to_string();
         assert!(!text.contains("secret"), "{text}");
         assert!(text.contains("app:***@127.0.0.1"), "{text}");
-        assert!(started.elapsed() < OP_TIMEOUT + Duration::from_secs(1));
+        assert!(started.elapsed() < 2 * OP_TIMEOUT + Duration::from_secs(1));
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub fn server() -> &'static PgServer {
 }
 
 impl PgServer {
+    /// A server of the caller's own, stopped when it is dropped: for a test that stops the
+    /// database, which would fail the other tests on the shared one.
+    pub fn private() -> Self {
+        Self::launch()
+    }
+
     fn launch() -> Self {
         let bin = find_bindir();
         let as_postgres = running_as_root();
@@ -313,6 +319,19 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free port")
+}
+
+impl Drop for PgServer {
+    /// Only a [`PgServer::private`] server is ever dropped (the shared one is a static).
+    fn drop(&mut self) {
+        let _ = self
+            .tool("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
-//! End-to-end tests: real servers on port 0, real SQLite files in temp directories.
+//! End-to-end tests: real servers on port 0, real SQLite files in temp directories, and a
+//! real PostgreSQL server (one per test binary) for the fleet.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod analysis;
+mod fleet;
 mod monolith_api;
 mod monolith_enrollment;
 mod monolith_feed;

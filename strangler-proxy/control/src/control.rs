@@ -276,10 +276,9 @@ impl Watcher {
             let mut force = false;
             match receiver.recv_timeout(self.poll_interval()) {
                 Err(RecvTimeoutError::Disconnected) => break,
-                Ok(ControlMsg::Refresh(reply)) => {
-                    force = true;
-                    replies.push(reply);
-                }
+                // The store's change token says whether anything moved: a nudge for a
+                // change the notification already brought costs one read.
+                Ok(ControlMsg::Refresh(reply)) => replies.push(reply),
                 Ok(ControlMsg::Reload(plan, reply)) => {
                     self.plan = *plan;
                     self.current_plan.store(Arc::new(self.plan.clone()));

@@ -382,8 +382,18 @@ pub struct TestProxy {
 
 impl TestProxy {
     /// Writes `plan` (which must name its state inside `dir`) and starts a proxy on it.
+    ///
+    /// A plan without an `[analysis]` section gets one that checks once an hour (`60m`): the echo
+    /// upstreams most tests use answer differently by design, so a canary that outlives
+    /// three default checks (30 s, on a loaded machine) would be rolled back by the analysis
+    /// in the middle of a test about something else. Tests of the analysis set their own.
     pub async fn start(dir: TempDir, plan: &str) -> Self {
         let plan_path = dir.path().join("migration-plan.toml");
+        let plan = if plan.lines().any(|l| l.trim() == "[analysis]") {
+            plan.to_string()
+        } else {
+            format!("{plan}\n[analysis]\ninterval = \"60m\"\n")
+        };
         std::fs::write(&plan_path, plan).unwrap();
         Self::start_on(dir, plan_path).await
     }

@@ -27,6 +27,7 @@ pub fn unmirrored_metric(reason: Unmirrored) -> ShadowMetric {
         Unmirrored::TooLarge => Stored::TooLarge,
         Unmirrored::Busy => Stored::Busy,
         Unmirrored::Incomplete => Stored::Incomplete,
+        Unmirrored::Shed => Stored::Shed,
     })
 }
 

@@ -137,7 +137,7 @@ pub struct ActiveRoute {
     /// Its name as the `x-strangler-route` value, made once.
     pub header: http::HeaderValue,
     /// Its `compare` section, compiled for the diff engine.
-    pub rules: strangler_diff::Rules,
+    pub rules: Arc<strangler_diff::Rules>,
 }
 
 #[derive(Debug)]
@@ -198,7 +198,7 @@ impl RouteTable {
                 metrics: registry.route(&spec.name),
                 shadow_slots: registry.slots(&spec.name, spec.shadow.max_in_flight),
                 header: header_value(&spec.name),
-                rules: compile_rules(&spec.compare),
+                rules: Arc::new(compile_rules(&spec.compare)),
                 target,
                 spec: spec.clone(),
             });

@@ -7,6 +7,13 @@
 //! Results go through a bounded channel ([`ResultSender`]) to the control plane's recorder,
 //! which aggregates them and writes them to the state store (a full channel is counted as
 //! `dropped`, never waited for): the data plane never touches the store.
+//!
+//! Comparing is the leg's CPU work, and it must not take the data plane's time when the
+//! proxy is busy: answers that are byte-for-byte the same (most of them) are recognised
+//! without parsing ([`diff::identical`]); the others go to one comparer thread at the lowest
+//! priority of the normal class (nice 19: it runs at once on idle cores, and gets a sliver
+//! of busy ones) through a bounded queue, and a comparison the queue cannot take is shed and counted
+//! (`unmirrored:shed`), so the match rate stays honest about what was compared.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +47,8 @@ const CAPTURE_DEADLINE: Duration = Duration::from_secs(30);
 const SAMPLE_DIFFERENCES: usize = 50;
 /// Bytes of each body kept in a sample.
 const SAMPLE_BODY_BYTES: usize = 16 * 1024;
+/// Comparisons waiting for the comparer thread; beyond, a comparison is shed.
+const COMPARE_QUEUE: usize = 1024;
 
 /// Why a request was not compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +63,8 @@ pub enum Unmirrored {
     Busy,
     /// The client's request or the primary's answer did not complete.
     Incomplete,
+    /// Both answered, but the comparer was behind (the proxy busy): shed, not compared.
+    Shed,
 }
 
 /// What one mirrored request came to.
@@ -127,13 +138,110 @@ impl ResultSender {
         }
     }
 
-    fn noisy(&self, route: &str) -> HashSet<String> {
-        self.noise
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(route)
-            .cloned()
-            .unwrap_or_default()
+    /// Which of `paths` are known noise on `route` (no copy of the learned set).
+    fn noisy_among(&self, route: &str, paths: impl Iterator<Item = String>) -> Vec<String> {
+        let known = self.noise.lock().unwrap_or_else(|p| p.into_inner());
+        match known.get(route) {
+            Some(set) if !set.is_empty() => paths.filter(|p| set.contains(p)).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Two answers to compare, and where the result goes.
+struct CompareJob {
+    a: Answer,
+    b: Answer,
+    rules: Arc<diff::Rules>,
+    reply: oneshot::Sender<(Vec<Difference>, Answer, Answer)>,
+}
+
+/// The comparer thread's queue, started on first use; one per process.
+fn comparer() -> Option<&'static std::sync::mpsc::SyncSender<CompareJob>> {
+    static COMPARER: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<CompareJob>>> =
+        std::sync::OnceLock::new();
+    COMPARER
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<CompareJob>(COMPARE_QUEUE);
+            let started = std::thread::Builder::new()
+                .name("strangler-compare".to_string())
+                .spawn(move || {
+                    lowest_priority();
+                    while let Ok(job) = rx.recv() {
+                        let differences = diff::compare(&job.a, &job.b, &job.rules);
+                        let _ = job.reply.send((differences, job.a, job.b));
+                    }
+                });
+            match started {
+                Ok(_) => Some(tx),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot start the comparer thread; comparing on the leg's task");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// Gives the calling thread the lowest priority of the normal class (nice 19): when the
+/// cores are busy, it gets a sliver of them (about 1.5 % against a thread at nice 0), so
+/// comparisons fall behind and are shed rather than slow the data plane; when they are not,
+/// it runs at once.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        if let Err(err) = set_thread_priority_and_policy(
+            thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+        ) {
+            tracing::debug!(error = ?err, "the comparer thread keeps its scheduling class");
+        }
+    }
+}
+
+/// What comparing two answers came to.
+enum Compared {
+    Done(Vec<Difference>, Answer, Answer),
+    /// The comparer's queue was full.
+    Shed,
+}
+
+/// Compares `a` and `b`: at once when they are identical, else on the comparer thread.
+async fn compare(a: Answer, b: Answer, rules: &Arc<diff::Rules>) -> Compared {
+    compare_on(comparer(), a, b, rules).await
+}
+
+async fn compare_on(
+    queue: Option<&std::sync::mpsc::SyncSender<CompareJob>>,
+    a: Answer,
+    b: Answer,
+    rules: &Arc<diff::Rules>,
+) -> Compared {
+    if diff::identical(&a, &b, rules) {
+        return Compared::Done(Vec::new(), a, b);
+    }
+    let Some(queue) = queue else {
+        let differences = diff::compare(&a, &b, rules);
+        return Compared::Done(differences, a, b);
+    };
+    let (reply, answer) = oneshot::channel();
+    let job = CompareJob {
+        a,
+        b,
+        rules: Arc::clone(rules),
+        reply,
+    };
+    if queue.try_send(job).is_err() {
+        return Compared::Shed;
+    }
+    match answer.await {
+        Ok((differences, a, b)) => Compared::Done(differences, a, b),
+        Err(_) => Compared::Shed,
     }
 }
 
@@ -141,7 +249,7 @@ impl ResultSender {
 pub struct Leg {
     pub route: String,
     pub spec: ShadowSpec,
-    pub rules: diff::Rules,
+    pub rules: Arc<diff::Rules>,
     pub method: Method,
     pub path_and_query: String,
     pub headers: HeaderMap,
@@ -295,7 +403,7 @@ pub async fn run(
         Err(message) => return recorder.send(&route, Outcome::Error(message)),
     };
     // Noise: the primary asked the same safe question twice; what differs is not a bug.
-    let mut noise = recorder.noisy(&route);
+    let mut learned: Vec<String> = Vec::new();
     if safe && (roll as f64) < spec.noise_percent {
         let mut again = headers.clone();
         again.remove(&SHADOW_HEADER);
@@ -312,41 +420,40 @@ pub async fn run(
         {
             // Only two good answers of the same status say anything about noise.
             let comparable = second.status == primary_answer.status && primary_answer.status < 500;
-            let (first, rules_for_noise) = (primary_answer.clone(), rules.clone());
-            let paths: Vec<String> = if comparable {
-                tokio::task::spawn_blocking(move || {
-                    diff::compare(&first, &second, &rules_for_noise)
-                })
-                .await
-                .unwrap_or_default()
-                .iter()
-                .map(|d| diff::group_path(&d.path))
-                .filter(|p| p != "(status)")
-                .collect()
-            } else {
-                Vec::new()
-            };
-            if !paths.is_empty() {
-                noise.extend(paths.iter().cloned());
-                recorder.send(&route, Outcome::Noise(paths));
+            if comparable
+                && let Compared::Done(differences, ..) =
+                    compare(primary_answer.clone(), second, &rules).await
+            {
+                learned = differences
+                    .iter()
+                    .map(|d| diff::group_path(&d.path))
+                    .filter(|p| p != "(status)")
+                    .collect();
+            }
+            if !learned.is_empty() {
+                recorder.send(&route, Outcome::Noise(learned.clone()));
             }
         }
     }
-    // Comparing large bodies is CPU work: off the runtime's workers, which serve clients.
-    let (differences, primary_answer, candidate_answer) = {
-        let (a, b) = (primary_answer, candidate_answer);
-        match tokio::task::spawn_blocking(move || (diff::compare(&a, &b, &rules), a, b)).await {
-            Ok(done) => done,
-            Err(err) => {
-                return recorder.send(&route, Outcome::Error(format!("comparison failed: {err}")));
+    let (differences, primary_answer, candidate_answer) =
+        match compare(primary_answer, candidate_answer, &rules).await {
+            Compared::Done(differences, a, b) => (differences, a, b),
+            Compared::Shed => {
+                return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Shed));
             }
-        }
-    };
-    let noisy: Vec<String> = differences
-        .iter()
-        .map(|d| diff::group_path(&d.path))
-        .filter(|p| noise.contains(p))
-        .collect();
+        };
+    let mut noisy: Vec<String> = Vec::new();
+    if !differences.is_empty() {
+        let groups: Vec<String> = differences
+            .iter()
+            .map(|d| diff::group_path(&d.path))
+            .collect();
+        let known = recorder.noisy_among(&route, groups.iter().cloned());
+        noisy = groups
+            .into_iter()
+            .filter(|p| learned.contains(p) || known.contains(p))
+            .collect();
+    }
     let counts = differences.len() > noisy.len();
     let sample = counts.then(|| {
         let side = |a: &Answer, ms: f64| {
@@ -373,4 +480,92 @@ pub async fn run(
         },
     );
     drop(permit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(body: &str) -> Answer {
+        Answer {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn identical_answers_skip_the_queue_and_a_full_queue_sheds() {
+        let rules = Arc::new(diff::Rules::with_default_headers());
+        // A queue of one that nobody drains.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<CompareJob>(1);
+        let same = compare_on(
+            Some(&tx),
+            answer(r#"{"a":1}"#),
+            answer(r#"{"a":1}"#),
+            &rules,
+        )
+        .await;
+        assert!(matches!(same, Compared::Done(ref d, ..) if d.is_empty()));
+        assert!(
+            rx.try_recv().is_err(),
+            "identical answers never reach the comparer"
+        );
+        // A differing pair goes to the queue and waits for the comparer's answer.
+        let waiting = tokio::spawn({
+            let (tx, rules) = (tx.clone(), Arc::clone(&rules));
+            async move {
+                compare_on(
+                    Some(&tx),
+                    answer(r#"{"a":1}"#),
+                    answer(r#"{"a":2}"#),
+                    &rules,
+                )
+                .await
+            }
+        });
+        let job = tokio::task::spawn_blocking(move || (rx.recv(), rx))
+            .await
+            .unwrap();
+        let (job, rx) = (job.0.unwrap(), job.1);
+        // While nobody drains it, a full queue sheds the next one.
+        let (filler_reply, _) = oneshot::channel();
+        tx.try_send(CompareJob {
+            a: answer("1"),
+            b: answer("2"),
+            rules: Arc::clone(&rules),
+            reply: filler_reply,
+        })
+        .unwrap();
+        let shed = compare_on(
+            Some(&tx),
+            answer(r#"{"b":1}"#),
+            answer(r#"{"b":2}"#),
+            &rules,
+        )
+        .await;
+        assert!(matches!(shed, Compared::Shed), "a full queue sheds");
+        drop(rx);
+        // The comparer answers the job it took.
+        let differences = diff::compare(&job.a, &job.b, &job.rules);
+        assert_eq!(differences.len(), 1);
+        job.reply.send((differences, job.a, job.b)).unwrap();
+        assert!(matches!(waiting.await.unwrap(), Compared::Done(ref d, ..) if d.len() == 1));
+    }
+
+    #[tokio::test]
+    async fn the_comparer_thread_compares_differing_answers() {
+        let rules = Arc::new(diff::Rules::with_default_headers());
+        let done = compare(
+            answer(r#"{"a":1,"b":[1,2]}"#),
+            answer(r#"{"a":1,"b":[1,3]}"#),
+            &rules,
+        )
+        .await;
+        let Compared::Done(differences, ..) = done else {
+            panic!("an idle comparer sheds nothing");
+        };
+        assert_eq!(differences.len(), 1);
+        assert_eq!(differences[0].path, "/b/1");
+    }
 }

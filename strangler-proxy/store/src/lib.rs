@@ -483,15 +483,18 @@ pub enum Unmirrored {
     Busy,
     /// The client's request or the primary's answer did not complete.
     Incomplete,
+    /// Both answered, but the comparer was behind (the proxy busy): not compared.
+    Shed,
 }
 
 impl Unmirrored {
-    pub const ALL: [Unmirrored; 5] = [
+    pub const ALL: [Unmirrored; 6] = [
         Unmirrored::SampledOut,
         Unmirrored::WriteSkipped,
         Unmirrored::TooLarge,
         Unmirrored::Busy,
         Unmirrored::Incomplete,
+        Unmirrored::Shed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -501,6 +504,7 @@ impl Unmirrored {
             Unmirrored::TooLarge => "too_large",
             Unmirrored::Busy => "busy",
             Unmirrored::Incomplete => "incomplete",
+            Unmirrored::Shed => "shed",
         }
     }
 }
@@ -540,6 +544,7 @@ impl ShadowMetric {
                 Unmirrored::TooLarge => "unmirrored:too_large",
                 Unmirrored::Busy => "unmirrored:busy",
                 Unmirrored::Incomplete => "unmirrored:incomplete",
+                Unmirrored::Shed => "unmirrored:shed",
             },
         }
     }

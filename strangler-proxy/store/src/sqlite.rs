@@ -907,58 +907,58 @@ impl ShadowResults for SqliteStore {
             Some(open_run(&tx, &batch.route, &stage).map_err(err)?)
         };
         for (metric, n) in &batch.counts {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO shadow_counts (route, metric, count) VALUES (?1, ?2, ?3)
                  ON CONFLICT (route, metric) DO UPDATE SET count = count + excluded.count",
-                (&batch.route, metric.as_str(), n),
             )
+            .and_then(|mut statement| statement.execute((&batch.route, metric.as_str(), n)))
             .map_err(err)?;
             if let Some(run) = run {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO shadow_run_counts (run, metric, count) VALUES (?1, ?2, ?3)
                      ON CONFLICT (run, metric) DO UPDATE SET count = count + excluded.count",
-                    (run, metric.as_str(), n),
                 )
+                .and_then(|mut statement| statement.execute((run, metric.as_str(), n)))
                 .map_err(err)?;
             }
         }
         for ((p, kind, noisy), n) in &batch.paths {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO shadow_paths (route, path, kind, noisy, count) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (route, path, kind, noisy) DO UPDATE SET count = count + excluded.count",
-                (&batch.route, p, kind, noisy, n),
             )
+            .and_then(|mut statement| statement.execute((&batch.route, p, kind, noisy, n)))
             .map_err(err)?;
             if let Some(run) = run {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO shadow_run_paths (run, path, kind, noisy, count) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (run, path, kind, noisy) DO UPDATE SET count = count + excluded.count",
-                    (run, p, kind, noisy, n),
                 )
+                .and_then(|mut statement| statement.execute((run, p, kind, noisy, n)))
                 .map_err(err)?;
             }
         }
         for (p, sample) in &batch.samples {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO shadow_samples (route, path, at, sample)
                  SELECT ?1, ?2, ?3, ?4 WHERE (SELECT COUNT(*) FROM shadow_samples WHERE route = ?1 AND path = ?2) < ?5",
-                (&batch.route, p, timestamp(now_ms()), sample, SAMPLES_PER_GROUP),
             )
+            .and_then(|mut statement| statement.execute((&batch.route, p, timestamp(now_ms()), sample, SAMPLES_PER_GROUP)))
             .map_err(err)?;
         }
         for (primary, candidate) in &batch.latencies {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO shadow_latency (route, primary_ms, candidate_ms) VALUES (?1, ?2, ?3)",
-                (&batch.route, primary, candidate),
             )
+            .and_then(|mut statement| statement.execute((&batch.route, primary, candidate)))
             .map_err(err)?;
         }
         if !batch.latencies.is_empty() {
-            tx.execute(
+            tx.prepare_cached(
                 "DELETE FROM shadow_latency WHERE route = ?1 AND id <= (
                      SELECT id FROM shadow_latency WHERE route = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-                (&batch.route, LATENCIES_PER_ROUTE),
             )
+            .and_then(|mut statement| statement.execute((&batch.route, LATENCIES_PER_ROUTE)))
             .map_err(err)?;
         }
         tx.commit().map_err(err)?;

@@ -317,7 +317,7 @@ async fn send(
             Answer {
                 status: parts.status.as_u16(),
                 headers: header_pairs(&parts.headers),
-                body: collected.to_bytes().to_vec(),
+                body: collected.to_bytes(),
             },
             elapsed,
         ))
@@ -396,7 +396,7 @@ pub async fn run(
     let primary_answer = Answer {
         status: primary_answer.status,
         headers: primary_answer.headers,
-        body: primary_body.to_vec(),
+        body: primary_body,
     };
     let (candidate_answer, candidate_ms) = match candidate_result {
         Ok(answer) => answer,
@@ -490,7 +490,7 @@ mod tests {
         Answer {
             status: 200,
             headers: vec![("content-type".into(), "application/json".into())],
-            body: body.as_bytes().to_vec(),
+            body: Bytes::copy_from_slice(body.as_bytes()),
         }
     }
 

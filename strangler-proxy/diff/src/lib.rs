@@ -332,7 +332,8 @@ pub fn canonical(v: &Value) -> String {
 pub struct Answer {
     pub status: u16,
     pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    /// Shared with the answer it was captured from: comparing copies no body.
+    pub body: bytes::Bytes,
 }
 
 impl Answer {
@@ -358,21 +359,21 @@ pub fn decoded(answer: &Answer) -> std::borrow::Cow<'_, [u8]> {
         .to_ascii_lowercase();
     let mut out = Vec::new();
     let read = match encoding.as_str() {
-        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(answer.body.as_slice())
+        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(&answer.body[..])
             .take(MAX_DECODED + 1)
             .read_to_end(&mut out),
-        "deflate" => flate2::read::ZlibDecoder::new(answer.body.as_slice())
+        "deflate" => flate2::read::ZlibDecoder::new(&answer.body[..])
             .take(MAX_DECODED + 1)
             .read_to_end(&mut out),
-        "br" => brotli_decompressor::Decompressor::new(answer.body.as_slice(), 4096)
+        "br" => brotli_decompressor::Decompressor::new(&answer.body[..], 4096)
             .take(MAX_DECODED + 1)
             .read_to_end(&mut out),
-        _ => return std::borrow::Cow::Borrowed(&answer.body),
+        _ => return std::borrow::Cow::Borrowed(&answer.body[..]),
     };
     match read {
         // Over the cap the prefix would hide a difference in the tail: compare as it came.
         Ok(n) if n as u64 <= MAX_DECODED => std::borrow::Cow::Owned(out),
-        _ => std::borrow::Cow::Borrowed(&answer.body),
+        _ => std::borrow::Cow::Borrowed(&answer.body[..]),
     }
 }
 
@@ -630,12 +631,12 @@ mod tests {
         let a = Answer {
             status: 200,
             headers: vec![("content-type".into(), "text/plain".into())],
-            body: b"one\ntwo\n".to_vec(),
+            body: b"one\ntwo\n".to_vec().into(),
         };
         let b = Answer {
             status: 201,
             headers: vec![("content-type".into(), "text/html".into())],
-            body: b"one\n2\n".to_vec(),
+            body: b"one\n2\n".to_vec().into(),
         };
         let got: Vec<String> = compare(&a, &b, &Rules::with_default_headers())
             .into_iter()
@@ -653,19 +654,19 @@ mod tests {
         let gzipped = Answer {
             status: 200,
             headers: vec![("content-encoding".into(), "gzip".into())],
-            body: gz.finish().unwrap(),
+            body: gz.finish().unwrap().into(),
         };
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(br#"{"name":"Ada","n":2}"#).unwrap();
         let deflated = Answer {
             status: 200,
             headers: vec![("content-encoding".into(), "deflate".into())],
-            body: z.finish().unwrap(),
+            body: z.finish().unwrap().into(),
         };
         let plain = Answer {
             status: 200,
             headers: vec![],
-            body: plain,
+            body: plain.into(),
         };
         let rules = Rules::default();
         assert_eq!(compare(&plain, &gzipped, &rules), []);
@@ -682,13 +683,13 @@ mod tests {
         let brotli = Answer {
             status: 200,
             headers: vec![("content-encoding".into(), "br".into())],
-            body: br.to_vec(),
+            body: br.to_vec().into(),
         };
         assert_eq!(decoded(&brotli).as_ref(), br#"{"name":"Ada","n":1}"#);
         let broken = Answer {
             status: 200,
             headers: vec![("content-encoding".into(), "gzip".into())],
-            body: b"nope".to_vec(),
+            body: b"nope".to_vec().into(),
         };
         assert_eq!(decoded(&broken).as_ref(), b"nope");
     }
@@ -754,7 +755,7 @@ mod tests {
         let a = Answer {
             status: 200,
             headers: vec![("content-type".into(), "application/json".into())],
-            body: br#"{"id": 1, "tags": [1, 2]}"#.to_vec(),
+            body: br#"{"id": 1, "tags": [1, 2]}"#.to_vec().into(),
         };
         assert!(identical(&a, &a.clone(), &rules));
         assert!(compare(&a, &a.clone(), &rules).is_empty());
@@ -769,7 +770,7 @@ mod tests {
         b.headers.push(("content-encoding".into(), "gzip".into()));
         assert!(!identical(&a, &b, &rules));
         let mut b = a.clone();
-        b.body = br#"{"id":1,"tags":[1,2]}"#.to_vec();
+        b.body = br#"{"id":1,"tags":[1,2]}"#.to_vec().into();
         assert!(!identical(&a, &b, &rules), "same document, other bytes");
         assert!(compare(&a, &b, &rules).is_empty(), "but no difference");
         // A header the rules do not compare does not matter.

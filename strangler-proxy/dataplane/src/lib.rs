@@ -26,6 +26,7 @@ pub mod headers;
 pub mod inbound;
 pub mod listener;
 pub mod metrics;
+pub mod phase;
 pub mod routing;
 pub mod shadow;
 pub mod tee;

@@ -635,3 +635,285 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::phase::testing::{chosen, parts, table};
+    use crate::shadow::{Outcome, ResultReceiver, results_channel};
+    use strangler_plan::Stage;
+
+    const ROUTES: &str = r#"
+        [[routes]]
+        name = "students"
+        paths = ["/students/{id}"]
+        service = "new"
+        [[routes]]
+        name = "chat"
+        paths = ["/chat"]
+        service = "new"
+        upgrades = false
+        [[routes]]
+        name = "uploads"
+        paths = ["/uploads"]
+        service = "new"
+        buffer_body_up_to = "1KiB"
+    "#;
+    /// The plan's body cap in these tests.
+    const CAP: &str = r#"max_body = "16B""#;
+
+    /// Runs `prepare` for a request with `headers` and `body`; the status and cause of an
+    /// answer, or what it granted.
+    async fn prepared<B>(
+        recorder: &ResultSender,
+        table: &RouteTable,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: B,
+    ) -> Result<Ready<B>, (StatusCode, Option<Cause>, HeaderMap)>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut parts = parts(method, uri, headers);
+        let mut chosen = chosen(recorder, table, &parts);
+        let upgrade = headers::wants_upgrade(&parts.headers);
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        match prepare(
+            recorder,
+            table,
+            &mut chosen,
+            &mut parts,
+            body,
+            upgrade,
+            declared,
+        )
+        .await
+        {
+            Step::Continue(ready) => Ok(ready),
+            Step::Answer(answer) => Err((
+                answer.response.status(),
+                answer.cause,
+                answer.response.headers().clone(),
+            )),
+        }
+    }
+
+    /// Reasons counted for requests not mirrored, so far.
+    fn unmirrored(results: &mut ResultReceiver) -> Vec<Unmirrored> {
+        let mut reasons = Vec::new();
+        while let Ok((_, outcome)) = results.rx.try_recv() {
+            match outcome {
+                Outcome::Unmirrored(reason) => reasons.push(reason),
+                other => panic!("{other:?}"),
+            }
+        }
+        reasons
+    }
+
+    const UPGRADE: [(&str, &str); 2] = [("connection", "upgrade"), ("upgrade", "websocket")];
+
+    #[tokio::test]
+    async fn a_protocol_switch_is_refused_only_where_the_route_refuses_it() {
+        let (recorder, _results) = results_channel(HashMap::new());
+        let table = table("", ROUTES, Stage::Cutover);
+        let refused = prepared(
+            &recorder,
+            &table,
+            Method::GET,
+            "/chat",
+            &UPGRADE,
+            Empty::new(),
+        )
+        .await
+        .err()
+        .map(|(status, cause, _)| (status, cause));
+        assert_eq!(refused, Some((StatusCode::FORBIDDEN, Some(Cause::Client))));
+        for uri in ["/students/7", "/elsewhere"] {
+            let ready = prepared(&recorder, &table, Method::GET, uri, &UPGRADE, Empty::new()).await;
+            assert!(ready.is_ok(), "{uri}");
+        }
+        assert_eq!(
+            table.route("chat").unwrap().target.in_flight.taken(),
+            0,
+            "a refusal holds no slot"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_declared_body_over_the_cap_is_refused_and_its_shadow_leg_given_up() {
+        let (recorder, mut results) = results_channel(HashMap::new());
+        let table = table(CAP, ROUTES, Stage::Shadow);
+        let body = Full::new(Bytes::from_static(b"seventeen bytes!!"));
+        let answer = prepared(
+            &recorder,
+            &table,
+            Method::GET,
+            "/students/7",
+            &[("content-length", "17")],
+            body,
+        )
+        .await
+        .err()
+        .map(|(status, cause, _)| (status, cause));
+        assert_eq!(
+            answer,
+            Some((StatusCode::PAYLOAD_TOO_LARGE, Some(Cause::Client)))
+        );
+        assert_eq!(unmirrored(&mut results), [Unmirrored::TooLarge]);
+        assert_eq!(table.legacy.in_flight.taken(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_buffered_body_over_the_cap_is_the_clients_fault() {
+        let (recorder, mut results) = results_channel(HashMap::new());
+        let table = table(CAP, ROUTES, Stage::Shadow);
+        // No length declared: only reading the body finds it too large.
+        let body = Full::new(Bytes::from_static(b"seventeen bytes!!"));
+        let answer = prepared(&recorder, &table, Method::GET, "/uploads", &[], body)
+            .await
+            .err()
+            .map(|(status, cause, _)| (status, cause));
+        assert_eq!(
+            answer,
+            Some((StatusCode::PAYLOAD_TOO_LARGE, Some(Cause::Client)))
+        );
+        assert_eq!(unmirrored(&mut results), [Unmirrored::Incomplete]);
+    }
+
+    #[tokio::test]
+    async fn a_buffered_body_within_the_cap_is_replayed_whole() {
+        let (recorder, _results) = results_channel(HashMap::new());
+        let table = table(CAP, ROUTES, Stage::Cutover);
+        let body = Full::new(Bytes::from_static(b"small"));
+        let Ok(ready) = prepared(&recorder, &table, Method::POST, "/uploads", &[], body).await
+        else {
+            panic!("refused")
+        };
+        let (inbound, state) = ready.inbound.unwrap();
+        assert!(!state.waiting_on_client());
+        let bytes = inbound.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"small");
+    }
+
+    #[tokio::test]
+    async fn a_full_service_answers_overloaded_and_gives_the_shadow_leg_up() {
+        let (recorder, mut results) = results_channel(HashMap::new());
+        let table = table("", ROUTES, Stage::Shadow);
+        let held: Vec<Slot> = std::iter::from_fn(|| table.legacy.in_flight.try_take()).collect();
+        assert_eq!(held.len(), strangler_plan::DEFAULT_MAX_IN_FLIGHT);
+        let answer = prepared(
+            &recorder,
+            &table,
+            Method::GET,
+            "/students/7",
+            &[],
+            Empty::new(),
+        )
+        .await
+        .err();
+        let (status, cause, headers) = answer.unwrap();
+        assert_eq!(
+            (status, cause),
+            (StatusCode::SERVICE_UNAVAILABLE, Some(Cause::Proxy))
+        );
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert_eq!(table.legacy.metrics.overloaded.load(Ordering::Relaxed), 1);
+        assert_eq!(unmirrored(&mut results), [Unmirrored::Incomplete]);
+        drop(held);
+        assert_eq!(table.legacy.in_flight.taken(), 0);
+    }
+
+    #[tokio::test]
+    async fn passes_on_the_body_if_any_and_a_slot_held_until_dropped() {
+        let (recorder, _results) = results_channel(HashMap::new());
+        let table = table("", ROUTES, Stage::Cutover);
+        let target = &table.route("students").unwrap().target;
+        let empty = prepared(
+            &recorder,
+            &table,
+            Method::GET,
+            "/students/7",
+            &[],
+            Empty::new(),
+        )
+        .await
+        .ok()
+        .unwrap();
+        assert!(empty.inbound.is_none());
+        assert!(empty.client_upgrade.is_none());
+        assert_eq!(target.in_flight.taken(), 1);
+        let body = Full::new(Bytes::from_static(b"{}"));
+        let with_body = prepared(&recorder, &table, Method::PUT, "/students/7", &[], body)
+            .await
+            .ok()
+            .unwrap();
+        assert!(with_body.inbound.is_some());
+        assert_eq!(target.in_flight.taken(), 2);
+        drop((empty, with_body));
+        assert_eq!(target.in_flight.taken(), 0);
+    }
+
+    #[test]
+    fn only_a_bodyless_idempotent_request_to_the_new_side_may_fall_back() {
+        let may = |side, has_body, upgrade, method: Method, allows| {
+            may_fall_back(side, has_body, upgrade, &method, allows)
+        };
+        assert!(may(Side::New, false, false, Method::GET, true));
+        assert!(may(Side::New, false, false, Method::DELETE, true));
+        assert!(
+            !may(Side::New, false, false, Method::GET, false),
+            "route says no"
+        );
+        assert!(
+            !may(Side::Legacy, false, false, Method::GET, true),
+            "legacy already"
+        );
+        assert!(!may(Side::New, true, false, Method::PUT, true), "a body");
+        assert!(
+            !may(Side::New, false, true, Method::GET, true),
+            "an upgrade"
+        );
+        assert!(
+            !may(Side::New, false, false, Method::POST, true),
+            "not idempotent"
+        );
+    }
+
+    #[test]
+    fn legacy_is_asked_after_a_failure_before_anything_applied_or_a_502_or_503() {
+        let failed = |kind, retry_safe| ForwardError {
+            retry_safe,
+            ..ForwardError::new(kind, "cannot connect".into(), "students", Some("new"))
+        };
+        let reason = |outcome: Result<u16, &ForwardError>| {
+            fallback_reason(
+                outcome.map(|status| StatusCode::from_u16(status).unwrap()),
+                "new",
+            )
+        };
+        let connect = failed(ForwardErrorKind::ConnectFailed, true);
+        assert_eq!(reason(Err(&connect)).as_deref(), Some("cannot connect"));
+        let broke = failed(ForwardErrorKind::UpstreamFailed, true);
+        assert!(reason(Err(&broke)).is_some());
+        let unsafe_retry = failed(ForwardErrorKind::UpstreamFailed, false);
+        assert_eq!(reason(Err(&unsafe_retry)), None);
+        let timeout = failed(ForwardErrorKind::Timeout, true);
+        assert_eq!(reason(Err(&timeout)), None, "it may still be applying it");
+        assert_eq!(
+            reason(Ok(503)).as_deref(),
+            Some("new answered 503 Service Unavailable")
+        );
+        assert!(reason(Ok(502)).is_some());
+        for status in [200, 404, 500, 504] {
+            assert_eq!(reason(Ok(status)), None, "{status}");
+        }
+    }
+}

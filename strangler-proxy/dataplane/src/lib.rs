@@ -7,9 +7,14 @@
 //! - [`headers`]: the request head checked (one host, a transfer coding the proxy
 //!   implements) and rewritten (hop-by-hop out, forwarding headers by trust);
 //! - [`inbound`]: the client's body, capped, timed, optionally buffered first;
-//! - [`forward`]: the request path (normalize, route, rewrite headers, cap the body, send,
-//!   retry, fall back, tunnel upgrades, answer the proxy's own errors as JSON naming who
-//!   caused them);
+//! - [`forward`]: `Forwarder` (the table, the upstream clients) and its `handle`, which runs
+//!   a request through the phases and records the answer; the proxy's own errors, answered
+//!   as JSON naming who caused them;
+//! - [`phase`]: the request path as named phases, in the order a request meets them:
+//!   accept & normalize, match the route, admit and cache lookup (seams for authentication,
+//!   rate limits and caching, passing every request on today), choose the side, forward
+//!   (with the shadow tee, fallback, upgrade), respond & record (every answer, early or
+//!   not);
 //! - [`tee`]: `TeeBody`, the copy of a body taken while it streams;
 //! - [`shadow`]: the shadow leg (mirror, compare) and the channel its results leave by;
 //! - [`metrics`]: lock-free counters and histograms, Prometheus text;
@@ -26,6 +31,7 @@ pub mod headers;
 pub mod inbound;
 pub mod listener;
 pub mod metrics;
+pub mod phase;
 pub mod routing;
 pub mod shadow;
 pub mod tee;

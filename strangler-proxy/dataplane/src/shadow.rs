@@ -265,7 +265,8 @@ pub struct Leg {
 /// The primary's answer, as the tee will deliver it.
 pub struct ResponseCapture {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    /// Its headers as they came (turned into text on the leg, off the client's path).
+    pub headers: HeaderMap,
     pub body: oneshot::Receiver<Captured>,
 }
 
@@ -291,7 +292,7 @@ async fn send(
     service: &Service,
     method: &Method,
     path_and_query: &str,
-    headers: &HeaderMap,
+    headers: HeaderMap,
     body: Bytes,
     spec: &ShadowSpec,
 ) -> Result<(Answer, f64), String> {
@@ -303,7 +304,7 @@ async fn send(
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
-    *request.headers_mut() = headers.clone();
+    *request.headers_mut() = headers;
     let started = Instant::now();
     let exchange = async {
         let response = client.request(request).await.map_err(|e| e.to_string())?;
@@ -370,12 +371,19 @@ pub async fn run(
     if !safe && spec.writes == ShadowWrites::DryRun {
         headers.insert(DRY_RUN_HEADER, HeaderValue::from_static("1"));
     }
+    // The primary asked the same safe question twice tells noise; only then are the
+    // headers needed again (without the shadow mark).
+    let probe_headers = (safe && (roll as f64) < spec.noise_percent).then(|| {
+        let mut again = headers.clone();
+        again.remove(&SHADOW_HEADER);
+        again
+    });
     let candidate_result = send(
         &client,
         &candidate,
         &method,
         &path_and_query,
-        &headers,
+        headers,
         body.clone(),
         &spec,
     )
@@ -395,7 +403,7 @@ pub async fn run(
     };
     let primary_answer = Answer {
         status: primary_answer.status,
-        headers: primary_answer.headers,
+        headers: header_pairs(&primary_answer.headers),
         body: primary_body,
     };
     let (candidate_answer, candidate_ms) = match candidate_result {
@@ -404,35 +412,32 @@ pub async fn run(
     };
     // Noise: the primary asked the same safe question twice; what differs is not a bug.
     let mut learned: Vec<String> = Vec::new();
-    if safe && (roll as f64) < spec.noise_percent {
-        let mut again = headers.clone();
-        again.remove(&SHADOW_HEADER);
-        if let Ok((second, _)) = send(
+    if let Some(again) = probe_headers
+        && let Ok((second, _)) = send(
             &client,
             &primary,
             &method,
             &path_and_query,
-            &again,
+            again,
             body.clone(),
             &spec,
         )
         .await
+    {
+        // Only two good answers of the same status say anything about noise.
+        let comparable = second.status == primary_answer.status && primary_answer.status < 500;
+        if comparable
+            && let Compared::Done(differences, ..) =
+                compare(primary_answer.clone(), second, &rules).await
         {
-            // Only two good answers of the same status say anything about noise.
-            let comparable = second.status == primary_answer.status && primary_answer.status < 500;
-            if comparable
-                && let Compared::Done(differences, ..) =
-                    compare(primary_answer.clone(), second, &rules).await
-            {
-                learned = differences
-                    .iter()
-                    .map(|d| diff::group_path(&d.path))
-                    .filter(|p| p != "(status)")
-                    .collect();
-            }
-            if !learned.is_empty() {
-                recorder.send(&route, Outcome::Noise(learned.clone()));
-            }
+            learned = differences
+                .iter()
+                .map(|d| diff::group_path(&d.path))
+                .filter(|p| p != "(status)")
+                .collect();
+        }
+        if !learned.is_empty() {
+            recorder.send(&route, Outcome::Noise(learned.clone()));
         }
     }
     let (differences, primary_answer, candidate_answer) =

@@ -268,7 +268,7 @@ pub async fn forward<'t>(
                         candidate,
                         primary_answer: ResponseCapture {
                             status: head.status.as_u16(),
-                            headers: shadow::header_pairs(&head.headers),
+                            headers: head.headers.clone(),
                             body: body_rx,
                         },
                         primary_ms: primary_elapsed.as_secs_f64() * 1000.0,

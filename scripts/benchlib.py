@@ -14,7 +14,8 @@ import time
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-BIN = ROOT / "target" / "release"
+# Where cargo puts the release build: $CARGO_TARGET_DIR (relative to the workspace) or target/.
+BIN = ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "release"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -36,7 +37,13 @@ def build():
     subprocess.run(["cargo", "build", "--release", "--workspace", "--bins", "--examples"], cwd=ROOT, check=True)
 
 
-def spawn(argv, log, cwd=None, env=None):
+def spawn(argv, log, cwd=None, env=None, ports=()):
+    """Starts `argv` in its own session; `ports` it is to listen on must be free (else another
+    process would answer what is measured)."""
+    for port in ports:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                raise SystemExit(f"127.0.0.1:{port} is already taken by another process: stop it first")
     out = open(log, "ab")
     if argv[0] == "nginx" and shutil.which("nginx") is None:
         argv = ["/usr/sbin/nginx"] + argv[1:]

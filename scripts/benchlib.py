@@ -1,6 +1,7 @@
 """What scripts/bench and scripts/drill share: tools, builds, processes, wrk, CPU and memory
 readings, and writing their section of BENCHMARKS.md."""
 
+import json
 import os
 import pathlib
 import platform
@@ -30,6 +31,18 @@ def ensure_tools(tools):
     subprocess.run(prefix + ["apt-get", "update", "-qq"], check=True)
     subprocess.run(prefix + ["apt-get", "install", "-y", "-qq"] + missing, check=True,
                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def ensure_oha():
+    """The path of oha (the open-loop load generator); installs it with cargo when missing."""
+    found = shutil.which("oha")
+    cargo_bin = pathlib.Path(os.environ.get("CARGO_HOME", pathlib.Path.home() / ".cargo")) / "bin" / "oha"
+    if found:
+        return found
+    if not cargo_bin.exists():
+        print(f"installing oha with `cargo install oha --locked` into {cargo_bin.parent}", flush=True)
+        subprocess.run(["cargo", "install", "oha", "--locked"], check=True)
+    return str(cargo_bin)
 
 
 def build():
@@ -144,6 +157,32 @@ def wrk(url, seconds, connections, threads=2, script=None):
         elif line.strip().startswith("Socket errors:"):
             result["socket_errors"] = sum(int(n) for n in re.findall(r"\d+", line))
     return result
+
+
+def oha(binary, url, rate, seconds, connections):
+    """An open-loop run: `rate` requests/s for `seconds` over `connections` keep-alive
+    connections, each latency measured from when its request was due (corrected for
+    coordinated omission). Requests still in flight at the deadline are waited for rather
+    than counted as errors."""
+    argv = [binary, "-q", str(rate), "-z", f"{seconds}s", "-c", str(connections), "--latency-correction",
+            "--wait-ongoing-requests-after-deadline", "--no-tui", "--output-format", "json", url]
+    out = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+    statuses = {int(k): v for k, v in (out.get("statusCodeDistribution") or {}).items()}
+    ok = sum(v for k, v in statuses.items() if 200 <= k < 400)
+    errors = sum((out.get("errorDistribution") or {}).values()) + sum(statuses.values()) - ok
+    percentiles = out.get("latencyPercentiles") or {}
+
+    def ms(key):
+        value = percentiles.get(key)
+        return float("nan") if value is None else value * 1000
+
+    return {
+        "rate": rate,
+        "achieved": ok / max(out["summary"].get("total") or seconds, 1e-9),
+        "requests": ok,
+        "errors": errors,
+        "p50_ms": ms("p50"), "p99_ms": ms("p99"), "p999_ms": ms("p99.9"),
+    }
 
 
 def machine_section():

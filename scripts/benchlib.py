@@ -226,4 +226,7 @@ def criterion_section():
             shown = f"{ns / 1000:.1f} µs" if ns >= 10_000 else f"{ns} ns"
             rows.append(f"| {m.group(1)} | {shown} (± {m.group(3)} ns) |")
     return ("Command: `cargo bench -p strangler-dataplane --bench hot_paths` (criterion; route matching "
-            "includes normalizing the path).\n\n" + "\n".join(rows) + "\n")
+            "includes normalizing the path; the shadow tee passes an answer on in 8 KiB frames without and with "
+            "keeping a copy; a shadow comparison is what the leg does with two answers under the route's rules: "
+            "`diff::compare`, then `shadow::compared`, which sorts out noise and builds a sample when a "
+            "difference counts).\n\n" + "\n".join(rows) + "\n")

@@ -342,6 +342,41 @@ pub async fn run(
             }
         }
     };
+    let asked = Asked {
+        request_id: &request_id,
+        method: &method,
+        path_and_query: &path_and_query,
+        body: &body,
+    };
+    let outcome = compared(
+        &asked,
+        (&primary_answer, primary_ms),
+        (&candidate_answer, candidate_ms),
+        differences,
+        &noise,
+    );
+    recorder.send(&route, outcome);
+    drop(permit);
+}
+
+/// The mirrored request, as a sample shows it.
+pub struct Asked<'a> {
+    pub request_id: &'a str,
+    pub method: &'a Method,
+    pub path_and_query: &'a str,
+    pub body: &'a [u8],
+}
+
+/// What a comparison of the primary's and the candidate's answers (each with its time in ms)
+/// came to: which `differences` are known noise (their group path is in `noise`), and when
+/// any other difference counts, a sample of the request and both answers.
+pub fn compared(
+    asked: &Asked<'_>,
+    (primary, primary_ms): (&Answer, f64),
+    (candidate, candidate_ms): (&Answer, f64),
+    differences: Vec<Difference>,
+    noise: &HashSet<String>,
+) -> Outcome {
     let noisy: Vec<String> = differences
         .iter()
         .map(|d| diff::group_path(&d.path))
@@ -353,24 +388,20 @@ pub async fn run(
             json!({ "status": a.status, "headers": a.headers, "body": truncated(&diff::decoded(a)), "ms": ms })
         };
         json!({
-            "request_id": request_id,
-            "method": method.as_str(),
-            "uri": path_and_query,
-            "request_body": truncated(&body),
-            "primary": side(&primary_answer, primary_ms),
-            "candidate": side(&candidate_answer, candidate_ms),
+            "request_id": asked.request_id,
+            "method": asked.method.as_str(),
+            "uri": asked.path_and_query,
+            "request_body": truncated(asked.body),
+            "primary": side(primary, primary_ms),
+            "candidate": side(candidate, candidate_ms),
             "differences": differences.iter().take(SAMPLE_DIFFERENCES).collect::<Vec<_>>(),
         })
     });
-    recorder.send(
-        &route,
-        Outcome::Compared {
-            differences,
-            noisy,
-            sample,
-            primary_ms,
-            candidate_ms,
-        },
-    );
-    drop(permit);
+    Outcome::Compared {
+        differences,
+        noisy,
+        sample,
+        primary_ms,
+        candidate_ms,
+    }
 }

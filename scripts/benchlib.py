@@ -121,6 +121,19 @@ def cpu_seconds(pids):
     return total
 
 
+def settle(pids, busy=0.05, step=0.5, deadline=5.0):
+    """Waits (up to `deadline` s) until `pids` use under `busy` of a core: work left queued by
+    a saturated run (mirrored requests, comparisons) would otherwise land on the next one."""
+    end = time.time() + deadline
+    before = cpu_seconds(pids)
+    while time.time() < end:
+        time.sleep(step)
+        now = cpu_seconds(pids)
+        if now - before < busy * step:
+            return
+        before = now
+
+
 def rss_kib(pid):
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

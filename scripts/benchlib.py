@@ -1,6 +1,7 @@
 """What scripts/bench and scripts/drill share: tools, builds, processes, wrk, CPU and memory
 readings, and writing their section of BENCHMARKS.md."""
 
+import json
 import os
 import pathlib
 import platform
@@ -14,7 +15,8 @@ import time
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-BIN = ROOT / "target" / "release"
+# Where cargo puts the release build: $CARGO_TARGET_DIR (relative to the workspace) or target/.
+BIN = ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "release"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -31,12 +33,30 @@ def ensure_tools(tools):
                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
+def ensure_oha():
+    """The path of oha (the open-loop load generator); installs it with cargo when missing."""
+    found = shutil.which("oha")
+    cargo_bin = pathlib.Path(os.environ.get("CARGO_HOME", pathlib.Path.home() / ".cargo")) / "bin" / "oha"
+    if found:
+        return found
+    if not cargo_bin.exists():
+        print(f"installing oha with `cargo install oha --locked` into {cargo_bin.parent}", flush=True)
+        subprocess.run(["cargo", "install", "oha", "--locked"], check=True)
+    return str(cargo_bin)
+
+
 def build():
     print("building release binaries", flush=True)
     subprocess.run(["cargo", "build", "--release", "--workspace", "--bins", "--examples"], cwd=ROOT, check=True)
 
 
-def spawn(argv, log, cwd=None, env=None):
+def spawn(argv, log, cwd=None, env=None, ports=()):
+    """Starts `argv` in its own session; `ports` it is to listen on must be free (else another
+    process would answer what is measured)."""
+    for port in ports:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                raise SystemExit(f"127.0.0.1:{port} is already taken by another process: stop it first")
     out = open(log, "ab")
     if argv[0] == "nginx" and shutil.which("nginx") is None:
         argv = ["/usr/sbin/nginx"] + argv[1:]
@@ -101,6 +121,19 @@ def cpu_seconds(pids):
     return total
 
 
+def settle(pids, busy=0.05, step=0.5, deadline=5.0):
+    """Waits (up to `deadline` s) until `pids` use under `busy` of a core: work left queued by
+    a saturated run (mirrored requests, comparisons) would otherwise land on the next one."""
+    end = time.time() + deadline
+    before = cpu_seconds(pids)
+    while time.time() < end:
+        time.sleep(step)
+        now = cpu_seconds(pids)
+        if now - before < busy * step:
+            return
+        before = now
+
+
 def rss_kib(pid):
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -137,6 +170,32 @@ def wrk(url, seconds, connections, threads=2, script=None):
         elif line.strip().startswith("Socket errors:"):
             result["socket_errors"] = sum(int(n) for n in re.findall(r"\d+", line))
     return result
+
+
+def oha(binary, url, rate, seconds, connections):
+    """An open-loop run: `rate` requests/s for `seconds` over `connections` keep-alive
+    connections, each latency measured from when its request was due (corrected for
+    coordinated omission). Requests still in flight at the deadline are waited for rather
+    than counted as errors."""
+    argv = [binary, "-q", str(rate), "-z", f"{seconds}s", "-c", str(connections), "--latency-correction",
+            "--wait-ongoing-requests-after-deadline", "--no-tui", "--output-format", "json", url]
+    out = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+    statuses = {int(k): v for k, v in (out.get("statusCodeDistribution") or {}).items()}
+    ok = sum(v for k, v in statuses.items() if 200 <= k < 400)
+    errors = sum((out.get("errorDistribution") or {}).values()) + sum(statuses.values()) - ok
+    percentiles = out.get("latencyPercentiles") or {}
+
+    def ms(key):
+        value = percentiles.get(key)
+        return float("nan") if value is None else value * 1000
+
+    return {
+        "rate": rate,
+        "achieved": ok / max(out["summary"].get("total") or seconds, 1e-9),
+        "requests": ok,
+        "errors": errors,
+        "p50_ms": ms("p50"), "p99_ms": ms("p99"), "p999_ms": ms("p99.9"),
+    }
 
 
 def machine_section():
@@ -180,4 +239,7 @@ def criterion_section():
             shown = f"{ns / 1000:.1f} µs" if ns >= 10_000 else f"{ns} ns"
             rows.append(f"| {m.group(1)} | {shown} (± {m.group(3)} ns) |")
     return ("Command: `cargo bench -p strangler-dataplane --bench hot_paths` (criterion; route matching "
-            "includes normalizing the path).\n\n" + "\n".join(rows) + "\n")
+            "includes normalizing the path; the shadow tee passes an answer on in 8 KiB frames without and with "
+            "keeping a copy; a shadow comparison is what the leg does with two answers under the route's rules: "
+            "`diff::compare`, then `shadow::compared`, which sorts out noise and builds a sample when a "
+            "difference counts).\n\n" + "\n".join(rows) + "\n")

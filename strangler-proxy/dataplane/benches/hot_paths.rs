@@ -1,18 +1,26 @@
 //! The proxy's hot paths: route matching on a plan of 200 routes, the diff engine on 1 KB and
-//! 100 KB JSON pairs (equal and differing), and request header rewriting.
+//! 100 KB JSON pairs (equal and differing), request header rewriting, and the shadow leg's
+//! own work per request: the tee that copies an answer while passing it on, and the
+//! comparison of two answers under the route's rules (191 B and 10 KB bodies).
 //!
-//! `cargo bench -p strangler-proxy --bench hot_paths`
+//! `cargo bench -p strangler-dataplane --bench hot_paths`
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
+use hyper::body::{Body, Frame};
 use serde_json::{Value, json};
 use strangler_dataplane::headers::{Head, Peer, rewrite_request_headers};
-use strangler_dataplane::routing::{Registry, RouteTable};
-use strangler_diff::{self as diff, Rules};
+use strangler_dataplane::routing::{Registry, RouteTable, compile_rules};
+use strangler_dataplane::shadow::{self, Asked, Captured, Outcome, TeeBody};
+use strangler_diff::{self as diff, Answer, Rules};
 use strangler_plan::path::{normalize, split};
 
 fn plan_with_200_routes() -> strangler_plan::Plan {
@@ -138,5 +146,140 @@ fn headers(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, routing, diffing, headers);
+/// The tiny upstream's answer (`examples/fixed_upstream.rs`).
+const SMALL: &str = r#"{"id":"01a20ad3-2f73-7706-9beb-e2f10d07b525","email":"ada@example.org","name":"Ada Lovelace","status":"active","created_at":"2026-11-23T23:52:22.131Z","updated_at":"2026-11-23T23:52:22.131Z"}"#;
+
+/// A plan whose one route is shadowed as in `scripts/bench`, with a `compare` section.
+fn shadow_plan() -> strangler_plan::Plan {
+    let text = "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstate = \"s.db\"\n\
+                [services.legacy]\nurls = [\"http://127.0.0.1:1\"]\nlegacy = true\n\
+                [services.candidate]\nurls = [\"http://127.0.0.1:2\"]\n\
+                [[routes]]\nname = \"bench\"\npaths = [\"/{*rest}\"]\nservice = \"candidate\"\n\
+                shadow = { sample = 100, noise_sample = 0 }\n\
+                compare = { ignore = [\"/students/*/created_at\"], headers = [\"content-type\"] }\n";
+    strangler_plan::parse(std::path::Path::new("bench.toml"), text).expect("a valid plan")
+}
+
+/// An answer body as hyper hands it on: data frames of up to 8 KiB, the last of which ends
+/// it (as with a `Content-Length`).
+struct Chunks(Bytes);
+
+impl Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let n = self.0.len().min(8 * 1024);
+        Poll::Ready((n > 0).then(|| Ok(Frame::data(self.0.split_to(n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Reads a body to its end, as the connection writing it to the client does.
+fn drain<B: Body<Data = Bytes, Error = Infallible> + Unpin>(mut body: B) -> usize {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut passed = 0;
+    while let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) {
+        passed += frame.data_ref().map_or(0, |d| d.len());
+        black_box(frame);
+    }
+    passed
+}
+
+fn tee(c: &mut Criterion) {
+    let plan = shadow_plan();
+    let cap = plan.routes[0].shadow.max_body_bytes;
+    let mut group = c.benchmark_group("shadow tee");
+    for (label, body) in [
+        ("191 B", Bytes::from_static(SMALL.as_bytes())),
+        ("10 KB", Bytes::from(document(10 * 1024).to_string())),
+    ] {
+        group.bench_function(format!("{label} passed on, no copy"), |b| {
+            b.iter(|| drain(TeeBody::passthrough(Chunks(black_box(body.clone())))))
+        });
+        group.bench_function(format!("{label} passed on and captured"), |b| {
+            b.iter(|| {
+                let (tee, mut copy) = TeeBody::capture(Chunks(black_box(body.clone())), cap);
+                drain(tee);
+                match copy.try_recv() {
+                    Ok(Captured::Complete(bytes)) => black_box(bytes.len()),
+                    other => panic!("expected the whole body, got {other:?}"),
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+/// An answer as the leg holds it: status, header pairs, body.
+fn answer(body: &[u8]) -> Answer {
+    Answer {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("content-length".into(), body.len().to_string()),
+            ("date".into(), "Mon, 30 Nov 2026 17:01:00 GMT".into()),
+        ],
+        body: bytes::Bytes::copy_from_slice(body),
+    }
+}
+
+fn shadow_comparison(c: &mut Criterion) {
+    let plan = shadow_plan();
+    let rules = compile_rules(&plan.routes[0].compare);
+    let noise = HashSet::new();
+    let method = Method::GET;
+    let asked = Asked {
+        request_id: "0190a6f2-7c1e-7d4b-9a55-3f1f2b8e0c11",
+        method: &method,
+        path_and_query: "/students/01a20ad3-2f73-7706-9beb-e2f10d07b525",
+        body: b"",
+    };
+    let ten_kb = document(10 * 1024);
+    let mut changed = ten_kb.clone();
+    for (i, field, value) in [
+        (3, "name", json!("Ada L.")),
+        (17, "points", json!(121)),
+        (30, "status", json!("suspended")),
+    ] {
+        if let Some(student) = changed["students"].get_mut(i) {
+            student[field] = value;
+        }
+    }
+    let small = answer(SMALL.as_bytes());
+    let ten_kb = answer(ten_kb.to_string().as_bytes());
+    let changed = answer(changed.to_string().as_bytes());
+    let mut group = c.benchmark_group("shadow comparison");
+    for (label, primary, candidate, expected) in [
+        ("191 B equal", &small, &small, 0),
+        ("10 KB equal", &ten_kb, &ten_kb, 0),
+        ("10 KB, 3 fields differ", &ten_kb, &changed, 3),
+    ] {
+        // What the leg does with two answers: compare them, then sort out noise and sample.
+        let judge = || {
+            let differences = diff::compare(primary, candidate, &rules);
+            shadow::compared(
+                &asked,
+                (primary, 1.2),
+                (candidate, 1.4),
+                differences,
+                &noise,
+            )
+        };
+        match judge() {
+            Outcome::Compared { differences, .. } => assert_eq!(differences.len(), expected),
+            other => panic!("expected a comparison, got {other:?}"),
+        }
+        group.bench_function(label, |b| b.iter(|| black_box(judge())));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, routing, diffing, headers, tee, shadow_comparison);
 criterion_main!(benches);

@@ -447,44 +447,76 @@ pub async fn run(
                 return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Shed));
             }
         };
-    let mut noisy: Vec<String> = Vec::new();
+    // Which differing paths are noise: learned just now, or known for the route (looked up
+    // only when something differs).
+    let mut noise: HashSet<String> = HashSet::new();
     if !differences.is_empty() {
-        let groups: Vec<String> = differences
-            .iter()
-            .map(|d| diff::group_path(&d.path))
-            .collect();
-        let known = recorder.noisy_among(&route, groups.iter().cloned());
-        noisy = groups
-            .into_iter()
-            .filter(|p| learned.contains(p) || known.contains(p))
-            .collect();
+        let groups = differences.iter().map(|d| diff::group_path(&d.path));
+        noise.extend(recorder.noisy_among(&route, groups));
+        noise.extend(learned);
     }
+    let asked = Asked {
+        request_id: &request_id,
+        method: &method,
+        path_and_query: &path_and_query,
+        body: &body,
+    };
+    let outcome = compared(
+        &asked,
+        (&primary_answer, primary_ms),
+        (&candidate_answer, candidate_ms),
+        differences,
+        &noise,
+    );
+    recorder.send(&route, outcome);
+    drop(permit);
+}
+
+/// The mirrored request, as a sample shows it.
+pub struct Asked<'a> {
+    pub request_id: &'a str,
+    pub method: &'a Method,
+    pub path_and_query: &'a str,
+    pub body: &'a [u8],
+}
+
+/// What a comparison of the primary's and the candidate's answers (each with its time in ms)
+/// came to: which `differences` are known noise (their group path is in `noise`), and when
+/// any other difference counts, a sample of the request and both answers.
+pub fn compared(
+    asked: &Asked<'_>,
+    (primary, primary_ms): (&Answer, f64),
+    (candidate, candidate_ms): (&Answer, f64),
+    differences: Vec<Difference>,
+    noise: &HashSet<String>,
+) -> Outcome {
+    let noisy: Vec<String> = differences
+        .iter()
+        .map(|d| diff::group_path(&d.path))
+        .filter(|p| noise.contains(p))
+        .collect();
     let counts = differences.len() > noisy.len();
     let sample = counts.then(|| {
         let side = |a: &Answer, ms: f64| {
             json!({ "status": a.status, "headers": a.headers, "body": truncated(&diff::decoded(a)), "ms": ms })
         };
         json!({
-            "request_id": request_id,
-            "method": method.as_str(),
-            "uri": path_and_query,
-            "request_body": truncated(&body),
-            "primary": side(&primary_answer, primary_ms),
-            "candidate": side(&candidate_answer, candidate_ms),
+            "request_id": asked.request_id,
+            "method": asked.method.as_str(),
+            "uri": asked.path_and_query,
+            "request_body": truncated(asked.body),
+            "primary": side(primary, primary_ms),
+            "candidate": side(candidate, candidate_ms),
             "differences": differences.iter().take(SAMPLE_DIFFERENCES).collect::<Vec<_>>(),
         })
     });
-    recorder.send(
-        &route,
-        Outcome::Compared {
-            differences,
-            noisy,
-            sample,
-            primary_ms,
-            candidate_ms,
-        },
-    );
-    drop(permit);
+    Outcome::Compared {
+        differences,
+        noisy,
+        sample,
+        primary_ms,
+        candidate_ms,
+    }
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ pub struct Cli {
     /// The state store, instead of the plan's `state`. `rollback` needs nothing else: it
     /// works with this when the plan is missing or broken.
     /// A file path, or a PostgreSQL URL (`postgres://user:pass@host:5432/db`).
-    #[arg(long, global = true, env = "STRANGLER_STATE")]
+    #[arg(long, global = true, env = "STRANGLER_STATE", hide_env_values = true)]
     pub state: Option<StoreLocation>,
     #[command(subcommand)]
     pub command: Command,
@@ -209,7 +209,8 @@ pub enum StoreCommand {
         /// The store to read: a file path or a PostgreSQL URL.
         #[arg(long)]
         from: StoreLocation,
-        /// The store to write (created if needed): a file path or a PostgreSQL URL.
+        /// The store to write: a file path (created if needed) or a PostgreSQL URL (the
+        /// database must exist; its tables are created).
         #[arg(long)]
         to: StoreLocation,
         /// Overwrite a target that already holds state.
@@ -384,6 +385,15 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
     let load = |file: &std::path::Path| -> Result<Plan, CliError> {
         let mut plan = load_plan(file)?;
         if let Some(state) = &state {
+            // A last-known table the plan did not place follows the store it stands for.
+            let dir = plan
+                .file
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf();
+            if plan.proxy.last_known == plan::default_last_known(&plan.proxy.state, &dir) {
+                plan.proxy.last_known = plan::default_last_known(state, &dir);
+            }
             plan.proxy.state = state.clone();
         }
         Ok(plan)

@@ -131,6 +131,7 @@ impl Controller {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_error: Option<String> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -140,8 +141,16 @@ impl Controller {
                 break;
             }
             if let Err(error) = self.step().await {
-                tracing::warn!(%error, "analysis controller step failed");
+                // Told once per kind of failure (a store that is down fails every tick).
+                if last_error.as_ref() != Some(&error) {
+                    tracing::warn!(%error, "analysis controller step failed");
+                } else {
+                    tracing::debug!(%error, "analysis controller step failed");
+                }
+                last_error = Some(error);
+                continue;
             }
+            last_error = None;
         }
         let owner = self.owner.clone();
         if self.held

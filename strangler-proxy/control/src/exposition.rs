@@ -75,7 +75,12 @@ fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
 ) -> fmt::Result {
     let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, value) in samples {
-        family.encode_family(&labels)?.encode_gauge(&value)?;
+        // A sample without labels is written bare (`name 1`), not with an empty `{}`.
+        if labels.is_empty() {
+            family.encode_gauge(&value)?;
+        } else {
+            family.encode_family(&labels)?.encode_gauge(&value)?;
+        }
     }
     Ok(())
 }

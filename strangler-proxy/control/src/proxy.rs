@@ -117,9 +117,12 @@ impl Proxy {
         );
         let (shutdown, stopping) = watch::channel(false);
         let header_read_timeout = plan.proxy.header_read_timeout;
-        let relays = Relays::start(&plan, &stopping)?;
         let record = proxy_record(&id, &listen.to_string(), &admin_addr.to_string());
+        // The control plane first: it refuses to start without the store or a last-known
+        // table, before anything else is running.
+        let relays_plan = plan.clone();
         let (control, table, current_plan) = ControlPlane::start(plan, record, stopping.clone())?;
+        let relays = Relays::start(&relays_plan, &stopping)?;
         let analysis = AnalysisController::start(Arc::clone(&current_plan), stopping.clone())?;
 
         let results_store = strangler_store::open(&state)?;

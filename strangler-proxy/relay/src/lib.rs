@@ -294,8 +294,20 @@ impl<S: EventSource, K: EventSink> Relay<S, K> {
                     }
                     continue;
                 }
+                // Without the store no relay can know who holds the link, nor record a
+                // checkpoint: wait for it rather than deliver what cannot be recorded.
                 Err(error) => {
-                    tracing::warn!(link = %self.name, %error, "cannot take the link's lease")
+                    if backoff == BACKOFF_MIN {
+                        tracing::warn!(link = %self.name, %error, "cannot take the link's lease; waiting for the store");
+                    } else {
+                        tracing::debug!(link = %self.name, %error, "cannot take the link's lease");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
                 }
             }
             // Stopping interrupts the wait for events, never a push and its checkpoint.

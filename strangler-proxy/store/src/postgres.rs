@@ -374,6 +374,19 @@ impl PgStore {
         }
     }
 
+    /// Runs one statement on a pooled connection.
+    fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<(), StoreError> {
+        self.run(async {
+            let client = self.pool.get().await?;
+            client.execute(sql, params).await?;
+            Ok(())
+        })
+    }
+
     /// Runs `body` to completion on this thread, within [`OP_TIMEOUT`].
     fn run<T>(&self, body: impl Future<Output = Outcome<T>>) -> Result<T, StoreError> {
         self.run_within(OP_TIMEOUT, body)
@@ -794,15 +807,10 @@ async fn listen(
 
 impl ProxyRegistry for PgStore {
     fn register_proxy(&self, record: &ProxyRecord) -> Result<(), StoreError> {
-        self.run(async {
-            let client = self.pool.get().await?;
-            client
-                .execute(
-                    "INSERT INTO proxies (id, pid, listen, admin, generation, applied_at_ms, started_at, heartbeat_ms)
+        self.execute("INSERT INTO proxies (id, pid, listen, admin, generation, applied_at_ms, started_at, heartbeat_ms)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                      ON CONFLICT (id) DO UPDATE SET generation = EXCLUDED.generation,
-                         applied_at_ms = EXCLUDED.applied_at_ms, heartbeat_ms = EXCLUDED.heartbeat_ms",
-                    &[
+                         applied_at_ms = EXCLUDED.applied_at_ms, heartbeat_ms = EXCLUDED.heartbeat_ms", &[
                         &record.id,
                         &i64::from(record.pid),
                         &record.listen,
@@ -811,24 +819,11 @@ impl ProxyRegistry for PgStore {
                         &record.applied_at_ms,
                         &record.started_at,
                         &record.heartbeat_ms,
-                    ],
-                )
-                .await?;
-            Ok(())
-        })
+                    ])
     }
 
     fn applied(&self, id: &str, generation: i64) -> Result<(), StoreError> {
-        self.run(async {
-            let client = self.pool.get().await?;
-            client
-                .execute(
-                    "UPDATE proxies SET generation = $2, applied_at_ms = $3, heartbeat_ms = $3 WHERE id = $1",
-                    &[&id, &generation, &now_ms()],
-                )
-                .await?;
-            Ok(())
-        })
+        self.execute("UPDATE proxies SET generation = $2, applied_at_ms = $3, heartbeat_ms = $3 WHERE id = $1", &[&id, &generation, &now_ms()])
     }
 
     fn heartbeat(&mut self, id: &str, counters: &[RouteCounters]) -> Result<(), StoreError> {
@@ -971,11 +966,7 @@ impl Checkpoints for PgStore {
     }
 
     fn advance(&self, p: &LinkProgress) -> Result<(), StoreError> {
-        self.run(async {
-            let client = self.pool.get().await?;
-            client
-                .execute(
-                    "INSERT INTO sync_links (link, checkpoint, head, lag_seconds, applied, duplicates, skipped,
+        self.execute("INSERT INTO sync_links (link, checkpoint, head, lag_seconds, applied, duplicates, skipped,
                          last_error, updated_ms, rejected, last_rejection)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10)
                      ON CONFLICT (link) DO UPDATE SET
@@ -986,8 +977,7 @@ impl Checkpoints for PgStore {
                          skipped = sync_links.skipped + EXCLUDED.skipped, last_error = NULL,
                          updated_ms = EXCLUDED.updated_ms,
                          rejected = sync_links.rejected + EXCLUDED.rejected,
-                         last_rejection = COALESCE(EXCLUDED.last_rejection, sync_links.last_rejection)",
-                    &[
+                         last_rejection = COALESCE(EXCLUDED.last_rejection, sync_links.last_rejection)", &[
                         &p.link,
                         &p.checkpoint,
                         &p.head,
@@ -998,11 +988,7 @@ impl Checkpoints for PgStore {
                         &now_ms(),
                         &p.rejected,
                         &p.last_rejection,
-                    ],
-                )
-                .await?;
-            Ok(())
-        })
+                    ])
     }
 
     fn lease_link(&self, link: &str, owner: &str, lease: Duration) -> Result<bool, StoreError> {
@@ -1027,31 +1013,19 @@ impl Checkpoints for PgStore {
     }
 
     fn release_link(&self, link: &str, owner: &str) -> Result<(), StoreError> {
-        self.run(async {
-            let client = self.pool.get().await?;
-            client
-                .execute(
-                    "UPDATE sync_links SET lease_until_ms = 0 WHERE link = $1 AND owner = $2",
-                    &[&link, &owner],
-                )
-                .await?;
-            Ok(())
-        })
+        self.execute(
+            "UPDATE sync_links SET lease_until_ms = 0 WHERE link = $1 AND owner = $2",
+            &[&link, &owner],
+        )
     }
 
     fn link_failed(&self, link: &str, error: &str) -> Result<(), StoreError> {
-        self.run(async {
-            let client = self.pool.get().await?;
-            client
-                .execute(
-                    "INSERT INTO sync_links (link, last_error, updated_ms) VALUES ($1, $2, $3)
+        self.execute(
+            "INSERT INTO sync_links (link, last_error, updated_ms) VALUES ($1, $2, $3)
                      ON CONFLICT (link) DO UPDATE SET last_error = EXCLUDED.last_error,
                          updated_ms = EXCLUDED.updated_ms",
-                    &[&link, &error, &now_ms()],
-                )
-                .await?;
-            Ok(())
-        })
+            &[&link, &error, &now_ms()],
+        )
     }
 
     fn links(&self) -> Result<Vec<LinkProgress>, StoreError> {
@@ -1112,16 +1086,10 @@ impl Checkpoints for PgStore {
     }
 
     fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
-        self.run(async {
-            let client = self.pool.get().await?;
-            client
-                .execute(
-                    "UPDATE leases SET until_ms = 0 WHERE name = $1 AND owner = $2",
-                    &[&name, &owner],
-                )
-                .await?;
-            Ok(())
-        })
+        self.execute(
+            "UPDATE leases SET until_ms = 0 WHERE name = $1 AND owner = $2",
+            &[&name, &owner],
+        )
     }
 }
 
@@ -1181,27 +1149,18 @@ impl Rollouts for PgStore {
     }
 
     fn set_rollout(&self, r: &RolloutRecord) -> Result<(), StoreError> {
-        self.run(async {
-            let client = self.pool.get().await?;
-            client
-                .execute(
-                    "INSERT INTO rollouts (route, step, state, step_started_ms, updated_at, message)
+        self.execute("INSERT INTO rollouts (route, step, state, step_started_ms, updated_at, message)
                      VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (route) DO UPDATE SET step = EXCLUDED.step, state = EXCLUDED.state,
                          step_started_ms = EXCLUDED.step_started_ms, updated_at = EXCLUDED.updated_at,
-                         message = EXCLUDED.message",
-                    &[
+                         message = EXCLUDED.message", &[
                         &r.route,
                         &i64::try_from(r.step).unwrap_or(i64::MAX),
                         &r.state.as_str(),
                         &r.step_started_ms,
                         &r.updated_at,
                         &r.message,
-                    ],
-                )
-                .await?;
-            Ok(())
-        })
+                    ])
     }
 
     fn rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {

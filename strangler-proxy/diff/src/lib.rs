@@ -809,7 +809,11 @@ mod tests {
             ("a~1b", "a~1b", false),
             ("", "", true),
         ] {
-            assert_eq!(is_escaped_form(pattern, token), expected, "{pattern} ~ {token}");
+            assert_eq!(
+                is_escaped_form(pattern, token),
+                expected,
+                "{pattern} ~ {token}"
+            );
             assert_eq!(
                 is_escaped_form(pattern, token),
                 pattern == escape(token),

@@ -307,10 +307,83 @@ impl Failure {
 
 type Outcome<T> = Result<T, Failure>;
 
+/// How connections to the server are made: in the clear, or over TLS (rustls, the server's
+/// certificate verified against the web's root authorities and the URL's `sslrootcert`).
+#[derive(Clone)]
+enum Tls {
+    Plain,
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl Tls {
+    /// TLS when the URL asks for it (`sslmode=require`); `disable` and `prefer` (the
+    /// driver's default) connect in the clear. Unlike libpq's `require`, the certificate is
+    /// always verified.
+    fn for_config(
+        config: &tokio_postgres::Config,
+        root_cert: Option<&str>,
+    ) -> Result<Self, String> {
+        use tokio_postgres::config::SslMode;
+        if !matches!(config.get_ssl_mode(), SslMode::Require) {
+            if root_cert.is_some() {
+                return Err("sslrootcert is given but sslmode is not require".to_string());
+            }
+            return Ok(Tls::Plain);
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = root_cert {
+            use rustls::pki_types::pem::PemObject;
+            let certificates = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|err| format!("sslrootcert {path}: {err}"))?;
+            for certificate in certificates {
+                let certificate =
+                    certificate.map_err(|err| format!("sslrootcert {path}: {err}"))?;
+                roots
+                    .add(certificate)
+                    .map_err(|err| format!("sslrootcert {path}: {err}"))?;
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|err| err.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(
+            tls,
+        )))
+    }
+}
+
+/// Takes `sslrootcert=PATH` out of a URL's query (the driver does not know it).
+fn split_root_cert(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut root_cert = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("sslrootcert=") {
+            Some(path) => {
+                root_cert = Some(path.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if kept.is_empty() {
+        (base.to_string(), root_cert)
+    } else {
+        (format!("{base}?{}", kept.join("&")), root_cert)
+    }
+}
+
 /// A pool of connections to a PostgreSQL state store.
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    tls: Tls,
     /// The URL without its password.
     shown: String,
     /// Whether the schema is known to be up to date (checked on the first call that reaches
@@ -322,11 +395,18 @@ impl PgStore {
     /// Connects to the database `url` names and brings its schema up to date.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let shown = strangler_plan::location::redact(url);
+        let (url, root_cert) = split_root_cert(url);
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|err| StoreError::Database {
                 store: shown.clone(),
                 message: format!("not a PostgreSQL URL: {err}"),
             })?;
+        let tls = Tls::for_config(&config, root_cert.as_deref()).map_err(|message| {
+            StoreError::Database {
+                store: shown.clone(),
+                message,
+            }
+        })?;
         config
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)
@@ -340,13 +420,15 @@ impl PgStore {
             // The schema's idempotent steps (`CREATE ... IF NOT EXISTS`) are not news.
             config.options("-c client_min_messages=warning");
         }
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Tls::Plain => Manager::from_config(config.clone(), NoTls, manager_config()),
+            Tls::Rustls(connect) => {
+                Manager::from_config(config.clone(), connect.clone(), manager_config())
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -361,6 +443,7 @@ impl PgStore {
         let store = Self {
             pool,
             config,
+            tls,
             shown,
             migrated: std::sync::atomic::AtomicBool::new(false),
         };
@@ -721,12 +804,22 @@ impl Stages for PgStore {
         })?;
         let listening = Arc::new(AtomicBool::new(false));
         let (ready, first) = std::sync::mpsc::sync_channel(1);
-        let task = rt.spawn(listen(
-            self.config.clone(),
-            wake,
-            Arc::clone(&listening),
-            ready,
-        ));
+        let task = match &self.tls {
+            Tls::Plain => rt.spawn(listen(
+                self.config.clone(),
+                NoTls,
+                wake,
+                Arc::clone(&listening),
+                ready,
+            )),
+            Tls::Rustls(connect) => rt.spawn(listen(
+                self.config.clone(),
+                connect.clone(),
+                wake,
+                Arc::clone(&listening),
+                ready,
+            )),
+        };
         // A subscription that listens when it is handed over misses nothing; one that could
         // not connect yet keeps trying (and wakes its owner once it does).
         let _ = first.recv_timeout(OP_TIMEOUT);
@@ -764,15 +857,21 @@ impl Drop for AbortOnDrop {
 /// Listens on [`CHANNEL`] over a connection of its own, waking on every notification;
 /// reconnects with backoff when the connection drops, and wakes once after each reconnect
 /// (changes may have been missed meanwhile).
-async fn listen(
+async fn listen<T>(
     config: tokio_postgres::Config,
+    tls: T,
     wake: Wake,
     listening: Arc<AtomicBool>,
     ready: std::sync::mpsc::SyncSender<()>,
-) {
+) where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket> + Clone + Send + 'static,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio_postgres::Socket>>::Future: Send,
+{
     let mut backoff = BACKOFF_FIRST;
     loop {
-        if let Ok((client, mut connection)) = config.connect(NoTls).await {
+        if let Ok((client, mut connection)) = config.connect(tls.clone()).await {
             let on_message = Arc::clone(&wake);
             let driver = AbortOnDrop(tokio::spawn(async move {
                 while let Some(Ok(message)) =
@@ -1642,6 +1741,58 @@ mod tests {
 
     fn fresh() -> String {
         pg_fixture::server().fresh_database()
+    }
+
+    #[test]
+    fn tls_is_used_when_asked_and_the_certificate_is_verified() {
+        let (server, cert) = pg_fixture::PgServer::private_tls();
+        let db = server.fresh_database();
+        let url = format!("{db}?sslmode=require&sslrootcert={}", cert.display());
+        let store = PgStore::open(&url).unwrap();
+        assert_eq!(store.generation().unwrap(), 1);
+        let encrypted: bool = store
+            .run(async {
+                let client = store.pool.get().await?;
+                let row = client
+                    .query_one(
+                        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                        &[],
+                    )
+                    .await?;
+                Ok(row.try_get(0)?)
+            })
+            .unwrap();
+        assert!(encrypted, "the connection is TLS");
+        // The notification channel is TLS too, and listens.
+        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&woken);
+        let subscription = store
+            .subscribe(Arc::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }))
+            .unwrap()
+            .unwrap();
+        assert!(subscription.is_listening());
+        // Without the certificate's root, the server is not trusted.
+        let untrusted = PgStore::open(&format!("{db}?sslmode=require")).unwrap();
+        let err = untrusted.generation().unwrap_err().to_string();
+        assert!(
+            err.contains("cannot reach") && err.contains("certificate"),
+            "{err}"
+        );
+        // A root file that is not there is an error at once.
+        let Err(err) = PgStore::open(&format!(
+            "{db}?sslmode=require&sslrootcert=/nonexistent.pem"
+        )) else {
+            panic!("a missing sslrootcert was accepted");
+        };
+        assert!(
+            err.to_string().contains("sslrootcert /nonexistent.pem"),
+            "{err}"
+        );
+        // In the clear when the URL does not ask for TLS (the server accepts both).
+        let plain = PgStore::open(&db).unwrap();
+        assert_eq!(plain.generation().unwrap(), 1);
     }
 
     #[test]

@@ -42,6 +42,42 @@ impl PgServer {
         Self::launch()
     }
 
+    /// A server of the caller's own that accepts TLS: a throwaway certificate authority
+    /// and a server certificate for 127.0.0.1 it signed (made with the `openssl` command).
+    /// Answers the authority's certificate, the root a client must trust.
+    pub fn private_tls() -> (Self, PathBuf) {
+        let server = Self::launch();
+        server.stop();
+        let script = "set -e
+            printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > server.ext
+            openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=pg-fixture-ca -keyout ca.key -out ca.crt 2>/dev/null
+            openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr 2>/dev/null
+            openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.crt 2>/dev/null
+            chmod 600 server.key";
+        let mut shell = if server.as_postgres {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--", "sh", "-c", script]);
+            cmd
+        } else {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", script]);
+            cmd
+        };
+        let out = shell
+            .current_dir(server.data())
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run sh and openssl");
+        assert!(
+            out.status.success(),
+            "making the certificates failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server.start();
+        let root = server.data().join("ca.crt");
+        (server, root)
+    }
+
     fn launch() -> Self {
         let bin = find_bindir();
         let as_postgres = running_as_root();
@@ -132,11 +168,14 @@ impl PgServer {
     /// Starts the server (again), on the same port and data directory; returns once it
     /// accepts connections.
     pub fn start(&self) {
-        let options = format!(
+        let mut options = format!(
             "-p {} -h 127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
             self.port,
             self.dir.display()
         );
+        if self.data().join("server.crt").exists() {
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let status = self
             .tool("pg_ctl")
             .args(["-w", "-t", "60", "-D"])

@@ -229,6 +229,16 @@ impl Load {
         self.sent.load(Ordering::Relaxed)
     }
 
+    /// Waits until `n` requests were sent in all (within a minute).
+    async fn reach(&self, n: u64) {
+        eventually(
+            Duration::from_secs(60),
+            &format!("{n} requests sent"),
+            || async { (self.sent() >= n).then_some(()) },
+        )
+        .await;
+    }
+
     async fn finish(self) -> (u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
@@ -329,9 +339,7 @@ async fn three_replicas_confirm_fifty_flips_under_load_without_a_failed_request(
         }
     }
     // At least 5,000 requests across the three, whatever the flips took.
-    while load.sent() < 5_000 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    load.reach(5_000).await;
     let (sent, failed) = load.finish().await;
     assert_eq!(
         failed, 0,
@@ -396,9 +404,7 @@ async fn the_fleet_rides_out_a_database_outage_and_catches_up() {
     assert_eq!(replicas[2].served_by(&client).await, "new");
     let restarted_load = Load::start(vec![replicas[2].url("/students/7")], 2);
     let sent_while_down = load.sent();
-    while load.sent() < sent_while_down + 1_000 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    load.reach(sent_while_down + 1_000).await;
     pg.start();
     for r in &replicas {
         r.store_up_is(&client, 1).await;

@@ -274,21 +274,30 @@ impl Watcher {
             }
             let mut replies = Vec::new();
             let mut force = false;
-            match receiver.recv_timeout(self.poll_interval()) {
+            let first = match receiver.recv_timeout(self.poll_interval()) {
                 Err(RecvTimeoutError::Disconnected) => break,
-                // The store's change token says whether anything moved: a nudge for a
-                // change the notification already brought costs one read.
-                Ok(ControlMsg::Refresh(reply)) => replies.push(reply),
-                Ok(ControlMsg::Reload(plan, reply)) => {
-                    self.plan = *plan;
-                    self.current_plan.store(Arc::new(self.plan.clone()));
-                    force = true;
-                    replies.push(reply);
+                Err(RecvTimeoutError::Timeout) => None,
+                Ok(message) => Some(message),
+            };
+            // What piled up while the last one was handled is answered by the same read: a
+            // burst of notifications costs one, and no nudge or reload behind them is lost.
+            for message in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| receiver.try_recv().ok()))
+            {
+                match message {
+                    // The store's change token says whether anything moved: a nudge for a
+                    // change the notification already brought costs one read.
+                    ControlMsg::Refresh(reply) => replies.push(reply),
+                    ControlMsg::Reload(plan, reply) => {
+                        self.plan = *plan;
+                        self.current_plan.store(Arc::new(self.plan.clone()));
+                        force = true;
+                        replies.push(reply);
+                    }
+                    ControlMsg::Changed => {}
                 }
-                Ok(ControlMsg::Changed) | Err(RecvTimeoutError::Timeout) => {}
             }
-            // Notifications that piled up while this one was handled need no second read.
-            while let Ok(ControlMsg::Changed) = receiver.try_recv() {}
             if let Some(subscription) = &self.subscription {
                 self.health
                     .listening
@@ -497,5 +506,32 @@ mod tests {
             &first.route("students").unwrap().metrics,
             &now.route("students").unwrap().metrics
         ));
+    }
+
+    #[test]
+    fn a_nudge_queued_behind_notifications_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan(dir.path());
+        let table = Arc::new(ArcSwap::from_pointee(RouteTable::build(
+            &plan,
+            &HashMap::new(),
+            0,
+            &mut Registry::default(),
+        )));
+        let store = strangler_store::open(&plan.proxy.state).unwrap();
+        let watcher = Watcher::new(store, plan, Arc::clone(&table), "p1");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let (stop, stopping) = watch::channel(false);
+        // Queued before the thread runs: two notifications, then the CLI's nudge.
+        sender.send(ControlMsg::Changed).unwrap();
+        sender.send(ControlMsg::Changed).unwrap();
+        let (reply, answer) = oneshot::channel();
+        sender.send(ControlMsg::Refresh(reply)).unwrap();
+        let thread = std::thread::spawn(move || watcher.run(receiver, stopping));
+        let served = answer.blocking_recv().expect("the nudge was dropped");
+        assert_eq!(served, 1, "answered with the generation served");
+        stop.send(true).unwrap();
+        drop(sender);
+        thread.join().unwrap();
     }
 }

@@ -26,15 +26,6 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Fn() -> Box<dyn Store>>) {
     a_copy_keeps_everything_and_refuses_a_non_empty_target(&*fresh(), &*fresh());
 }
 
-/// Polls `condition` until it holds, or fails with `what` after a few seconds.
-pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(std::time::Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 pub fn subscribers_wake_when_another_connection_changes_a_stage(open: Open<'_>) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,7 +41,7 @@ pub fn subscribers_wake_when_another_connection_changes_a_stage(open: Open<'_>) 
         // The backend pushes nothing: watchers poll the change token, checked above.
         return;
     };
-    wait_for("the subscription listens", || subscription.is_listening());
+    pg_fixture::wait_for("the subscription listens", || subscription.is_listening());
     let before = woken.load(Ordering::SeqCst);
     let mut cli = open();
     let write = cli
@@ -65,7 +56,7 @@ pub fn subscribers_wake_when_another_connection_changes_a_stage(open: Open<'_>) 
         })
         .unwrap();
     assert!(matches!(write, StageWrite::Changed(_)), "{write:?}");
-    wait_for("the subscriber is woken", || {
+    pg_fixture::wait_for("the subscriber is woken", || {
         woken.load(Ordering::SeqCst) > before
     });
     drop(subscription);

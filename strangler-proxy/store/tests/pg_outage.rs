@@ -12,14 +12,6 @@ use strangler_plan::Stage;
 use strangler_store::prelude::*;
 use strangler_store::{PgStore, StageChange, StageWrite};
 
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn the_store_and_its_subscription_ride_out_a_restart() {
     let server = pg_fixture::server();
@@ -33,11 +25,11 @@ fn the_store_and_its_subscription_ride_out_a_restart() {
         }))
         .unwrap()
         .expect("PostgreSQL pushes changes");
-    wait_for("listening", || subscription.is_listening());
+    pg_fixture::wait_for("listening", || subscription.is_listening());
     assert_eq!(store.generation().unwrap(), 1);
 
     server.stop();
-    wait_for("the subscription notices", || !subscription.is_listening());
+    pg_fixture::wait_for("the subscription notices", || !subscription.is_listening());
     let started = Instant::now();
     let err = store.generation().unwrap_err();
     assert!(err.is_retryable(), "{err}");
@@ -49,12 +41,12 @@ fn the_store_and_its_subscription_ride_out_a_restart() {
     let before = woken.load(Ordering::SeqCst);
 
     server.start();
-    wait_for("listening again", || subscription.is_listening());
+    pg_fixture::wait_for("listening again", || subscription.is_listening());
     assert!(
         woken.load(Ordering::SeqCst) > before,
         "woken after the reconnect"
     );
-    wait_for("the store answers again", || store.generation().is_ok());
+    pg_fixture::wait_for("the store answers again", || store.generation().is_ok());
     let before = woken.load(Ordering::SeqCst);
     let write = store
         .set_stage(&StageChange {
@@ -68,7 +60,7 @@ fn the_store_and_its_subscription_ride_out_a_restart() {
         })
         .unwrap();
     assert!(matches!(write, StageWrite::Changed(_)), "{write:?}");
-    wait_for("woken by the change", || {
+    pg_fixture::wait_for("woken by the change", || {
         woken.load(Ordering::SeqCst) > before
     });
     drop(subscription);

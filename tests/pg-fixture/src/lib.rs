@@ -29,6 +29,16 @@ pub struct PgServer {
     as_postgres: bool,
 }
 
+/// Polls `condition` until it holds, or panics with `what` after 20 seconds: how a test
+/// waits for what a server or a subscription does in its own time.
+pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The test binary's server, started on first call.
 pub fn server() -> &'static PgServer {
     static SERVER: OnceLock<PgServer> = OnceLock::new();

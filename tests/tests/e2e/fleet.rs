@@ -91,21 +91,30 @@ impl Replica {
         format!("http://{}{path}", self.listen)
     }
 
-    /// Waits until the data plane answers.
-    async fn ready(&self, client: &reqwest::Client) {
+    /// Polls `check` until it holds, or fails naming `what` and showing the replica's log.
+    async fn until<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if client.get(self.url("/health")).send().await.is_ok() {
-                return;
-            }
+        while !check().await {
             assert!(
                 Instant::now() < deadline,
-                "replica {} never listened; its log:\n{}",
+                "replica {}: never {what}; its log:\n{}",
                 self.listen,
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until the data plane answers.
+    async fn ready(&self, client: &reqwest::Client) {
+        self.until("listened", || async {
+            client.get(self.url("/health")).send().await.is_ok()
+        })
+        .await;
     }
 
     /// `strangler_store_up` from its `/metrics`.
@@ -120,27 +129,16 @@ impl Replica {
             .await
             .ok()?;
         text.lines()
-            .find_map(|l| l.strip_prefix("strangler_store_up"))
-            .map(|rest| rest.trim_start_matches("{}"))
+            .find_map(|l| l.strip_prefix("strangler_store_up "))
             .and_then(|v| v.trim().parse().ok())
     }
 
     /// Waits until its `/metrics` says `strangler_store_up VALUE`.
     async fn store_up_is(&self, client: &reqwest::Client, value: u64) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let now = self.store_up(client).await;
-            if now == Some(value) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: strangler_store_up is {now:?}, not {value}; its log:\n{}",
-                self.listen,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.until(&format!("strangler_store_up {value}"), || async {
+            self.store_up(client).await == Some(value)
+        })
+        .await;
     }
 
     /// Which side answered a request for the route.

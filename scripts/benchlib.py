@@ -91,6 +91,36 @@ def http_get(url):
     return urllib.request.urlopen(url, timeout=10).read()
 
 
+def shadow_counts(admin_port, token_file, route):
+    """The store's shadow counts of `route` (`compared`, `unmirrored:throttled`, ...), read
+    from the proxy's /metrics once they stop moving (the recorder writes in batches)."""
+    token = pathlib.Path(token_file).read_text().strip()
+
+    def read():
+        request = urllib.request.Request(f"http://127.0.0.1:{admin_port}/metrics",
+                                         headers={"Authorization": f"Bearer {token}"})
+        text = urllib.request.urlopen(request, timeout=10).read().decode()
+        counts = {}
+        pattern = re.compile(r'^strangler_shadow_total\{(.*)\} (\d+)$')
+        for line in text.splitlines():
+            m = pattern.match(line)
+            if m and f'route="{route}"' in m.group(1):
+                result = re.search(r'result="([^"]*)"', m.group(1))
+                if result:
+                    counts[result.group(1)] = int(m.group(2))
+        return counts
+
+    deadline = time.monotonic() + 10
+    last = read()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = read()
+        if now == last:
+            break
+        last = now
+    return last
+
+
 def strangler(plan, args, check=True):
     return subprocess.run([str(BIN / "strangler"), "--plan", str(plan)] + args, check=check,
                           capture_output=True, text=True)

@@ -387,13 +387,19 @@ impl TestProxy {
     /// upstreams most tests use answer differently by design, so a canary that outlives
     /// three default checks (30 s, on a loaded machine) would be rolled back by the analysis
     /// in the middle of a test about something else. Tests of the analysis set their own.
+    ///
+    /// Likewise shadow never yields to load (`shadow_max_busy = "off"`) unless the plan says:
+    /// tests count shadow results exactly, on machines busy with other tests.
     pub async fn start(dir: TempDir, plan: &str) -> Self {
         let plan_path = dir.path().join("migration-plan.toml");
-        let plan = if plan.lines().any(|l| l.trim() == "[analysis]") {
+        let mut plan = if plan.lines().any(|l| l.trim() == "[analysis]") {
             plan.to_string()
         } else {
             format!("{plan}\n[analysis]\ninterval = \"60m\"\n")
         };
+        if !plan.contains("shadow_max_busy") {
+            plan = plan.replacen("[proxy]\n", "[proxy]\nshadow_max_busy = \"off\"\n", 1);
+        }
         std::fs::write(&plan_path, plan).unwrap();
         Self::start_on(dir, plan_path).await
     }

@@ -99,6 +99,8 @@ pub struct AdminState {
     pub store: Arc<std::sync::Mutex<Box<dyn strangler_store::Store>>>,
     /// Whether the control thread reaches the store (`strangler_store_up`).
     pub health: Arc<crate::control::StoreHealth>,
+    /// The data-plane threads' shadow governors.
+    pub pressure: strangler_dataplane::pressure::Pressure,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -343,6 +345,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     let fleet = Fleet {
         store_up: fleet.store_up && state.health.is_up(),
         shed: state.health.shed_counts(),
+        threads: state.pressure.readings(),
         ..fleet
     };
     (

@@ -30,6 +30,8 @@ pub struct Fleet {
     /// Shadow results this proxy let go while the store was unreachable: (samples,
     /// latency pairs, paths).
     pub shed: (u64, u64, u64),
+    /// Per data-plane thread: the share of shadow legs it admits, and how busy it is.
+    pub threads: Vec<(f64, f64)>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -247,6 +249,27 @@ impl Collector for Scrape {
             [(Vec::new(), table.generation)],
         )?;
         let fleet = &self.fleet;
+        let thread = |i: usize| vec![("thread", i.to_string())];
+        gauge(
+            &mut enc,
+            "strangler_shadow_admitted_ratio",
+            "Per data-plane thread: the share of shadow legs it starts now (below 1 while it is busier than [proxy] shadow_max_busy; the rest count as unmirrored:throttled).",
+            fleet
+                .threads
+                .iter()
+                .enumerate()
+                .map(|(i, (admitted, _))| (thread(i), *admitted)),
+        )?;
+        gauge(
+            &mut enc,
+            "strangler_dataplane_busy_ratio",
+            "Per data-plane thread: moving average of the share of time it is running or waiting for a core.",
+            fleet
+                .threads
+                .iter()
+                .enumerate()
+                .map(|(i, (_, busy))| (thread(i), *busy)),
+        )?;
         gauge(
             &mut enc,
             "strangler_store_up",

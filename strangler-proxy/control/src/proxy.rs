@@ -117,6 +117,7 @@ impl Proxy {
         );
         let (shutdown, stopping) = watch::channel(false);
         let header_read_timeout = plan.proxy.header_read_timeout;
+        let shadow_max_busy = plan.proxy.shadow_max_busy;
         let record = proxy_record(&id, &listen.to_string(), &admin_addr.to_string());
         // The control plane first: it refuses to start without the store or a last-known
         // table, before anything else is running.
@@ -144,6 +145,7 @@ impl Proxy {
                 workers,
                 proxy_id: id.clone(),
                 header_read_timeout,
+                shadow_max_busy,
             },
             &table,
             &results,
@@ -160,6 +162,7 @@ impl Proxy {
             listen: Arc::from(listen.to_string().as_str()),
             store: Arc::new(std::sync::Mutex::new(strangler_store::open(&state)?)),
             health: Arc::clone(&control.health),
+            pressure: data_plane.pressure(),
         });
         let admin_stop = stopping.clone();
         let admin_server = tokio::spawn(async move {

@@ -28,6 +28,7 @@ pub fn unmirrored_metric(reason: Unmirrored) -> ShadowMetric {
         Unmirrored::Busy => Stored::Busy,
         Unmirrored::Incomplete => Stored::Incomplete,
         Unmirrored::Shed => Stored::Shed,
+        Unmirrored::Throttled => Stored::Throttled,
     })
 }
 

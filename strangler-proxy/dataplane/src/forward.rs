@@ -6,6 +6,7 @@
 //! Every answer the proxy gives itself is a [`ForwardError`] that says who caused it
 //! ([`Cause`]): a client's bad head, path or body is never charged to a service.
 
+use crate::pressure::Governor;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -259,6 +260,8 @@ pub struct Forwarder {
     pub(crate) shadow_client: Client<HttpConnector, Full<Bytes>>,
     /// Where shadow results go.
     pub(crate) recorder: ResultSender,
+    /// Whether this thread has time for shadow legs.
+    pub(crate) governor: Arc<Governor>,
     /// Prefix of generated request ids (unique per proxy process).
     id_prefix: String,
     next_id: AtomicU64,
@@ -266,12 +269,14 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// A forwarder for data-plane worker `worker` of proxy `proxy_id` (both go into the
-    /// request ids it makes, so they are unique across workers).
+    /// request ids it makes, so they are unique across workers), admitting shadow legs as
+    /// `governor` (its thread's) says.
     pub fn new(
         table: Arc<ArcSwap<RouteTable>>,
         proxy_id: &str,
         worker: usize,
         recorder: ResultSender,
+        governor: Arc<Governor>,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -288,6 +293,7 @@ impl Forwarder {
             client: builder.build(connector.clone()),
             shadow_client: builder.build(connector),
             recorder,
+            governor,
             id_prefix: format!(
                 "{}{worker}",
                 proxy_id
@@ -375,6 +381,7 @@ impl Forwarder {
         // Choose the side, and whether a shadow leg gets a copy.
         let chosen = side::choose(
             &self.recorder,
+            &self.governor,
             table,
             &matched,
             &parts,

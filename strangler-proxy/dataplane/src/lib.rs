@@ -17,6 +17,8 @@
 //!   not);
 //! - [`tee`]: `TeeBody`, the copy of a body taken while it streams;
 //! - [`shadow`]: the shadow leg (mirror, compare) and the channel its results leave by;
+//! - [`pressure`]: per thread, how busy it is and the share of shadow legs it admits
+//!   (shadow yields when the proxy is busy);
 //! - [`metrics`]: lock-free counters and histograms, Prometheus text;
 //! - [`listener`]: one thread per core, each with its own runtime, listener and pool.
 //!
@@ -32,6 +34,7 @@ pub mod inbound;
 pub mod listener;
 pub mod metrics;
 pub mod phase;
+pub mod pressure;
 pub mod routing;
 pub mod shadow;
 pub mod tee;

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::forward::Forwarder;
+use crate::pressure::{Governor, Pressure};
 use crate::routing::RouteTable;
 use crate::shadow::ResultSender;
 
@@ -43,11 +44,14 @@ pub struct DataPlaneConfig {
     pub proxy_id: String,
     /// Time a client has to send its request headers.
     pub header_read_timeout: Duration,
+    /// Busy share (0 to 1) above which a thread sheds shadow legs (`None`: never).
+    pub shadow_max_busy: Option<f64>,
 }
 
 /// The running data-plane threads.
 pub struct DataPlane {
     threads: Vec<std::thread::JoinHandle<()>>,
+    pressure: Pressure,
 }
 
 impl DataPlane {
@@ -59,7 +63,14 @@ impl DataPlane {
         results: &ResultSender,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Self, ListenError> {
-        start_workers(config, table, results, shutdown).map(|threads| Self { threads })
+        let pressure = Pressure::default();
+        start_workers(config, table, results, shutdown, &pressure)
+            .map(|threads| Self { threads, pressure })
+    }
+
+    /// Every thread's shadow governor, for `/metrics`.
+    pub fn pressure(&self) -> Pressure {
+        self.pressure.clone()
     }
 
     /// Waits (on a blocking thread) until every worker finished its in-flight requests.
@@ -96,16 +107,20 @@ fn start_workers(
     table: &Arc<ArcSwap<RouteTable>>,
     recorder: &ResultSender,
     stopped: &watch::Receiver<bool>,
+    pressure: &Pressure,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, ListenError> {
     let DataPlaneConfig {
         listen,
         workers: n,
         proxy_id: id,
         header_read_timeout,
+        shadow_max_busy,
     } = config;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
     let mut handles = Vec::with_capacity(n);
     for worker in 0..n {
+        let governor = Arc::new(Governor::new(shadow_max_busy, 0x9e37_79b9 + worker as u64));
+        pressure.add(Arc::clone(&governor));
         let (table, id, recorder, stopped, ready) = (
             Arc::clone(table),
             id.to_string(),
@@ -137,7 +152,9 @@ fn start_workers(
                             return;
                         }
                     };
-                    let forwarder = Arc::new(Forwarder::new(table, &id, worker, recorder));
+                    tokio::spawn(Arc::clone(&governor).measure(stopped.clone()));
+                    let forwarder =
+                        Arc::new(Forwarder::new(table, &id, worker, recorder, governor));
                     accept_loop(listener, forwarder, header_read_timeout, stopped).await;
                 });
             })

@@ -65,6 +65,9 @@ pub enum Unmirrored {
     Incomplete,
     /// Both answered, but the comparer was behind (the proxy busy): shed, not compared.
     Shed,
+    /// Not started: the data-plane thread was busy (over `[proxy] shadow_max_busy` of the
+    /// time running or waiting for a core), so shadow yielded.
+    Throttled,
 }
 
 /// What one mirrored request came to.

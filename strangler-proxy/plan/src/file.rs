@@ -25,6 +25,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
 /// Time a client has to send its request headers when the plan sets none.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A data-plane thread busier than this (the moving average of the share of time it is
+/// running or waiting for a core) sheds shadow legs.
+pub const DEFAULT_SHADOW_MAX_BUSY: f64 = 0.8;
 /// Longest pause between a request body's bytes when the plan sets none.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests a service is sent at once when the plan sets none.
@@ -156,6 +159,7 @@ struct RawProxy {
     trusted_proxies: Vec<Spanned<String>>,
     trailing_slash: Option<Spanned<String>>,
     case_sensitive: Option<bool>,
+    shadow_max_busy: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +252,10 @@ pub struct ProxySettings {
     pub trusted_proxies: Vec<Cidr>,
     /// How request paths meet route templates.
     pub matching: PathMatching,
+    /// A data-plane thread busy (running or waiting for a core) more than this share of the
+    /// time, on a moving average, sheds shadow legs until it is calm again (`None`: `"off"`,
+    /// shadow never yields).
+    pub shadow_max_busy: Option<f64>,
 }
 
 /// Where a proxy keeps its last-known route table when the plan does not say: beside a
@@ -846,6 +854,25 @@ impl Ctx<'_> {
                 }
             },
         };
+        let shadow_max_busy = match &raw.shadow_max_busy {
+            None => Some(DEFAULT_SHADOW_MAX_BUSY),
+            Some(value) if value.get_ref() == "off" => None,
+            Some(value) => Some(
+                value
+                    .get_ref()
+                    .strip_suffix('%')
+                    .and_then(|n| n.trim().parse::<u8>().ok())
+                    .filter(|n| (1..=100).contains(n))
+                    .map(|n| f64::from(n) / 100.0)
+                    .ok_or_else(|| {
+                        self.at(
+                            value,
+                            "proxy.shadow_max_busy",
+                            "must be a share like \"80%\" (1% to 100%), or \"off\"",
+                        )
+                    })?,
+            ),
+        };
         Ok(ProxySettings {
             listen,
             admin_listen,
@@ -861,6 +888,7 @@ impl Ctx<'_> {
                 trailing_slash,
                 case_sensitive: raw.case_sensitive.unwrap_or(true),
             },
+            shadow_max_busy,
         })
     }
 
@@ -1390,6 +1418,7 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
     let (number, unit) = raw.split_at(split);
     let n: u64 = number.parse().ok()?;
     let d = match unit.trim() {
+        "us" => Duration::from_micros(n),
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.checked_mul(60)?),
@@ -1555,6 +1584,15 @@ canary = { percent = 25, sticky = "path:id" }
             "trust nobody by default"
         );
         assert_eq!(defaults.proxy.matching, PathMatching::default());
+        assert_eq!(
+            defaults.proxy.shadow_max_busy,
+            Some(DEFAULT_SHADOW_MAX_BUSY)
+        );
+        let busy = |v: &str| {
+            with_proxy(&format!("shadow_max_busy = \"{v}\"")).map(|p| p.proxy.shadow_max_busy)
+        };
+        assert_eq!(busy("50%").unwrap(), Some(0.5));
+        assert_eq!(busy("off").unwrap(), None);
         for (lines, line, field, words) in [
             (
                 "trusted_proxies = [\"10.0.0.0/33\"]",
@@ -1579,6 +1617,18 @@ canary = { percent = 25, sticky = "path:id" }
                 5,
                 "proxy.body_read_timeout",
                 "duration",
+            ),
+            (
+                "shadow_max_busy = \"0%\"",
+                5,
+                "proxy.shadow_max_busy",
+                "\"80%\"",
+            ),
+            (
+                "shadow_max_busy = \"0.8\"",
+                5,
+                "proxy.shadow_max_busy",
+                "\"off\"",
             ),
         ] {
             let err = with_proxy(lines).unwrap_err();

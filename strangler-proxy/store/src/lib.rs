@@ -485,16 +485,19 @@ pub enum Unmirrored {
     Incomplete,
     /// Both answered, but the comparer was behind (the proxy busy): not compared.
     Shed,
+    /// Not started: the proxy thread was busy (`[proxy] shadow_max_busy`), shadow yielded.
+    Throttled,
 }
 
 impl Unmirrored {
-    pub const ALL: [Unmirrored; 6] = [
+    pub const ALL: [Unmirrored; 7] = [
         Unmirrored::SampledOut,
         Unmirrored::WriteSkipped,
         Unmirrored::TooLarge,
         Unmirrored::Busy,
         Unmirrored::Incomplete,
         Unmirrored::Shed,
+        Unmirrored::Throttled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -505,6 +508,7 @@ impl Unmirrored {
             Unmirrored::Busy => "busy",
             Unmirrored::Incomplete => "incomplete",
             Unmirrored::Shed => "shed",
+            Unmirrored::Throttled => "throttled",
         }
     }
 }
@@ -545,6 +549,7 @@ impl ShadowMetric {
                 Unmirrored::Busy => "unmirrored:busy",
                 Unmirrored::Incomplete => "unmirrored:incomplete",
                 Unmirrored::Shed => "unmirrored:shed",
+                Unmirrored::Throttled => "unmirrored:throttled",
             },
         }
     }

@@ -593,3 +593,49 @@ async fn a_canary_keeps_comparing_both_ways_in_its_own_run() {
     assert_eq!(legacy.requests().len(), 40);
     assert_eq!(candidate.requests().len(), 40);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_proxy_mirrors_less_and_says_so() {
+    let legacy = ScriptedUpstream::start(Duration::ZERO, legacy_script()).await;
+    let candidate = ScriptedUpstream::start(Duration::ZERO, legacy_script()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Any load is over 1 % of a thread's time: shadow yields as soon as requests flow.
+    let mut plan = e2e::plan_toml(
+        dir.path(),
+        &[
+            ("legacy", format!("\"{}\"", legacy.url())),
+            ("new", format!("\"{}\"", candidate.url())),
+        ],
+        "shadow_max_busy = \"1%\"",
+    );
+    plan.push_str("\n[[routes]]\nname = \"items\"\npaths = [\"/items/{id}\"]\nservice = \"new\"\nstage = \"shadow\"\n");
+    let p = TestProxy::start(dir, &plan).await;
+    let mut sent = 0;
+    let throttled = eventually(Duration::from_secs(60), "legs throttled", || {
+        let p = &p;
+        sent += 20;
+        let batch = sent;
+        async move {
+            for i in batch - 20..batch {
+                let answer = p.client.get(&format!("/items/{i}")).await;
+                assert_eq!(answer.status, 200, "the client is served: {}", answer.body);
+                assert_eq!(answer.headers["x-strangler-served-by"], "legacy");
+            }
+            let r = report(p, "items");
+            let throttled = r["unmirrored"]["throttled"].as_i64().unwrap_or(0);
+            (throttled > 0).then_some(r)
+        }
+    })
+    .await;
+    // Counted apart from what was compared, so the match rate covers what was compared.
+    let compared = throttled["compared"].as_i64().unwrap_or(0);
+    let skipped = throttled["unmirrored"]["throttled"].as_i64().unwrap_or(0);
+    assert!(compared + skipped <= i64::from(sent), "{throttled}");
+    let metrics = p.metrics().await;
+    assert!(
+        metrics.contains("strangler_shadow_admitted_ratio{thread=\"0\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("strangler_dataplane_busy_ratio{thread=\"0\"}"));
+    assert!(metrics.contains("result=\"unmirrored:throttled\""));
+}

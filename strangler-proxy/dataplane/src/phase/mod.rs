@@ -144,6 +144,7 @@ pub(crate) mod testing {
         };
         side::choose(
             recorder,
+            &crate::pressure::Governor::new(None, 1),
             table,
             &matched,
             parts,

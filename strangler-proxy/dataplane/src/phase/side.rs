@@ -1,7 +1,8 @@
 //! Choose the side: which service answers (the route's stage; a canary by its sticky key or
 //! per request), with which timeout, and whether a shadow leg gets a copy (the stage, the
-//! route's sample, its `writes` rule, the declared body against its cap, a free slot among
-//! its legs in flight). Never answers: a request not mirrored is counted with the reason.
+//! route's sample, its `writes` rule, the declared body against its cap, whether the thread
+//! is calm enough ([`Governor`]), a free slot among its legs in flight). Never answers: a
+//! request not mirrored is counted with the reason.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::route::Matched;
 use crate::metrics::Side;
+use crate::pressure::Governor;
 use crate::routing::{self, ActiveRoute, RouteTable, Service, UNMATCHED, choose_side};
 use crate::shadow::{Outcome, ResultSender, Unmirrored};
 
@@ -47,9 +49,11 @@ impl Mirror<'_> {
 }
 
 /// Chooses the side for the request `matched`, and its shadow leg (none for a request that
-/// asks to switch protocols, `upgrade`: it is tunnelled); `declared` is its body's length.
+/// asks to switch protocols, `upgrade`: it is tunnelled); `declared` is its body's length;
+/// `governor` says whether this thread has time for a shadow leg.
 pub fn choose<'t>(
     recorder: &ResultSender,
+    governor: &Governor,
     table: &'t RouteTable,
     matched: &Matched<'t, '_>,
     parts: &Parts,
@@ -75,7 +79,15 @@ pub fn choose<'t>(
     let mirror = if upgrade {
         None
     } else {
-        mirror(recorder, table, route, side, &parts.method, declared)
+        mirror(
+            recorder,
+            governor,
+            table,
+            route,
+            side,
+            &parts.method,
+            declared,
+        )
     };
     Chosen {
         route: Some(route),
@@ -93,6 +105,7 @@ pub fn choose<'t>(
 /// compared while traffic moves); after cutover, legacy if `reverse_shadow`.
 fn mirror<'t>(
     recorder: &ResultSender,
+    governor: &Governor,
     table: &RouteTable,
     route: &'t ActiveRoute,
     side: Side,
@@ -113,6 +126,8 @@ fn mirror<'t>(
         Some(Unmirrored::WriteSkipped)
     } else if declared.is_some_and(|n| n > spec.max_body_bytes as u64) {
         Some(Unmirrored::TooLarge)
+    } else if !governor.admits() {
+        Some(Unmirrored::Throttled)
     } else {
         None
     };

@@ -1,5 +1,7 @@
-//! The shadow recorder: drains the data plane's results channel, aggregates per route, and
-//! writes to the state store every [`FLUSH_EVERY`], on a blocking thread. It ends when the
+//! The shadow recorder: drains the data plane's results channel in batches (pausing
+//! [`RECEIVE_PAUSE`] between reads, so a busy data plane does not wake it per request),
+//! aggregates per route, and writes to the state store every [`FLUSH_EVERY`], on a blocking
+//! thread. It ends when the
 //! channel closes (every data-plane worker is gone), after writing what is pending, so a
 //! stopping proxy loses no result it took.
 
@@ -17,6 +19,11 @@ use tokio::task::JoinHandle;
 
 /// How often the recorder writes to the store.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Results taken from the channel at once.
+const RECEIVE_AT_ONCE: usize = 1024;
+/// How long the recorder lets results gather between reads of the channel (its capacity
+/// holds far more than arrive in this time).
+const RECEIVE_PAUSE: Duration = Duration::from_millis(5);
 
 /// The store's name for why a request was not compared.
 pub fn unmirrored_metric(reason: Unmirrored) -> ShadowMetric {
@@ -156,10 +163,11 @@ async fn record(mut receiver: ResultReceiver, store: Box<dyn Store>, health: Arc
     let store = Arc::new(Mutex::new(store));
     let mut pending = Pending::default();
     let mut tick = tokio::time::interval(FLUSH_EVERY);
+    let mut received = Vec::with_capacity(RECEIVE_AT_ONCE);
     loop {
         tokio::select! {
-            received = receiver.rx.recv() => {
-                let Some((route, outcome)) = received else {
+            n = receiver.rx.recv_many(&mut received, RECEIVE_AT_ONCE) => {
+                if n == 0 {
                     // Every sender is gone: the data plane stopped. Write what is pending.
                     pending.dropped(receiver.dropped.swap(0, Ordering::Relaxed));
                     let unwritten = flush(&store, pending.take()).await;
@@ -167,8 +175,14 @@ async fn record(mut receiver: ResultReceiver, store: Box<dyn Store>, health: Arc
                         tracing::warn!(batches = unwritten.len(), "stopping with shadow results the store did not take");
                     }
                     break;
-                };
-                pending.add(&route, outcome, &receiver.noise);
+                }
+                for (route, outcome) in received.drain(..) {
+                    pending.add(&route, outcome, &receiver.noise);
+                }
+                // Let results gather before looking again: a sender wakes the recorder only
+                // when it waits, so under load this is one wake-up per pause, not one per
+                // request (which cost a thread switch each).
+                tokio::time::sleep(RECEIVE_PAUSE).await;
             }
             _ = tick.tick() => {
                 pending.dropped(receiver.dropped.swap(0, Ordering::Relaxed));

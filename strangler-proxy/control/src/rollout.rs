@@ -461,6 +461,7 @@ mod tests {
         let spec = GateSpec {
             min_comparisons: 10,
             max_mismatch_rate: 0.1,
+            verify_within: None,
         };
         let mut summary = ShadowSummary::default();
         summary.counts.insert(ShadowMetric::Compared, 9);

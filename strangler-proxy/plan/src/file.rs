@@ -1408,6 +1408,17 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
 
+/// A duration as the plan writes it, in its largest whole unit: `1h`, `90m`, `5s`, `250ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        ms if ms > 0 && ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms > 0 && ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms > 0 && ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
 /// Parses `1048576`, `512KiB`, `10MiB`, `1GiB` (must be above zero).
 pub fn parse_size(raw: &str) -> Option<u64> {
     let raw = raw.trim();
@@ -1815,6 +1826,9 @@ canary = { percent = 25, sticky = "path:id" }
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        for text in ["1h", "90m", "5s", "250ms"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
         assert_eq!(parse_duration("0s"), None);
         assert_eq!(parse_duration("5"), None);
     }

@@ -126,11 +126,12 @@ pub(crate) async fn repair<S: SnapshotReader, T: SnapshotReader>(
     ))
 }
 
-/// Why a side did not apply the one repair event, if it did not.
+/// Why a side does not hold the one repair event, if it does not. A duplicate is no
+/// refusal: the relay carried the winner's copy of the event there first.
 fn refusal(report: Option<&ApplyReport>, side: &str) -> Option<String> {
     match report {
         None => Some(format!("not repairable: {side} takes no events")),
-        Some(r) if r.applied == 1 => None,
+        Some(r) if r.applied == 1 || r.duplicates == 1 => None,
         Some(r) if r.stale > 0 => Some(format!(
             "not repaired: {side} changed it since it was read (verify again)"
         )),

@@ -3,7 +3,7 @@
 
 use strangler_feed::{ApplyReport, Event, SnapshotPage, SnapshotTypes};
 
-use super::{SnapshotReader, VerifyError};
+use super::{SnapshotReader, VerifyError, one_line};
 use crate::http::Participant;
 use crate::{EventSink, Pushed};
 
@@ -47,21 +47,6 @@ impl Participant {
             .await
             .map_err(|err| read(format!("reading the answer to {path}: {}", one_line(&err))))
     }
-}
-
-/// An HTTP client error with its causes, on one line.
-fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl SnapshotReader for Participant {

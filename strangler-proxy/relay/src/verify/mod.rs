@@ -546,6 +546,22 @@ fn records(walk: &Walk, report: &WalkReport) -> Vec<VerifyRecord> {
         .collect()
 }
 
+/// An error with its causes (a client's connect failure, a server's own message), on one
+/// line, each cause once.
+pub(crate) fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// A kind's cursor as stored after a page: `after` the last key counted.
 pub(crate) fn cursor(walk: &str, report: &KindReport, after: &str, done: bool) -> VerifyCursor {
     VerifyCursor {

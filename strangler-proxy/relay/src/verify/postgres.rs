@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::{SnapshotReader, VerifyError};
+use super::{SnapshotReader, VerifyError, one_line};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -70,7 +70,7 @@ impl PgSnapshots {
         let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| self.failed(format!("no connection within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|err| self.failed(with_causes(&err)))?;
+            .map_err(|err| self.failed(one_line(&err)))?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "snapshot connection closed");
@@ -96,7 +96,7 @@ impl PgSnapshots {
         let statement = client
             .prepare_typed(query, &[Type::TEXT, Type::INT8])
             .await
-            .map_err(|err| wrong(with_causes(&err)))?;
+            .map_err(|err| wrong(one_line(&err)))?;
         let columns: Vec<(&str, &Type)> = statement
             .columns()
             .iter()
@@ -143,21 +143,6 @@ fn entity(row: &tokio_postgres::Row) -> Result<Entity, tokio_postgres::Error> {
     })
 }
 
-/// A driver error with its causes (the server's message), on one line.
-fn with_causes(err: &tokio_postgres::Error) -> String {
-    let mut text = err.to_string();
-    if let Some(db) = err.as_db_error() {
-        text = format!("{text}: {}", db.message());
-    } else {
-        let mut source = std::error::Error::source(err);
-        while let Some(cause) = source {
-            text = format!("{text}: {cause}");
-            source = cause.source();
-        }
-    }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 impl SnapshotReader for PgSnapshots {
     fn name(&self) -> &str {
         &self.name
@@ -199,7 +184,7 @@ impl SnapshotReader for PgSnapshots {
         {
             Ok(Ok(rows)) => rows,
             Ok(Err(err)) => {
-                let message = with_causes(&err);
+                let message = one_line(&err);
                 if conn.client.is_closed() {
                     *held = None;
                 }
@@ -216,7 +201,7 @@ impl SnapshotReader for PgSnapshots {
             .iter()
             .map(entity)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| self.failed(format!("a `{kind}` row: {}", with_causes(&err))))?;
+            .map_err(|err| self.failed(format!("a `{kind}` row: {}", one_line(&err))))?;
         let more = entities.len() > limit as usize;
         entities.truncate(limit as usize);
         let next = if more {

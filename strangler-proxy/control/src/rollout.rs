@@ -197,6 +197,7 @@ pub async fn change_stage(plan: &Plan, request: &Request) -> Result<Outcome, Rol
     if target == Stage::Cutover
         && current != Stage::Cutover
         && let Some(route) = plan.routes.iter().find(|r| r.name == request.route)
+        && route.gate.verify_within.is_some()
         && let Some(missing) = verify_refusal(plan, route, &store.last_verifies()?, now_ms())
     {
         if !request.force {

@@ -20,9 +20,13 @@ pub mod gamification;
 pub mod service;
 pub mod students;
 
-use participant::{ApiError, ApiResult, Event};
-use rusqlite::Connection;
+use axum::Router;
+use participant::snapshot::KindReader;
+use participant::{ApiError, ApiResult, Database, Event};
+use rusqlite::{Connection, Row};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 /// Entity kinds as they appear in event types (`student.updated` → `student`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +46,84 @@ impl Kind {
             Kind::Enrollment => "enrollment",
         }
     }
+
+    /// Reads this kind's entities for `GET /_snapshot`: its table's rows in key order, each
+    /// as the state its events carry.
+    pub fn snapshot(self) -> KindReader {
+        match self {
+            Kind::Student => |conn, after, limit| {
+                rows_after(
+                    conn,
+                    "students",
+                    students::COLUMNS,
+                    students::Student::from_row,
+                    after,
+                    limit,
+                )
+            },
+            Kind::Invoice => |conn, after, limit| {
+                rows_after(
+                    conn,
+                    "invoices",
+                    finance::COLUMNS,
+                    finance::Invoice::from_row,
+                    after,
+                    limit,
+                )
+            },
+            Kind::Reward => |conn, after, limit| {
+                rows_after(
+                    conn,
+                    "rewards",
+                    gamification::COLUMNS,
+                    gamification::Reward::from_row,
+                    after,
+                    limit,
+                )
+            },
+            Kind::Enrollment => |conn, after, limit| {
+                rows_after(
+                    conn,
+                    "enrollments",
+                    enrollments::COLUMNS,
+                    enrollments::Enrollment::from_row,
+                    after,
+                    limit,
+                )
+            },
+        }
+    }
+}
+
+/// `GET /_snapshot` over `db` for the kinds a participant holds.
+pub fn snapshot_routes(db: Database, holds: &[Kind]) -> Router {
+    participant::snapshot::routes(db, holds.iter().map(|k| (k.name(), k.snapshot())).collect())
+}
+
+/// Rows of `table` whose `id` sorts after `after` (SQLite compares `TEXT` byte by byte, the
+/// snapshot's key order), at most `limit`, as `(id, state)`.
+fn rows_after<T: Serialize>(
+    conn: &Connection,
+    table: &str,
+    columns: &str,
+    from_row: fn(&Row<'_>) -> rusqlite::Result<T>,
+    after: &str,
+    limit: u32,
+) -> ApiResult<Vec<(String, Value)>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {columns} FROM {table} WHERE id > ?1 ORDER BY id LIMIT ?2"
+    ))?;
+    let rows = stmt
+        .query_map((after, limit), from_row)?
+        .collect::<rusqlite::Result<Vec<T>>>()?;
+    rows.iter()
+        .map(|row| {
+            let state = serde_json::to_value(row)
+                .map_err(|err| ApiError::internal(format!("cannot encode a {table} row: {err}")))?;
+            let key = state["id"].as_str().unwrap_or_default().to_string();
+            Ok((key, state))
+        })
+        .collect()
 }
 
 fn state<T: DeserializeOwned>(event: &Event) -> ApiResult<T> {

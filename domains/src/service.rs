@@ -30,7 +30,8 @@ impl DataService {
         Database::open(path, self.origin, self.origin, self.migrations)
     }
 
-    /// The whole HTTP API: the domain's routes, the event feed, health and readiness.
+    /// The whole HTTP API: the domain's routes, the event feed and snapshots, health and
+    /// readiness.
     pub fn app(&self, db: Database) -> Router {
         let holds = self.holds;
         let origin = self.origin;
@@ -41,6 +42,7 @@ impl DataService {
         );
         let router = (self.routes)(db.clone())
             .merge(participant::feed::routes(db.clone(), applier))
+            .merge(crate::snapshot_routes(db.clone(), self.holds))
             .merge(participant::openapi::routes(self.openapi()));
         participant::server::finish(router, db)
     }

@@ -55,6 +55,7 @@ pub fn app(db: Database) -> Router {
         .merge(gamification::routes(db.clone()))
         .merge(enrollment::routes(db.clone()))
         .merge(participant::feed::routes(db.clone(), sync::applier()))
+        .merge(domains::snapshot_routes(db.clone(), sync::HOLDS))
         .merge(participant::openapi::routes(openapi::document()));
     participant::server::finish(router, db)
 }

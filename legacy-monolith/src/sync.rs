@@ -13,7 +13,7 @@ use domains::gamification::{self, Reward};
 use domains::students::{self, Student};
 
 /// The kinds of entity the monolith holds: all of them.
-const HOLDS: &[Kind] = &[Kind::Student, Kind::Invoice, Kind::Reward, Kind::Enrollment];
+pub const HOLDS: &[Kind] = &[Kind::Student, Kind::Invoice, Kind::Reward, Kind::Enrollment];
 
 /// Writes the entity state an event carries into the monolith's tables.
 pub fn apply(conn: &Connection, event: &Event) -> ApiResult<()> {

@@ -6,6 +6,7 @@
 //! - [`db`]: connections, versioned migrations, write transactions (commit or dry run);
 //! - [`outbox`]: the event model, recording local changes, applying remote ones;
 //! - [`feed`]: `GET /_events` and `POST /_events`;
+//! - [`snapshot`]: `GET /_snapshot`, entity state in key order, for `strangler verify`;
 //! - [`extract`]: request extractors with JSON errors, and the dry-run header;
 //! - [`error`]: the `{"error":{"code","message"}}` type;
 //! - [`server`]: health, readiness, JSON 404/405, body cap, graceful shutdown;
@@ -18,6 +19,7 @@ pub mod feed;
 pub mod openapi;
 pub mod outbox;
 pub mod server;
+pub mod snapshot;
 
 pub use db::{Database, Migration, Write};
 pub use error::{ApiError, ApiResult};

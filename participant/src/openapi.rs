@@ -214,8 +214,8 @@ fn error_schema() -> Value {
             "properties": { "code": { "type": "string" }, "message": { "type": "string" } } } } })
 }
 
-/// What every participant serves besides its domains: the event feed, health, readiness and
-/// this document.
+/// What every participant serves besides its domains: the event feed, entity snapshots,
+/// health, readiness and this document.
 pub fn participant() -> Api {
     let integer = |min: i64, max: i64, default: i64, description: &str| {
         json!({ "in": "query", "description": description,
@@ -226,6 +226,7 @@ pub fn participant() -> Api {
         param
     };
     let feed = crate::feed::LIMITS;
+    let snapshot = crate::snapshot::LIMITS;
     Api::new()
         .operation("/_events", "get", op(
             "Event feed in commit order; long-polls with wait",
@@ -246,6 +247,26 @@ pub fn participant() -> Api {
             [("200", ok("what was applied; refused events are parked and counted as rejected", "ApplyReport"))]
                 .into_iter()
                 .chain(body_errors("an event without id, origin or key, a type without a dot, a version below 1, data not an object")),
+        ))
+        .operation("/_snapshot", "get", op(
+            "Current state of one kind of entity, in key order (the byte order of the keys' UTF-8), for strangler verify",
+            vec![
+                json!({ "name": "type", "in": "query", "required": true,
+                        "description": "the entity kind, as event types name it (student for student.updated); GET /_snapshot/types lists them",
+                        "schema": { "type": "string", "minLength": 1 } }),
+                json!({ "name": "after", "in": "query",
+                        "description": "serve entities whose key sorts after this one: the `next` of the previous page; empty or absent: from the first",
+                        "schema": { "type": "string", "default": "" } }),
+                named("limit", integer(1, i64::from(snapshot.max_limit), i64::from(snapshot.default_limit), "most entities served")),
+            ],
+            None,
+            [("200", ok("a page of entities", "SnapshotPage")),
+             ("400", error("invalid_query: type missing, limit out of range or not a number, or an unknown parameter")),
+             ("404", error("unknown_type: this participant holds no entities of that kind"))],
+        ))
+        .operation("/_snapshot/types", "get", op(
+            "The entity kinds GET /_snapshot serves", vec![], None,
+            [("200", ok("the kinds", "SnapshotTypes"))],
         ))
         .operation("/health", "get", op("Liveness", vec![], None,
             [("200", ok("alive", "Health"))]))
@@ -273,6 +294,18 @@ pub fn participant() -> Api {
         .schema("FeedPage", json!({ "type": "object", "additionalProperties": false,
             "required": ["events", "next", "head"], "properties": {
                 "events": array_of("Event"), "next": { "type": "integer" }, "head": { "type": "integer" } } }))
+        .schema("Entity", json!({ "type": "object", "additionalProperties": false,
+            "required": ["key", "version", "state"], "properties": {
+                "key": { "type": "string" },
+                "version": { "type": "integer", "minimum": 0, "maximum": i64::MAX,
+                             "description": "the version of its last recorded or applied change; 0: no event is known for it" },
+                "state": { "type": "object", "description": "its full state, as its events carry it in data" } } }))
+        .schema("SnapshotPage", json!({ "type": "object", "additionalProperties": false,
+            "required": ["entities", "next"], "properties": {
+                "entities": array_of("Entity"),
+                "next": { "type": "string", "nullable": true, "description": "pass as after= for the next page; null on the last" } } }))
+        .schema("SnapshotTypes", json!({ "type": "object", "additionalProperties": false,
+            "required": ["types"], "properties": { "types": { "type": "array", "items": { "type": "string" } } } }))
         .schema("EventBatch", json!({ "type": "object", "additionalProperties": false,
             "required": ["events"], "properties": { "events": array_of("Event") } }))
         .schema("ApplyReport", json!({ "type": "object", "additionalProperties": false,

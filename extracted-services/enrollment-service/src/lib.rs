@@ -103,6 +103,7 @@ pub fn app(db: Database, upstreams: Upstreams) -> Result<Router, reqwest::Error>
         .route("/students/{id}/report", get(report))
         .with_state(state)
         .merge(participant::feed::routes(db.clone(), applier))
+        .merge(domains::snapshot_routes(db.clone(), &[Kind::Enrollment]))
         .merge(participant::openapi::routes(openapi()));
     Ok(participant::server::finish(router, db))
 }

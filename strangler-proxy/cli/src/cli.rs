@@ -36,13 +36,14 @@ pub const EXIT_UNCONFIRMED: i32 = 3;
   strangler report students --format html --out report.html
   strangler canary students 10 --reason \"first step\"
   strangler rollout start students              walk the route's steps, judged by its analysis
+  strangler verify students --repair            both sides' data, entity by entity; fix what differs
   strangler rollback students                   back to legacy on every proxy, now
   strangler rollback --all --state data/strangler.db   (no plan needed)
   strangler store copy --from data/strangler.db --to postgres://user:pass@db/strangler
   strangler completions bash > ~/.local/share/bash-completion/completions/strangler
 
 Exit codes: 0 done, 1 refused or failed, 2 unknown route or bad usage, 3 stored but not
-confirmed by every live proxy."
+confirmed by every live proxy; verify: 0 the sides match, 1 they differ, 2 it cannot tell."
 )]
 pub struct Cli {
     /// The migration plan.
@@ -165,6 +166,10 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<SyncCommand>,
     },
+    /// Compare both sides of sync links entity by entity: missing, extra and differing
+    /// entities per kind; resumable, rate-limited, --repair re-emits the differences. Exits
+    /// 0 when the sides match, 1 when they differ, 2 when it cannot tell.
+    Verify(crate::verify::VerifyArgs),
     /// Shadow-diff report: match rate, mismatching paths, noise, sample diffs, latency.
     Report {
         /// One route (default: every route).
@@ -302,7 +307,7 @@ pub struct CliError {
 }
 
 impl CliError {
-    fn failed(message: impl Into<String>) -> Self {
+    pub(crate) fn failed(message: impl Into<String>) -> Self {
         Self {
             code: EXIT_FAILED,
             message: message.into(),
@@ -376,6 +381,7 @@ fn wants_json(command: &Command) -> bool {
         | Command::Retire { change, .. }
         | Command::Abort { change, .. } => change.json,
         Command::Report { format, .. } => matches!(format, ReportFormat::Json),
+        Command::Verify(args) => args.json,
         _ => false,
     }
 }
@@ -429,6 +435,7 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
             shadow_report(&load(&cli.plan)?, route, format, out)
         }
         Command::Serve => serve(load(&cli.plan)?).await,
+        Command::Verify(args) => crate::verify::run(load(&cli.plan), args).await,
         Command::Sync { command: None } => run_sync(load(&cli.plan)?).await,
         Command::Sync {
             command: Some(SyncCommand::Status { json }),
@@ -684,7 +691,30 @@ fn link_rows(
         .collect())
 }
 
-fn print_links(rows: &[strangler_store::LinkProgress]) {
+/// A link's last verify in a few words: `passed 5m ago` or `3 differences 10s ago`.
+fn verify_summary(record: Option<&strangler_store::VerifyRecord>) -> String {
+    let Some(v) = record else {
+        return "never verified".to_string();
+    };
+    let age = Duration::from_millis(u64::try_from(now_ms() - v.finished_ms).unwrap_or(0));
+    let ago = match age.as_secs() {
+        s if s < 120 => format!("{s}s ago"),
+        s if s < 7200 => format!("{}m ago", s / 60),
+        s => format!("{}h ago", s / 3600),
+    };
+    let partial = if v.complete { "" } else { ", some kinds" };
+    if v.passed {
+        format!("verified {ago}: {} equal{partial}", v.compared)
+    } else {
+        format!(
+            "verified {ago}: {} of {} differ{partial}",
+            v.missing + v.extra + v.differing,
+            v.compared
+        )
+    }
+}
+
+fn print_links(rows: &[strangler_store::LinkProgress], verifies: &[strangler_store::VerifyRecord]) {
     crate::say!(
         "{:<28} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  LAST ERROR",
         "LINK",
@@ -708,6 +738,13 @@ fn print_links(rows: &[strangler_store::LinkProgress]) {
             p.last_error.as_deref().unwrap_or("-")
         );
     }
+    for p in rows {
+        crate::say!(
+            "  {}: {}",
+            p.link,
+            verify_summary(verifies.iter().find(|v| v.link == p.link))
+        );
+    }
     for p in rows.iter().filter(|p| p.rejected > 0) {
         crate::say!(
             "  {}: {} event(s) parked by the target; last: {}",
@@ -721,6 +758,7 @@ fn print_links(rows: &[strangler_store::LinkProgress]) {
 fn sync_status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
     let store = strangler_store::open(&plan.proxy.state)?;
     let rows = link_rows(plan, &*store)?;
+    let verifies = store.last_verifies()?;
     if json_out {
         let rows: Vec<Value> = rows
             .iter()
@@ -731,6 +769,7 @@ fn sync_status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
                     "applied": p.applied, "duplicates": p.duplicates, "skipped": p.skipped,
                     "rejected": p.rejected, "last_rejection": p.last_rejection,
                     "last_error": p.last_error, "updated_ms": p.updated_ms,
+                    "last_verify": verifies.iter().find(|v| v.link == p.link),
                 })
             })
             .collect();
@@ -741,7 +780,7 @@ fn sync_status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
     } else if rows.is_empty() {
         crate::say!("{} declares no [[sync]] links", plan.file.display());
     } else {
-        print_links(&rows);
+        print_links(&rows, &verifies);
     }
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! Layout:
 //! - [`cli`]: clap commands, one-line errors, exit codes (1 refused, 2 unknown route or
 //!   usage, 3 unconfirmed propagation);
-//! - [`up`]: `strangler up`, the demo stack as child processes and the proxy in-process.
+//! - [`up`]: `strangler up`, the demo stack as child processes and the proxy in-process;
+//! - [`verify`]: `strangler verify`, its progress and report.
 //!
 //! The toolkit beneath, one crate per layer: `strangler-plan`, `strangler-diff`,
 //! `strangler-store`, `strangler-dataplane`, `strangler-relay`, `strangler-control`,
@@ -35,6 +36,7 @@ macro_rules! say_raw {
 
 pub mod cli;
 pub mod up;
+pub mod verify;
 
 use std::io::IsTerminal;
 

@@ -188,6 +188,7 @@ fn route_rows(table: &RouteTable) -> Vec<RouteStatus> {
 }
 
 async fn status(State(state): State<AdminState>) -> Json<Value> {
+    let verifies = last_verifies(&state).await;
     let table = state.table.load();
     Json(json!({
         "proxy": { "id": &*state.proxy_id, "listen": &*state.listen, "generation": table.generation,
@@ -196,7 +197,29 @@ async fn status(State(state): State<AdminState>) -> Json<Value> {
                    "store_up": state.health.is_up(),
                    "store_listening": state.health.is_listening() },
         "routes": route_rows(&table),
+        "verifies": verifies,
     }))
+}
+
+/// The newest `strangler verify` of each link, or `null` while the store is unreachable.
+async fn last_verifies(state: &AdminState) -> Value {
+    if !state.health.is_up() {
+        return Value::Null;
+    }
+    let store = Arc::clone(&state.store);
+    let read = tokio::task::spawn_blocking(move || {
+        let store = store.lock().unwrap_or_else(|p| p.into_inner());
+        store.last_verifies()
+    })
+    .await;
+    match read {
+        Ok(Ok(verifies)) => json!(verifies),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "status without the verify results");
+            Value::Null
+        }
+        Err(_) => Value::Null,
+    }
 }
 
 async fn routes(State(state): State<AdminState>) -> Json<Value> {

@@ -8,7 +8,7 @@ use strangler_plan::{self as plan, GateSpec, Plan, Stage};
 use strangler_store::prelude::*;
 use strangler_store::{
     Change, ProxyRecord, RolloutState, ShadowMetric, ShadowSummary, StageChange, StageWrite,
-    StoreError, now_ms,
+    StoreError, VerifyRecord, now_ms,
 };
 
 use crate::admin;
@@ -70,6 +70,10 @@ pub enum RolloutError {
         "{route}: the cutover gate is closed: {reason}; shadow the route longer, fix the differences (strangler report {route}), or pass --force"
     )]
     GateClosed { route: String, reason: String },
+    #[error(
+        "{route}: the cutover gate is closed: {reason}; run `strangler verify {route}` (--repair fixes what differs), or pass --force"
+    )]
+    NotVerified { route: String, reason: String },
     #[error(
         "{route} was changed by someone else while this change was made (now {now}); check `strangler status` and retry"
     )]
@@ -184,6 +188,26 @@ pub async fn change_stage(plan: &Plan, request: &Request) -> Result<Outcome, Rol
         }
         forced = true;
         let note = format!("gate overridden ({closed})");
+        reason = Some(match reason {
+            Some(r) => format!("{r}; {note}"),
+            None => note,
+        });
+    }
+    // A cutover may also need proof that both sides hold the same data.
+    if target == Stage::Cutover
+        && current != Stage::Cutover
+        && let Some(route) = plan.routes.iter().find(|r| r.name == request.route)
+        && route.gate.verify_within.is_some()
+        && let Some(missing) = verify_refusal(plan, route, &store.last_verifies()?, now_ms())
+    {
+        if !request.force {
+            return Err(RolloutError::NotVerified {
+                route: request.route.clone(),
+                reason: missing,
+            });
+        }
+        forced = true;
+        let note = format!("verify requirement overridden ({missing})");
         reason = Some(match reason {
             Some(r) => format!("{r}; {note}"),
             None => note,
@@ -387,6 +411,63 @@ impl GateVerdict {
     }
 }
 
+/// Why `route` may not be cut over for want of a verify, in one line: its gate's
+/// `verify_within` asks for a passing `strangler verify` of every sync link to or from its
+/// service, covering every kind the link carries, finished within that age. `None`: no
+/// verify is needed, or every link has one.
+pub fn verify_refusal(
+    plan: &Plan,
+    route: &strangler_plan::RouteSpec,
+    verifies: &[VerifyRecord],
+    now_ms: i64,
+) -> Option<String> {
+    let within = route.gate.verify_within?;
+    let oldest = now_ms - i64::try_from(within.as_millis()).unwrap_or(i64::MAX / 2);
+    let mut problems = Vec::new();
+    for link in plan
+        .sync
+        .iter()
+        .filter(|l| l.from == route.service || l.to == route.service)
+    {
+        let name = strangler_relay::link_name(link);
+        let age = |v: &VerifyRecord| {
+            let secs = (now_ms - v.finished_ms).max(0) / 1000;
+            if secs < 120 {
+                format!("{secs}s ago")
+            } else {
+                format!("{}m ago", secs / 60)
+            }
+        };
+        match verifies.iter().find(|v| v.link == name) {
+            None => problems.push(format!("{name} never verified")),
+            Some(v) if !v.passed => problems.push(format!(
+                "{name} differed {} ({} of {} entities)",
+                age(v),
+                v.missing + v.extra + v.differing,
+                v.compared
+            )),
+            Some(v) if !v.complete => problems.push(format!(
+                "{name} last verified {} for some kinds only ({})",
+                age(v),
+                v.kinds.join(", ")
+            )),
+            Some(v) if v.finished_ms < oldest => {
+                problems.push(format!("{name} last verified {}", age(v)));
+            }
+            Some(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "a cutover needs a passing verify of every sync link of `{}` within {}: {}",
+        route.service,
+        plan::format_duration(within),
+        problems.join("; ")
+    ))
+}
+
 /// Nudges every live proxy to re-read the store, then waits until each serves `generation`.
 pub async fn propagate(
     token_file: Option<&std::path::Path>,
@@ -461,6 +542,7 @@ mod tests {
         let spec = GateSpec {
             min_comparisons: 10,
             max_mismatch_rate: 0.1,
+            verify_within: None,
         };
         let mut summary = ShadowSummary::default();
         summary.counts.insert(ShadowMetric::Compared, 9);
@@ -482,6 +564,65 @@ mod tests {
         let verdict = GateVerdict::judge(&summary, &spec);
         assert!(!verdict.open, "2 of 11 failed");
         assert!(verdict.refusal().unwrap().contains("and 1 shadow errors"));
+    }
+
+    #[test]
+    fn a_cutover_waits_for_a_recent_complete_passing_verify_of_every_link() {
+        let text = "[gate]\nverify_within = \"1h\"\n[proxy]\nlisten = \"127.0.0.1:1\"\nadmin_listen = \"127.0.0.1:2\"\nstate = \"s.db\"\n\
+            [services.legacy]\nurls = [\"http://127.0.0.1:3\"]\nlegacy = true\n[services.students]\nurls = [\"http://127.0.0.1:4\"]\n\
+            [[routes]]\nname = \"students\"\npaths = [\"/students\"]\nservice = \"students\"\n\
+            [[sync]]\nfrom = \"legacy\"\nto = \"students\"\n[[sync]]\nfrom = \"students\"\nto = \"legacy\"\n";
+        let plan = plan::parse(std::path::Path::new("plan.toml"), text).unwrap();
+        let route = &plan.routes[0];
+        let now = 10_000_000;
+        let record = |link: &str, passed: bool, complete: bool, age_ms: i64| VerifyRecord {
+            link: link.into(),
+            kinds: vec!["student".into()],
+            complete,
+            compared: 10,
+            missing: i64::from(!passed),
+            extra: 0,
+            differing: 0,
+            in_flight: 0,
+            repaired: 0,
+            passed,
+            started_ms: now - age_ms - 100,
+            finished_ms: now - age_ms,
+        };
+        let why = verify_refusal(&plan, route, &[], now).unwrap();
+        assert!(why.contains("within 1h"), "{why}");
+        assert!(
+            why.contains("legacy->students never verified; students->legacy never verified"),
+            "{why}"
+        );
+        let one_ok = [record("legacy->students", true, true, 60_000)];
+        let why = verify_refusal(&plan, route, &one_ok, now).unwrap();
+        assert!(!why.contains("legacy->students"), "{why}");
+        for (other, words) in [
+            (
+                record("students->legacy", false, true, 1000),
+                "differed 1s ago (1 of 10 entities)",
+            ),
+            (
+                record("students->legacy", true, false, 1000),
+                "for some kinds only",
+            ),
+            (
+                record("students->legacy", true, true, 2 * 3_600_000),
+                "last verified 120m ago",
+            ),
+        ] {
+            let why = verify_refusal(&plan, route, &[one_ok[0].clone(), other], now).unwrap();
+            assert!(why.contains(words), "{why}");
+        }
+        let both = [
+            one_ok[0].clone(),
+            record("students->legacy", true, true, 5000),
+        ];
+        assert_eq!(verify_refusal(&plan, route, &both, now), None);
+        let mut no_requirement = route.clone();
+        no_requirement.gate.verify_within = None;
+        assert_eq!(verify_refusal(&plan, &no_requirement, &[], now), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The event feed's wire types: what every participant serves on `GET /_events` and accepts
-//! on `POST /_events`. The toolkit's sync relay and the participants both speak it, so it
+//! on `POST /_events`, and the entity snapshots it serves on `GET /_snapshot` for
+//! `strangler verify`. The toolkit's sync relay and the participants both speak it, so it
 //! lives apart from either, with nothing but serde beneath it.
 #![forbid(unsafe_code)]
 
@@ -94,6 +95,39 @@ impl ApplyReport {
             self.first_rejection = other.first_rejection;
         }
     }
+}
+
+/// One entity's current state, as `GET /_snapshot` serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entity {
+    /// The entity's id, the key its events carry.
+    pub key: String,
+    /// The version of the last change the participant recorded or applied for it; 0 when it
+    /// knows no event for the entity (a row written behind its outbox's back).
+    pub version: i64,
+    /// Its full state, the shape its events carry in `data`.
+    pub state: Value,
+}
+
+/// A page of one kind's entities (`GET /_snapshot?type=KIND&after=KEY&limit=N`), in key
+/// order: the byte order of the keys' UTF-8 (what SQLite's `BINARY` collation and
+/// PostgreSQL's `COLLATE "C"` sort by), so two sides of a link walk in the same order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotPage {
+    /// Entities whose key sorts after `after`, at most `limit`.
+    pub entities: Vec<Entity>,
+    /// Pass as `after` to read on; absent (`null`) on the last page.
+    pub next: Option<String>,
+}
+
+/// The entity kinds a participant serves snapshots of (`GET /_snapshot/types`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotTypes {
+    /// Kinds as event types name them (`student` for `student.updated`).
+    pub types: Vec<String>,
 }
 
 #[cfg(test)]

@@ -116,6 +116,7 @@ struct RawNotify {
 struct RawGate {
     min_comparisons: Option<Spanned<i64>>,
     max_mismatch_rate: Option<Spanned<f64>>,
+    verify_within: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -500,6 +501,10 @@ pub struct GateSpec {
     pub min_comparisons: u64,
     /// Mismatched ÷ compared at most this (noise not counted).
     pub max_mismatch_rate: f64,
+    /// A cutover also needs a passing `strangler verify` of every sync link of the route's
+    /// service, covering every kind the link carries, finished no longer ago than this
+    /// (`None`: no verify needed).
+    pub verify_within: Option<Duration>,
 }
 
 impl Default for GateSpec {
@@ -507,6 +512,7 @@ impl Default for GateSpec {
         Self {
             min_comparisons: 100,
             max_mismatch_rate: 0.001,
+            verify_within: None,
         }
     }
 }
@@ -578,7 +584,7 @@ impl Ctx<'_> {
             self.at(
                 value,
                 field,
-                "must be a duration like 250ms, 5s or 2m, above zero",
+                "must be a duration like 250ms, 5s, 2m or 1h, above zero",
             )
         })
     }
@@ -1195,6 +1201,9 @@ impl Ctx<'_> {
             }
             gate.max_mismatch_rate = r;
         }
+        if let Some(v) = &raw.verify_within {
+            gate.verify_within = Some(self.duration(v, &format!("{field}.verify_within"))?);
+        }
         Ok(gate)
     }
 
@@ -1411,7 +1420,7 @@ fn parse_sticky(raw: &str, paths: &[PathTemplate]) -> Result<Sticky, String> {
     }
 }
 
-/// Parses `250ms`, `5s`, `2m` (must be above zero).
+/// Parses `250ms`, `5s`, `2m`, `1h` (must be above zero).
 pub fn parse_duration(raw: &str) -> Option<Duration> {
     let raw = raw.trim();
     let split = raw.find(|c: char| !c.is_ascii_digit())?;
@@ -1422,9 +1431,21 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
         _ => return None,
     };
     (!d.is_zero()).then_some(d)
+}
+
+/// A duration as the plan writes it, in its largest whole unit: `1h`, `90m`, `5s`, `250ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        ms if ms > 0 && ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms > 0 && ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms > 0 && ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
 }
 
 /// Parses `1048576`, `512KiB`, `10MiB`, `1GiB` (must be above zero).
@@ -1534,6 +1555,8 @@ canary = { percent = 25, sticky = "path:id" }
             (route("timeout = \"soon\""), 17, "routes[0].timeout", "duration"),
             (route("methods = [\"FETCH!\"]"), 17, "routes[0].methods[0]", "HTTP method"),
             (route("buffer_body_up_to = \"lots\""), 17, "routes[0].buffer_body_up_to", "size"),
+            (route("gate = { verify_within = \"soon\" }"), 17, "routes[0].gate.verify_within", "duration"),
+            ("\n[gate]\nverify_within = 3600\n".into(), 14, "", "invalid type"),
             (route("upgrades = \"maybe\""), 17, "", "invalid type"),
             ("\n[[routes]]\nname = \"r\"\npaths = [\"students\"]\nservice = \"students\"\n".into(), 15, "routes[0].paths[0]", "must start with /"),
             ("\n[[routes]]\nname = \"r\"\npaths = [\"/a/../b\"]\nservice = \"students\"\n".into(), 15, "routes[0].paths[0]", "normal form"),
@@ -1552,6 +1575,27 @@ canary = { percent = 25, sticky = "path:id" }
             );
             assert!(err.message.contains(words), "{extra}\n→ {err}");
         }
+    }
+
+    #[test]
+    fn a_cutover_can_require_a_recent_verify_by_default_and_per_route() {
+        let plan = check(
+            "\n[gate]\nverify_within = \"1h\"\n\n[[routes]]\nname = \"a\"\npaths = [\"/a\"]\nservice = \"students\"\n\n[[routes]]\nname = \"b\"\npaths = [\"/b\"]\nservice = \"students\"\ngate = { verify_within = \"10m\", min_comparisons = 5 }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            plan.routes[0].gate.verify_within,
+            Some(Duration::from_secs(3600))
+        );
+        let b = plan.routes[1].gate;
+        assert_eq!(b.verify_within, Some(Duration::from_secs(600)));
+        assert_eq!(b.min_comparisons, 5);
+        let plain = check("\n[[routes]]\nname = \"a\"\npaths = [\"/a\"]\nservice = \"students\"\n")
+            .unwrap();
+        assert_eq!(
+            plain.routes[0].gate.verify_within, None,
+            "not required unless asked"
+        );
     }
 
     #[test]
@@ -1831,6 +1875,10 @@ canary = { percent = 25, sticky = "path:id" }
         assert_eq!(parse_size("1TB"), None);
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        for text in ["1h", "90m", "5s", "250ms"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
         assert_eq!(parse_duration("0s"), None);
         assert_eq!(parse_duration("5"), None);
     }

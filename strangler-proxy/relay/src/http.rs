@@ -13,10 +13,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A participant's feed endpoint.
 pub struct Participant {
-    name: String,
+    pub(crate) name: String,
     /// Base URL, without a trailing slash.
-    url: String,
-    client: reqwest::Client,
+    pub(crate) url: String,
+    pub(crate) client: reqwest::Client,
 }
 
 /// The source and sink of `link`, at the first URL of each service.

@@ -7,6 +7,8 @@
 //! Layout: [`EventSource`] and [`EventSink`] are the two ends of a link ([`http`]: a
 //! participant's `GET`/`POST /_events`); [`Relay`] is the one loop that holds the link's
 //! lease, reads, filters, pushes, checkpoints and backs off, whatever the ends are.
+//! [`verify`] beside it compares what both ends of a link hold, entity by entity
+//! (`strangler verify`), and repairs through the same event intake.
 //!
 //! API boundary: depends on the store only for checkpoints and leases
 //! ([`strangler_store::Checkpoints`]), and on the feed's wire types, not on any participant.
@@ -24,6 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub mod http;
+pub mod verify;
 
 /// Events asked for per read.
 pub const BATCH: u32 = 500;

@@ -7,7 +7,7 @@ use strangler_plan::Stage;
 
 use crate::{
     LinkProgress, ProxyRecord, RouteCounters, ShadowBatch, ShadowMetric, StageChange, StageWrite,
-    Store, Unmirrored, now_ms, timestamp,
+    Store, Unmirrored, VerifyCursor, VerifyRecord, now_ms, timestamp,
 };
 
 /// A connection to the store under test.
@@ -22,6 +22,7 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Fn() -> Box<dyn Store>>) {
     analysis_runs_follow_stage_changes(&*fresh());
     leases_are_exclusive_and_fenced(&*fresh());
     checks_and_rollouts_are_kept(&*fresh());
+    verify_cursors_resume_and_the_newest_result_of_each_link_is_kept(&*fresh());
     subscribers_wake_when_another_connection_changes_a_stage(&*fresh());
     a_copy_keeps_everything_and_refuses_a_non_empty_target(&*fresh(), &*fresh());
 }
@@ -157,6 +158,10 @@ pub fn fill(store: &mut dyn Store) {
             message: "canary 25%".into(),
         })
         .unwrap();
+    store.record_verify(&verify_record("a->b", true)).unwrap();
+    store
+        .save_verify_cursor(&verify_cursor("a->b", "student", "k7"))
+        .unwrap();
     store
         .take_lease("analysis", "a", Duration::from_secs(30))
         .unwrap();
@@ -197,6 +202,7 @@ pub fn assert_same_contents(a: &dyn Store, b: &dyn Store) {
     }
     assert_eq!(a.links().unwrap(), b.links().unwrap());
     assert_eq!(a.rollouts().unwrap(), b.rollouts().unwrap());
+    assert_eq!(a.last_verifies().unwrap(), b.last_verifies().unwrap());
 }
 
 /// Copies `from` (filled) into `to` (fresh), and checks what a copy promises.
@@ -241,6 +247,16 @@ pub fn a_copy_keeps_everything_and_refuses_a_non_empty_target(from: Open<'_>, to
         to().lease_link("a->b", "relay-2", Duration::from_secs(5))
             .unwrap(),
         "nor link leases"
+    );
+    assert_eq!(
+        target.last_verifies().unwrap().len(),
+        1,
+        "verify results are"
+    );
+    assert_eq!(
+        target.verify_cursor("a->b", "student").unwrap(),
+        None,
+        "an unfinished verify's cursor is not"
     );
 
     let refused = target.import(&snapshot, false).unwrap_err();
@@ -637,4 +653,88 @@ pub fn analysis_runs_follow_stage_changes(open: Open<'_>) {
             .count(ShadowMetric::Compared),
         0
     );
+}
+
+fn verify_record(link: &str, passed: bool) -> VerifyRecord {
+    VerifyRecord {
+        link: link.into(),
+        kinds: vec!["student".into(), "invoice".into()],
+        complete: true,
+        compared: 120,
+        missing: 0,
+        extra: 0,
+        differing: i64::from(!passed),
+        in_flight: 2,
+        repaired: 0,
+        passed,
+        started_ms: now_ms() - 1500,
+        finished_ms: now_ms(),
+    }
+}
+
+fn verify_cursor(link: &str, kind: &str, after: &str) -> VerifyCursor {
+    VerifyCursor {
+        link: link.into(),
+        kind: kind.into(),
+        after: after.into(),
+        done: false,
+        progress: r#"{"compared":7}"#.into(),
+        updated_ms: now_ms(),
+    }
+}
+
+pub fn verify_cursors_resume_and_the_newest_result_of_each_link_is_kept(open: Open<'_>) {
+    let (verifier, reader) = (open(), open());
+    assert_eq!(reader.verify_cursor("a->b", "student").unwrap(), None);
+    let first = verify_cursor("a->b", "student", "k1");
+    verifier.save_verify_cursor(&first).unwrap();
+    assert_eq!(
+        reader.verify_cursor("a->b", "student").unwrap(),
+        Some(first)
+    );
+    // Each page moves it on; other kinds and links have their own.
+    let moved = VerifyCursor {
+        done: true,
+        ..verify_cursor("a->b", "student", "k\u{e9}9")
+    };
+    verifier.save_verify_cursor(&moved).unwrap();
+    verifier
+        .save_verify_cursor(&verify_cursor("a->b", "invoice", "i3"))
+        .unwrap();
+    verifier
+        .save_verify_cursor(&verify_cursor("c->d", "student", "k2"))
+        .unwrap();
+    assert_eq!(
+        reader.verify_cursor("a->b", "student").unwrap(),
+        Some(moved)
+    );
+    verifier.clear_verify_cursors("a->b").unwrap();
+    assert_eq!(reader.verify_cursor("a->b", "student").unwrap(), None);
+    assert_eq!(reader.verify_cursor("a->b", "invoice").unwrap(), None);
+    assert!(
+        reader.verify_cursor("c->d", "student").unwrap().is_some(),
+        "another link's cursor stays"
+    );
+
+    assert!(reader.last_verifies().unwrap().is_empty());
+    verifier
+        .record_verify(&verify_record("b->a", true))
+        .unwrap();
+    verifier
+        .record_verify(&verify_record("a->b", true))
+        .unwrap();
+    let newest = VerifyRecord {
+        kinds: vec!["student".into()],
+        complete: false,
+        ..verify_record("a->b", false)
+    };
+    verifier.record_verify(&newest).unwrap();
+    let last = reader.last_verifies().unwrap();
+    assert_eq!(
+        last.iter().map(|v| v.link.as_str()).collect::<Vec<_>>(),
+        ["a->b", "b->a"]
+    );
+    assert_eq!(last[0], newest);
+    assert!(last[1].passed && last[1].complete);
+    assert_eq!(last[1].kinds, ["student", "invoice"]);
 }

@@ -5,7 +5,8 @@
 //! Layout:
 //! - the interface, one small trait per concern: [`Stages`] (with a cheap change token to
 //!   poll, and change notifications where the backend has them), [`ProxyRegistry`],
-//!   [`Checkpoints`] (and leases), [`ShadowResults`], [`Rollouts`], and [`Transfer`] (a
+//!   [`Checkpoints`] (and leases), [`ShadowResults`], [`Rollouts`], [`Verifications`]
+//!   (`strangler verify`'s resumable cursors and its results), and [`Transfer`] (a
 //!   backend-neutral copy of a store's contents, in [`transfer`]); [`Store`] is all of
 //!   them, what [`open`] returns;
 //! - [`sqlite`]: the embedded backend (one file, WAL), the default;
@@ -27,6 +28,7 @@ use strangler_plan::{Stage, StoreLocation};
 pub mod postgres;
 pub mod sqlite;
 pub mod transfer;
+pub mod verifications;
 
 #[cfg(test)]
 mod contract;
@@ -34,6 +36,7 @@ mod contract;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use transfer::{Snapshot, Transfer};
+pub use verifications::{Verifications, VerifyCursor, VerifyRecord};
 
 /// A proxy whose heartbeat is older than this is not live.
 pub const LIVE_WINDOW: Duration = Duration::from_secs(3);
@@ -62,12 +65,20 @@ pub trait Subscription: Send {
 
 /// Every concern of the store, as one object.
 pub trait Store:
-    Stages + ProxyRegistry + Checkpoints + ShadowResults + Rollouts + Transfer + Send
+    Stages + ProxyRegistry + Checkpoints + ShadowResults + Rollouts + Verifications + Transfer + Send
 {
 }
 
-impl<T: Stages + ProxyRegistry + Checkpoints + ShadowResults + Rollouts + Transfer + Send> Store
-    for T
+impl<
+    T: Stages
+        + ProxyRegistry
+        + Checkpoints
+        + ShadowResults
+        + Rollouts
+        + Verifications
+        + Transfer
+        + Send,
+> Store for T
 {
 }
 
@@ -709,5 +720,7 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 
 /// The store's traits, for callers that hold a `Box<dyn Store>`.
 pub mod prelude {
-    pub use crate::{Checkpoints, ProxyRegistry, Rollouts, ShadowResults, Stages, Store, Transfer};
+    pub use crate::{
+        Checkpoints, ProxyRegistry, Rollouts, ShadowResults, Stages, Store, Transfer, Verifications,
+    };
 }

@@ -14,7 +14,7 @@ use crate::{
     AnalysisRun, AuditEntry, Change, CheckRecord, Checkpoints, LATENCIES_PER_ROUTE, LinkProgress,
     ProxyRecord, ProxyRegistry, RolloutRecord, RolloutState, Rollouts, RouteCounters,
     SAMPLES_PER_GROUP, ShadowBatch, ShadowMetric, ShadowResults, ShadowSummary, StageChange,
-    StageWrite, Stages, StoreError, now_ms, timestamp,
+    StageWrite, Stages, StoreError, Verifications, VerifyCursor, VerifyRecord, now_ms, timestamp,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -174,6 +174,33 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL,
         message TEXT NOT NULL
     );
+",
+    "
+    CREATE TABLE verify_cursors (
+        link TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        after_key TEXT NOT NULL,
+        done INTEGER NOT NULL,
+        progress TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (link, kind)
+    ) WITHOUT ROWID;
+    CREATE TABLE verify_results (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        link TEXT NOT NULL,
+        kinds TEXT NOT NULL,
+        complete INTEGER NOT NULL,
+        compared INTEGER NOT NULL,
+        missing INTEGER NOT NULL,
+        extra INTEGER NOT NULL,
+        differing INTEGER NOT NULL,
+        in_flight INTEGER NOT NULL,
+        repaired INTEGER NOT NULL,
+        passed INTEGER NOT NULL,
+        started_ms INTEGER NOT NULL,
+        finished_ms INTEGER NOT NULL
+    );
+    CREATE INDEX verify_results_by_link ON verify_results (link, id);
 ",
 ];
 
@@ -874,6 +901,110 @@ impl Rollouts for SqliteStore {
                     step_started_ms: r.get(3)?,
                     updated_at: r.get(4)?,
                     message: r.get(5)?,
+                })
+            },
+        )
+    }
+}
+
+impl Verifications for SqliteStore {
+    fn verify_cursor(&self, link: &str, kind: &str) -> Result<Option<VerifyCursor>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT after_key, done, progress, updated_ms FROM verify_cursors
+                 WHERE link = ?1 AND kind = ?2",
+                (link, kind),
+                |r| {
+                    Ok(VerifyCursor {
+                        link: link.to_string(),
+                        kind: kind.to_string(),
+                        after: r.get(0)?,
+                        done: r.get(1)?,
+                        progress: r.get(2)?,
+                        updated_ms: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn save_verify_cursor(&self, c: &VerifyCursor) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO verify_cursors (link, kind, after_key, done, progress, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (link, kind) DO UPDATE SET after_key = excluded.after_key,
+                     done = excluded.done, progress = excluded.progress,
+                     updated_ms = excluded.updated_ms",
+                (
+                    &c.link,
+                    &c.kind,
+                    &c.after,
+                    c.done,
+                    &c.progress,
+                    c.updated_ms,
+                ),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn clear_verify_cursors(&self, link: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM verify_cursors WHERE link = ?1", [link])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn record_verify(&self, v: &VerifyRecord) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO verify_results (link, kinds, complete, compared, missing, extra,
+                     differing, in_flight, repaired, passed, started_ms, finished_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                rusqlite::params![
+                    v.link,
+                    v.kinds.join(","),
+                    v.complete,
+                    v.compared,
+                    v.missing,
+                    v.extra,
+                    v.differing,
+                    v.in_flight,
+                    v.repaired,
+                    v.passed,
+                    v.started_ms,
+                    v.finished_ms
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn last_verifies(&self) -> Result<Vec<VerifyRecord>, StoreError> {
+        self.rows(
+            "SELECT link, kinds, complete, compared, missing, extra, differing, in_flight,
+                    repaired, passed, started_ms, finished_ms
+             FROM verify_results v
+             WHERE id = (SELECT MAX(id) FROM verify_results w WHERE w.link = v.link)
+             ORDER BY link",
+            [],
+            |r| {
+                let kinds: String = r.get(1)?;
+                Ok(VerifyRecord {
+                    link: r.get(0)?,
+                    kinds: crate::verifications::split_kinds(&kinds),
+                    complete: r.get(2)?,
+                    compared: r.get(3)?,
+                    missing: r.get(4)?,
+                    extra: r.get(5)?,
+                    differing: r.get(6)?,
+                    in_flight: r.get(7)?,
+                    repaired: r.get(8)?,
+                    passed: r.get(9)?,
+                    started_ms: r.get(10)?,
+                    finished_ms: r.get(11)?,
                 })
             },
         )

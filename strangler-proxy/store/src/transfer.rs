@@ -3,8 +3,10 @@
 //!
 //! What is copied: stages and the generation, the audit log (with its ids), shadow counts,
 //! paths, samples and latencies, analysis runs with their counts and paths, checks,
-//! rollouts, and sync links with their checkpoints and counters. What is not: live proxies
-//! and their counters (they register again), and leases (their holders take them again).
+//! rollouts, sync links with their checkpoints and counters, and verify results. What is
+//! not: live proxies and their counters (they register again), leases (their holders take
+//! them again), and the cursors of unfinished verifies (a verify run against the new store
+//! starts over).
 //! [`TABLES`] names it all, in an order that imports cleanly.
 
 use crate::StoreError;
@@ -206,6 +208,26 @@ pub const TABLES: &[TableSpec] = &[
         ],
         order_by: "route",
         generated_id: false,
+    },
+    TableSpec {
+        name: "verify_results",
+        columns: &[
+            ("id", Int),
+            ("link", Text),
+            ("kinds", Text),
+            ("complete", Int),
+            ("compared", Int),
+            ("missing", Int),
+            ("extra", Int),
+            ("differing", Int),
+            ("in_flight", Int),
+            ("repaired", Int),
+            ("passed", Int),
+            ("started_ms", Int),
+            ("finished_ms", Int),
+        ],
+        order_by: "id",
+        generated_id: true,
     },
 ];
 

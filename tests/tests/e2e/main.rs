@@ -16,3 +16,4 @@ mod schemathesis;
 mod services;
 mod shadow;
 mod sync_relay;
+mod verify;

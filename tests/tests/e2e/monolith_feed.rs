@@ -349,3 +349,83 @@ async fn imported_rows_get_events_so_the_feed_is_a_snapshot() {
     let m = m.restart().await;
     assert_eq!(m.count("outbox"), 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_snapshot_serves_entity_state_in_key_byte_order_with_versions() {
+    let m = Monolith::start().await;
+    let c = &m.client;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(c.new_student(&format!("snap{i}@example.org")).await);
+    }
+    c.patch(&format!("/students/{}", ids[2]), json!({ "name": "Twice" }))
+        .await
+        .expect(200);
+    // Rows written behind the outbox's back: no version, and keys whose byte order is not
+    // their letter order ("B" < "a" < "é").
+    let conn = m.sql();
+    for key in ["a-row", "B-row", "\u{e9}-row"] {
+        conn.execute(
+            "INSERT INTO students (id, email, name, status, created_at, updated_at)
+             VALUES (?1, ?1 || '@example.org', 'Direct', 'active', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+            [key],
+        )
+        .unwrap();
+    }
+    drop(conn);
+
+    assert_eq!(
+        c.get("/_snapshot/types").await.expect(200)["types"],
+        json!(["student", "invoice", "reward", "enrollment"])
+    );
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = c
+            .get(&format!("/_snapshot?type=student&limit=3&after={after}"))
+            .await
+            .expect(200);
+        let entities = page["entities"].as_array().unwrap();
+        assert!(entities.len() <= 3);
+        seen.extend(entities.iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => {
+                assert_eq!(entities.last().unwrap()["key"], next);
+                after = next.replace('\u{e9}', "%C3%A9");
+            }
+            None => break,
+        }
+    }
+    let keys: Vec<&str> = seen.iter().map(|e| e["key"].as_str().unwrap()).collect();
+    let mut sorted = keys.clone();
+    sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    assert_eq!(keys, sorted, "key byte order");
+    assert_eq!(keys.len(), 10);
+    assert_eq!(keys.last(), Some(&"\u{e9}-row"));
+    let by_key = |k: &str| seen.iter().find(|e| e["key"] == k).unwrap().clone();
+    assert_eq!(by_key(&ids[2])["version"], 2);
+    assert_eq!(by_key(&ids[2])["state"]["name"], "Twice");
+    assert_eq!(by_key(&ids[0])["version"], 1);
+    assert_eq!(
+        by_key(&ids[0])["state"],
+        c.get(&format!("/students/{}", ids[0])).await.expect(200),
+        "the state is the entity as its events carry it"
+    );
+    assert_eq!(by_key("B-row")["version"], 0, "no event known");
+
+    for (query, status, code) in [
+        ("", 400, "invalid_query"),
+        ("?type=", 400, "invalid_query"),
+        ("?type=student&limit=0", 400, "invalid_query"),
+        ("?type=student&limit=5001", 400, "invalid_query"),
+        ("?type=student&limit=ten", 400, "invalid_query"),
+        ("?type=student&colour=red", 400, "invalid_query"),
+        ("?type=course", 404, "unknown_type"),
+    ] {
+        let message = c
+            .get(&format!("/_snapshot{query}"))
+            .await
+            .expect_error(status, code);
+        assert!(!message.is_empty(), "{query}");
+    }
+}

@@ -9,6 +9,8 @@ use serde_json::Value;
 const COMMON: &[(&str, &str)] = &[
     ("GET", "/_events"),
     ("POST", "/_events"),
+    ("GET", "/_snapshot"),
+    ("GET", "/_snapshot/types"),
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/openapi.json"),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use strangler_feed::{Event, EventBatch, FeedPage};
-use strangler_plan::{Plan, SyncLink};
+use strangler_plan::Plan;
 
 use crate::{EventSink, EventSource, LONG_POLL, Pushed, RelayError};
 
@@ -19,28 +19,32 @@ pub struct Participant {
     client: reqwest::Client,
 }
 
-/// The source and sink of `link`, at the first URL of each service.
-pub fn endpoints(plan: &Plan, link: &SyncLink) -> Result<(Participant, Participant), RelayError> {
-    let client = reqwest::Client::builder()
+/// The client both participant ends of a link share: no system proxy, no
+/// redirects, a timeout above the long poll.
+pub fn client() -> Result<reqwest::Client, RelayError> {
+    reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(LONG_POLL + CALL_TIMEOUT)
         .build()
-        .map_err(|err| RelayError::Client(err.to_string()))?;
-    let participant = |service: &str| {
+        .map_err(|err| RelayError::Client(err.to_string()))
+}
+
+impl Participant {
+    /// The plan's service `service`, at its first URL.
+    pub fn new(plan: &Plan, service: &str, client: &reqwest::Client) -> Result<Self, RelayError> {
         let url = plan
             .services
             .get(service)
             .and_then(|s| s.urls.first())
             .map(|u| u.to_string().trim_end_matches('/').to_string())
             .ok_or_else(|| RelayError::NoUrl(service.to_string()))?;
-        Ok::<_, RelayError>(Participant {
+        Ok(Participant {
             name: service.to_string(),
             url,
             client: client.clone(),
         })
-    };
-    Ok((participant(&link.from)?, participant(&link.to)?))
+    }
 }
 
 impl EventSource for Participant {

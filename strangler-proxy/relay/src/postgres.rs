@@ -330,8 +330,30 @@ struct Column {
     optional: bool,
 }
 
+impl Column {
+    const fn required(name: &'static str, types: &'static [&'static str]) -> Self {
+        Column {
+            name,
+            types,
+            optional: false,
+        }
+    }
+
+    const fn optional(name: &'static str, types: &'static [&'static str]) -> Self {
+        Column {
+            name,
+            types,
+            optional: true,
+        }
+    }
+}
+
 /// Types a text column may have.
 const TEXT: &[&str] = &["text", "character varying"];
+/// Types a JSON column may have.
+const JSON: &[&str] = &["jsonb", "json"];
+/// Types a timestamp column may have (one without a zone is taken as UTC).
+const TIMESTAMP: &[&str] = &["timestamp with time zone", "timestamp without time zone"];
 
 /// A column of a checked table.
 struct Found {

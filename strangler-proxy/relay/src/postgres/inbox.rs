@@ -5,51 +5,19 @@ use strangler_feed::{ApplyReport, Event};
 use strangler_plan::{PgInbox, PgTable};
 use tokio_postgres::Client;
 
-use super::{Column, Failure, Session, TEXT, check_columns};
+use super::{Column, Failure, JSON, Session, TEXT, TIMESTAMP, check_columns};
 use crate::{EventSink, Pushed, RelayError};
 
 /// What the inbox's columns must be.
 const INBOX: &[Column] = &[
-    Column {
-        name: "id",
-        types: TEXT,
-        optional: false,
-    },
-    Column {
-        name: "origin",
-        types: TEXT,
-        optional: false,
-    },
-    Column {
-        name: "aggregatetype",
-        types: TEXT,
-        optional: false,
-    },
-    Column {
-        name: "aggregateid",
-        types: TEXT,
-        optional: false,
-    },
-    Column {
-        name: "type",
-        types: TEXT,
-        optional: false,
-    },
-    Column {
-        name: "version",
-        types: &["bigint"],
-        optional: false,
-    },
-    Column {
-        name: "payload",
-        types: &["jsonb", "json"],
-        optional: false,
-    },
-    Column {
-        name: "created_at",
-        types: &["timestamp with time zone", "timestamp without time zone"],
-        optional: false,
-    },
+    Column::required("id", TEXT),
+    Column::required("origin", TEXT),
+    Column::required("aggregatetype", TEXT),
+    Column::required("aggregateid", TEXT),
+    Column::required("type", TEXT),
+    Column::required("version", &["bigint"]),
+    Column::required("payload", JSON),
+    Column::required("created_at", TIMESTAMP),
 ];
 
 /// An application's inbox table as a link's target.

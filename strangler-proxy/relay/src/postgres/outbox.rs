@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
-use super::{Column, Failure, Session, TEXT, check_columns};
+use super::{Column, Failure, JSON, Session, TEXT, TIMESTAMP, check_columns};
 use crate::{EventSource, RelayError};
 
 /// Bits of a checkpoint that count rows inside one transaction.
@@ -32,56 +32,19 @@ const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// What the outbox's columns must be.
 const OUTBOX: &[Column] = &[
-    Column {
-        name: "id",
-        types: &["text", "character varying", "uuid"],
-        optional: false,
-    },
-    Column {
-        name: "aggregatetype",
-        types: TEXT,
-        optional: false,
-    },
-    Column {
-        name: "aggregateid",
-        types: &["text", "character varying", "uuid", "bigint", "integer"],
-        optional: false,
-    },
-    Column {
-        name: "type",
-        types: TEXT,
-        optional: false,
-    },
-    Column {
-        name: "payload",
-        types: &["jsonb", "json"],
-        optional: false,
-    },
-    Column {
-        name: "version",
-        types: &["bigint", "integer"],
-        optional: false,
-    },
-    Column {
-        name: "origin",
-        types: TEXT,
-        optional: true,
-    },
-    Column {
-        name: "created_at",
-        types: &["timestamp with time zone", "timestamp without time zone"],
-        optional: false,
-    },
-    Column {
-        name: "txid",
-        types: &["xid8"],
-        optional: false,
-    },
-    Column {
-        name: "seq",
-        types: &["bigint", "integer"],
-        optional: false,
-    },
+    Column::required("id", &["text", "character varying", "uuid"]),
+    Column::required("aggregatetype", TEXT),
+    Column::required(
+        "aggregateid",
+        &["text", "character varying", "uuid", "bigint", "integer"],
+    ),
+    Column::required("type", TEXT),
+    Column::required("payload", JSON),
+    Column::required("version", &["bigint", "integer"]),
+    Column::optional("origin", TEXT),
+    Column::required("created_at", TIMESTAMP),
+    Column::required("txid", &["xid8"]),
+    Column::required("seq", &["bigint", "integer"]),
 ];
 
 /// A position in the outbox's read order: every row with `txid` below `txid`, and the

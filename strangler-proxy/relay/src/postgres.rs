@@ -55,9 +55,10 @@
 //! it ends.
 //!
 //! The checkpoint store keeps one `i64`, so the position is encoded as `T << 20 | k`: `T`
-//! below 2^43 (8.8 × 10^12 transactions, a thousand years at 250 per second; a larger one is
-//! a permanent error, never a wrong position) and `k` below 2^20. A transaction with more
-//! than 2^20 − 1 − 500 rows left is read to its end in one page, so `k` never overflows.
+//! below 2^43 (8.8 × 10^12 transactions, 28 years at 10,000 a second; a larger one is a
+//! permanent error, never a wrong position) and `k` below 2^20. Once a page would take `k`
+//! past 2^20 − 1 (a transaction of over a million rows), the rest of that transaction is
+//! read in one page and the position moves past it, so `k` never overflows.
 //! `FeedPage::head` is the checkpoint plus the rows not yet delivered (counted up to
 //! 100,000), so `sync status` shows the lag in events as for any other link. A horizon below
 //! the checkpoint means the database is not the one the checkpoint was taken on (restored,
@@ -118,9 +119,9 @@
 //!
 //! The sink inserts a batch with one `INSERT ... ON CONFLICT (id) DO NOTHING` (one
 //! transaction), and the relay moves its checkpoint only after it committed: an event
-//! delivered twice is inserted once. The application applies rows in `received_at, id`
-//! order per entity and keeps the higher `version` (then the higher `origin`), as every
-//! participant does.
+//! delivered twice is inserted once. The application applies the rows keeping, per
+//! entity, the higher `version` (then the higher `origin`), as every participant does, so
+//! the order it takes them in does not matter.
 //!
 //! # Failures
 //!
@@ -180,8 +181,8 @@ pub const INBOX_DDL: &str = "CREATE TABLE inbox (
 /// is given up as broken.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One end's connection: opened on first use, its table checked, dropped when it breaks so
-/// the next call opens another.
+/// One end's connection: opened on first use, its table checked, dropped after any failure
+/// so the next call opens another and checks the table again.
 struct Session<C> {
     connector: PgConnector,
     table: PgTable,
@@ -214,7 +215,7 @@ impl<C> Session<C> {
     }
 
     /// Runs `call` on the open connection (opening it and checking the table with `check`
-    /// first if need be), within [`CALL_TIMEOUT`]. A connection that failed is dropped.
+    /// first if need be), within [`CALL_TIMEOUT`]. After a failure the connection is dropped.
     async fn run<T, Check, Call>(&self, check: Check, call: Call) -> Result<T, RelayError>
     where
         Check: AsyncFnOnce(&Client) -> Result<C, Failure>,
@@ -243,9 +244,9 @@ impl<C> Session<C> {
             )))
         });
         result.map_err(|failure| {
-            if failure.breaks_connection() {
-                *open = None;
-            }
+            // The next call starts afresh: a new connection, and the table checked again
+            // (someone may have changed it, or fixed it).
+            *open = None;
             failure.into_error(&self.endpoint)
         })
     }
@@ -269,15 +270,6 @@ impl From<tokio_postgres::Error> for Failure {
 }
 
 impl Failure {
-    fn breaks_connection(&self) -> bool {
-        match self {
-            Failure::Pg(err) => err.as_db_error().is_none() || err.is_closed(),
-            Failure::Broken(_) => true,
-            // Checked again on the next connection, after someone fixed it.
-            Failure::Table { .. } => true,
-        }
-    }
-
     fn into_error(self, endpoint: &str) -> RelayError {
         let (message, transient) = match self {
             Failure::Pg(err) => match err.as_db_error() {

@@ -319,19 +319,19 @@ async fn statements(
          \"aggregateid\"::text AS key, \"version\"::bigint AS version, \"payload\"::text AS payload,
          to_char(\"created_at\"::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS at"
     );
+    // Each part takes its rows in index order and stops at its limit; the horizon filters
+    // them after that (rows at or above it come last in that order), so the planner never
+    // sorts the whole backlog to find one page.
     let page = format!(
         "WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x),
-         page AS (
-             (SELECT {columns} FROM {t}
-              WHERE \"txid\" = $1::text::xid8 AND \"txid\" < (SELECT x FROM h)
-              ORDER BY \"seq\" OFFSET $2 LIMIT $3)
-             UNION ALL
-             (SELECT {columns} FROM {t}
-              WHERE \"txid\" > $1::text::xid8 AND \"txid\" < (SELECT x FROM h)
-              ORDER BY \"txid\", \"seq\" LIMIT $4)
-         )
+         rest_of_t AS (SELECT {columns} FROM {t}
+                       WHERE \"txid\" = $1::text::xid8 ORDER BY \"seq\" OFFSET $2 LIMIT $3),
+         after_t AS (SELECT {columns} FROM {t}
+                     WHERE \"txid\" > $1::text::xid8 ORDER BY \"txid\", \"seq\" LIMIT $4),
+         page AS (SELECT * FROM rest_of_t UNION ALL SELECT * FROM after_t)
          SELECT h.x::text, p.txid::text, p.id, p.origin, p.type, p.key, p.version, p.payload, p.at
-         FROM h LEFT JOIN (SELECT * FROM page ORDER BY txid, seq LIMIT $5) p ON true
+         FROM h LEFT JOIN (SELECT * FROM page WHERE txid < (SELECT x FROM h)
+                           ORDER BY txid, seq LIMIT $5) p ON true
          ORDER BY p.txid, p.seq"
     );
     let pending = format!(

@@ -121,7 +121,7 @@ pub async fn run(plan: Result<Plan, CliError>, args: VerifyArgs) -> Result<(), C
     let observer = Shown::new(args.json);
     let mut reports = Vec::new();
     for walk in &walks {
-        let (source, target) = strangler_relay::http::endpoints(&plan, walk.link())
+        let (source, target) = strangler_relay::http::participant_ends(&plan, walk.link())
             .map_err(|err| usage(err.to_string()))?;
         let walked = verify::run_walk(walk, &source, &target, &store, &options, &observer);
         let report = tokio::select! {

@@ -5,7 +5,9 @@
 //!   every error names `file:line:col`, the field and the reason, then validated;
 //! - [`stage`]: a route's migration stages;
 //! - [`analysis`]: analysis budgets, rollout steps and webhooks;
-//! - [`path`]: request path normalization and path templates.
+//! - [`path`]: request path normalization and path templates;
+//! - [`sync`]: `[[sync]]` links and their ends (a participant, or a PostgreSQL outbox or
+//!   inbox table).
 //!
 //! API boundary: this crate depends on nothing else of the toolkit. It says what the plan
 //! means (types and validation); the crates above decide what to do with it.
@@ -16,9 +18,11 @@ pub mod file;
 pub mod location;
 pub mod path;
 pub mod stage;
+pub mod sync;
 
 pub use analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
 pub use file::*;
 pub use location::StoreLocation;
 pub use path::PathTemplate;
 pub use stage::Stage;
+pub use sync::{LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, SyncLink};

@@ -205,7 +205,7 @@ pub fn plan_walks(plan: &Plan, what: &str, types: &[String]) -> Result<Vec<Walk>
         let of_route: Vec<&SyncLink> = plan
             .sync
             .iter()
-            .filter(|l| l.from == route.service || l.to == route.service)
+            .filter(|l| l.from.name() == route.service || l.to.name() == route.service)
             .collect();
         if of_route.is_empty() {
             return Err(VerifyError::Usage(format!(
@@ -236,8 +236,9 @@ pub fn plan_walks(plan: &Plan, what: &str, types: &[String]) -> Result<Vec<Walk>
         let kinds = link_kinds(link);
         let same_pair = |w: &Walk| {
             let first = w.link();
-            (first.from == link.from && first.to == link.to)
-                || (first.from == link.to && first.to == link.from)
+            let (a, b) = (first.from.name(), first.to.name());
+            let (c, d) = (link.from.name(), link.to.name());
+            (a == c && b == d) || (a == d && b == c)
         };
         match walks.iter_mut().find(|w| same_pair(w)) {
             Some(walk) => {
@@ -433,8 +434,8 @@ pub async fn run_walk<S: SnapshotReader, T: SnapshotReader>(
     let finished_ms = now_ms();
     let report = WalkReport {
         links: walk.links.iter().map(link_name).collect(),
-        source: walk.link().from.clone(),
-        target: walk.link().to.clone(),
+        source: walk.link().from.name().to_string(),
+        target: walk.link().to.name().to_string(),
         passed: reports.iter().all(KindReport::passed),
         kinds: reports,
         resumed,

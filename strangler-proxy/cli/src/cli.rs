@@ -610,17 +610,24 @@ fn diff_files(
     let same = match format {
         DiffFormat::JsonPatch => {
             let parse = |bytes: &[u8], p: &std::path::Path| {
-                serde_json::from_slice::<Value>(bytes).map_err(|err| CliError {
+                strangler_diff::depth::parse(bytes).map_err(|err| CliError {
                     code: 2,
                     message: format!("{} is not JSON: {err}", p.display()),
                 })
             };
-            let patch = strangler_diff::json_patch(&parse(&x, a)?, &parse(&y, b)?);
-            crate::say!(
-                "{}",
-                serde_json::to_string_pretty(&patch).unwrap_or_default()
-            );
-            patch.is_empty()
+            // Parsed, patched and printed where the stack holds a document as deep as the
+            // diff engine takes (MAX_DEPTH levels).
+            let patched = strangler_diff::depth::with_deep_stack(|| {
+                let patch = strangler_diff::json_patch(&parse(&x, a)?, &parse(&y, b)?);
+                Ok::<_, CliError>((
+                    serde_json::to_string_pretty(&patch).unwrap_or_default(),
+                    patch.is_empty(),
+                ))
+            })
+            .ok_or_else(|| CliError::failed("cannot start a thread to compare the files"))?;
+            let (text, same) = patched?;
+            crate::say!("{text}");
+            same
         }
         DiffFormat::Text => {
             let diffs = strangler_diff::diff_bodies(&x, &y, &strangler_diff::Rules::default());

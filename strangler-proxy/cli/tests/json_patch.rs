@@ -73,7 +73,10 @@ fn the_diff_command_prints_differences_and_patches() {
     let out = run(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "they differ");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("~ /tags (array length): 1 → 2"), "{text}");
+    assert!(
+        text.contains("+ /tags/1: \"y\""),
+        "one added element: {text}"
+    );
     assert!(text.contains("+ /extra~1field: true"), "{text}");
 
     let out = run(&[
@@ -95,6 +98,28 @@ fn the_diff_command_prints_differences_and_patches() {
 
     let out = run(&["diff", a.to_str().unwrap(), a.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
+
+    // Documents nested 1,000 deep are compared and patched like any other.
+    let deep = |leaf: &str| format!("{}{leaf}{}", "[".repeat(1000), "]".repeat(1000));
+    std::fs::write(&a, deep("1")).unwrap();
+    std::fs::write(&b, deep("2")).unwrap();
+    let out = run(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("~ {}", "/0".repeat(1000))),
+        "{text}"
+    );
+    let out = run(&[
+        "diff",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--format",
+        "json-patch",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let patch: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(patch[0]["path"], "/0".repeat(1000));
     let out = run(&["diff", a.to_str().unwrap(), "/nonexistent.json"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent.json"));

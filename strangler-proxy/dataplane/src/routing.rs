@@ -272,6 +272,11 @@ pub fn compile_rules(spec: &strangler_plan::CompareSpec) -> strangler_diff::Rule
             )
             .collect(),
         headers: spec.headers.clone(),
+        numbers: if spec.exact_numbers {
+            strangler_diff::Numbers::Exact
+        } else {
+            strangler_diff::Numbers::Value
+        },
     }
 }
 

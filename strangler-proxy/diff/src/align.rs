@@ -39,9 +39,13 @@ pub(crate) enum Step {
 /// however deep the walk goes.
 pub(crate) struct Hashes {
     state: RandomState,
-    /// Element hashes by the address of the array's first element, per side (0: left).
-    arrays: [HashMap<usize, Vec<u64>>; 2],
+    /// Element hashes by the address and length of the elements hashed, per side (0: left).
+    arrays: [HashMap<(usize, usize), Vec<u64>>; 2],
     deadline: Option<Instant>,
+    /// Whether equal ends and in-place changes are found by plain equality before any
+    /// hashing. Off for deeply nested documents, where comparing a subtree at every level
+    /// would cost depth × size: memoized hashes compare each node once.
+    shortcuts: bool,
 }
 
 /// What leaves parts out of a hash: the ignore patterns, seen from the path of the node.
@@ -50,30 +54,33 @@ pub(crate) trait Ignore {
 }
 
 impl Hashes {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(shortcuts: bool) -> Self {
         Self {
             state: RandomState::new(),
             arrays: [HashMap::new(), HashMap::new()],
             deadline: None,
+            shortcuts,
         }
     }
 
-    /// The element hashes of `items` (of side `side`) at `tokens`.
+    /// The element hashes of `items` (of side `side`), the elements from index `offset` of
+    /// the array at `tokens`.
     pub(crate) fn elements<'a>(
         &mut self,
         side: usize,
         items: &'a [Value],
+        offset: usize,
         tokens: &mut Vec<Token<'a>>,
         numbers: Numbers,
         ignore: &dyn Ignore,
     ) -> Vec<u64> {
-        let key = items.as_ptr() as usize;
+        let key = (items.as_ptr() as usize, items.len());
         if let Some(known) = self.arrays[side].get(&key) {
             return known.clone();
         }
         let mut hashes = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            tokens.push(Token::Index(i));
+            tokens.push(Token::Index(offset + i));
             // An ignored element keeps its place; what it holds does not count.
             hashes.push(if ignore.ignored(tokens) {
                 0
@@ -105,7 +112,7 @@ impl Hashes {
             Value::String(s) => (3u8, s).hash(&mut h),
             Value::Array(items) => {
                 4u8.hash(&mut h);
-                for e in self.elements(side, items, tokens, numbers, ignore) {
+                for e in self.elements(side, items, 0, tokens, numbers, ignore) {
                     e.hash(&mut h);
                 }
             }
@@ -128,7 +135,12 @@ impl Hashes {
     }
 
     /// Aligns `x` (left) with `y` (right), both at `tokens`: every element of either is in
-    /// exactly one step, in order.
+    /// exactly one step, in order. A pair is `same` only when its elements are equal.
+    ///
+    /// Cheap first: equal ends are trimmed by plain equality (no hashing); a middle of equal
+    /// lengths whose elements mostly match where they stand is paired by position (a few
+    /// elements changed in place, the common case); anything else is aligned by a Myers diff
+    /// of element hashes.
     pub(crate) fn align<'a>(
         &mut self,
         x: &'a [Value],
@@ -145,12 +157,65 @@ impl Hashes {
                 same: false,
             }];
         }
-        let hx = self.elements(0, x, tokens, numbers, ignore);
-        let hy = self.elements(1, y, tokens, numbers, ignore);
-        let deadline = *self
+        if !self.shortcuts {
+            let hx = self.elements(0, x, 0, tokens, numbers, ignore);
+            let hy = self.elements(1, y, 0, tokens, numbers, ignore);
+            return steps(&hx, &hy, self.deadline());
+        }
+        let prefix = x.iter().zip(y).take_while(|(a, b)| a == b).count();
+        let suffix = x[prefix..]
+            .iter()
+            .rev()
+            .zip(y[prefix..].iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let (mx, my) = (&x[prefix..x.len() - suffix], &y[prefix..y.len() - suffix]);
+        let mut out: Vec<Step> = (0..prefix)
+            .map(|i| Step::Pair {
+                i,
+                j: i,
+                same: true,
+            })
+            .collect();
+        let in_place = mx.len() == my.len()
+            && (mx.len() <= 1 || 2 * mx.iter().zip(my).filter(|(a, b)| a == b).count() >= mx.len());
+        if in_place {
+            out.extend(mx.iter().zip(my).enumerate().map(|(k, (a, b))| Step::Pair {
+                i: prefix + k,
+                j: prefix + k,
+                same: a == b,
+            }));
+        } else {
+            let hx = self.elements(0, mx, prefix, tokens, numbers, ignore);
+            let hy = self.elements(1, my, prefix, tokens, numbers, ignore);
+            let deadline = self.deadline();
+            out.extend(
+                steps(&hx, &hy, deadline)
+                    .into_iter()
+                    .map(|step| match step {
+                        // Equal hashes are checked: only truly equal elements are `same`.
+                        Step::Pair { i, j, same } => Step::Pair {
+                            i: prefix + i,
+                            j: prefix + j,
+                            same: same && mx[i] == my[j],
+                        },
+                        Step::Missing(i) => Step::Missing(prefix + i),
+                        Step::Extra(j) => Step::Extra(prefix + j),
+                    }),
+            );
+        }
+        out.extend((0..suffix).map(|k| Step::Pair {
+            i: x.len() - suffix + k,
+            j: y.len() - suffix + k,
+            same: true,
+        }));
+        out
+    }
+
+    fn deadline(&mut self) -> Instant {
+        *self
             .deadline
-            .get_or_insert_with(|| Instant::now() + ALIGN_TIME);
-        steps(&hx, &hy, deadline)
+            .get_or_insert_with(|| Instant::now() + ALIGN_TIME)
     }
 }
 
@@ -247,15 +312,16 @@ mod tests {
                 false
             }
         }
-        let mut h = Hashes::new();
+        let mut h = Hashes::new(true);
         let one: Value = serde_json::from_str("[1, 1.0, 1.5]").unwrap();
         let Value::Array(items) = &one else {
             unreachable!()
         };
-        let by_value = h.elements(0, items, &mut Vec::new(), Numbers::Value, &Nothing);
+        let by_value = h.elements(0, items, 0, &mut Vec::new(), Numbers::Value, &Nothing);
         assert_eq!(by_value[0], by_value[1]);
         assert_ne!(by_value[0], by_value[2]);
-        let exact = Hashes::new().elements(0, items, &mut Vec::new(), Numbers::Exact, &Nothing);
+        let exact =
+            Hashes::new(true).elements(0, items, 0, &mut Vec::new(), Numbers::Exact, &Nothing);
         assert_ne!(exact[0], exact[1]);
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! Layout: the comparison is here; [`path`] holds paths and rule patterns, `align` the
 //! array alignment, [`patch`] JSON Patch, [`depth`] how deep a document may nest (up to
-//! [`MAX_DEPTH`] levels) and where deep ones are handled.
+//! [`MAX_DEPTH`] levels) and where deep ones are handled, [`redact`] taking named values out
+//! of a document before it is kept.
 //!
 //! Architecture invariant: pure functions; depends on nothing else of the toolkit.
 
@@ -21,6 +22,7 @@ mod align;
 pub mod depth;
 pub mod patch;
 pub mod path;
+pub mod redact;
 
 pub use depth::{MAX_DEPTH, SHOWN_DEPTH};
 pub use patch::{PatchError, apply_patch, equal_by_value, json_patch};
@@ -195,11 +197,18 @@ fn numbers_equal(x: &Number, y: &Number, rules: &Rules) -> bool {
 /// Structural differences between two JSON documents under `rules`. Recurses once per level
 /// of nesting: for documents deeper than 128 levels, see [`depth`].
 pub fn diff_json(a: &Value, b: &Value, rules: &Rules) -> Vec<Difference> {
+    diff_json_with(a, b, rules, true)
+}
+
+/// [`diff_json`], with or without the alignment's equality shortcuts (without: deeply
+/// nested documents, see `align`).
+fn diff_json_with(a: &Value, b: &Value, rules: &Rules, shortcuts: bool) -> Vec<Difference> {
     let mut walk = Walk {
         rules,
         tokens: Vec::new(),
         out: Vec::new(),
         hashes: None,
+        shortcuts,
     };
     walk.walk(a, b);
     walk.out
@@ -213,6 +222,8 @@ struct Walk<'r, 'a> {
     out: Vec<Difference>,
     /// Array element hashes, made when the first array needs aligning.
     hashes: Option<Hashes>,
+    /// See `align::Hashes`.
+    shortcuts: bool,
 }
 
 impl<'a> Walk<'_, 'a> {
@@ -290,8 +301,8 @@ impl<'a> Walk<'_, 'a> {
 
     /// Arrays in order: aligned, so an inserted or removed element is one difference.
     fn aligned(&mut self, x: &'a [Value], y: &'a [Value]) {
-        let (rules, numbers) = (self.rules, self.rules.numbers);
-        let hashes = self.hashes.get_or_insert_with(Hashes::new);
+        let (rules, numbers, shortcuts) = (self.rules, self.rules.numbers, self.shortcuts);
+        let hashes = self.hashes.get_or_insert_with(|| Hashes::new(shortcuts));
         let steps = hashes.align(x, y, &mut self.tokens, numbers, rules);
         for step in steps {
             match step {
@@ -512,7 +523,7 @@ pub fn diff_bodies(a: &[u8], b: &[u8], rules: &Rules) -> Vec<Difference> {
                 || y.as_ref().err().is_some_and(depth::over_default_limit) =>
         {
             let deep = depth::with_deep_stack(|| match (depth::parse(a), depth::parse(b)) {
-                (Ok(x), Ok(y)) => Some(diff_json(&x, &y, rules)),
+                (Ok(x), Ok(y)) => Some(diff_json_with(&x, &y, rules, false)),
                 _ => None,
             });
             deep.flatten().unwrap_or_else(|| diff_lines(a, b))
@@ -840,6 +851,21 @@ mod tests {
             .map(|d| d.path)
             .collect();
         assert_eq!(got, ["/items/2/id"]);
+    }
+
+    #[test]
+    fn changes_in_place_among_identical_elements_stay_in_place() {
+        let one = json!({ "name": "Ada", "points": 1 });
+        let a = json!(vec![one; 40]);
+        let mut b = a.clone();
+        b[3]["name"] = json!("Ada L.");
+        b[17]["points"] = json!(2);
+        b[30]["name"] = json!("Bo");
+        let got: Vec<String> = diff_json(&a, &b, &Rules::default())
+            .into_iter()
+            .map(|d| d.path)
+            .collect();
+        assert_eq!(got, ["/3/name", "/17/points", "/30/name"]);
     }
 
     #[test]

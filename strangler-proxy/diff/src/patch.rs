@@ -10,18 +10,15 @@
 //! Recursion follows the documents' nesting: see [`crate::depth`].
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use crate::align::{self, Hashes, Ignore, Step};
+use crate::align::{Hashes, Ignore, Step};
 use crate::path::{Token, parse_index, pointer};
 use crate::{Numbers, numbers_equal_by_value};
 
 /// Moves looked for in one array; past these, a moved element is a `remove` and an `add`.
 const MAX_MOVES: usize = 64;
-/// Longest the alignment of one patch may take.
-const ALIGN_TIME: Duration = Duration::from_secs(1);
 
 /// Nothing is ignored in a patch.
 struct Everything;
@@ -35,10 +32,9 @@ impl Ignore for Everything {
 /// An RFC 6902 patch that turns `a` into `b`.
 pub fn json_patch(a: &Value, b: &Value) -> Vec<Value> {
     let mut writer = Writer {
-        hashes: Hashes::new(),
+        hashes: Hashes::new(true),
         tokens: Vec::new(),
         ops: Vec::new(),
-        deadline: Instant::now() + ALIGN_TIME,
     };
     writer.walk(a, b);
     writer.ops
@@ -49,7 +45,6 @@ struct Writer<'a> {
     /// Where the walk is, as `b` indexes it.
     tokens: Vec<Token<'a>>,
     ops: Vec<Value>,
-    deadline: Instant,
 }
 
 impl<'a> Writer<'a> {
@@ -136,32 +131,11 @@ impl<'a> Writer<'a> {
     /// changed in place (left index, right index), left for the caller to patch inside.
     #[inline(never)]
     fn reorder(&mut self, x: &'a [Value], y: &'a [Value]) -> Vec<(usize, usize)> {
-        let steps = if x.len() == 1 && y.len() == 1 {
-            vec![Step::Pair {
-                i: 0,
-                j: 0,
-                same: x[0] == y[0],
-            }]
-        } else {
-            let mut tokens = std::mem::take(&mut self.tokens);
-            let hx = self
-                .hashes
-                .elements(0, x, &mut tokens, Numbers::Exact, &Everything);
-            let hy = self
-                .hashes
-                .elements(1, y, &mut tokens, Numbers::Exact, &Everything);
-            self.tokens = tokens;
-            align::steps(&hx, &hy, self.deadline)
-                .into_iter()
-                // Equal hashes are checked: only truly equal elements are left alone.
-                .map(|step| match step {
-                    Step::Pair { i, j, same: true } if x[i] != y[j] => {
-                        Step::Pair { i, j, same: false }
-                    }
-                    other => other,
-                })
-                .collect()
-        };
+        let mut tokens = std::mem::take(&mut self.tokens);
+        let steps = self
+            .hashes
+            .align(x, y, &mut tokens, Numbers::Exact, &Everything);
+        self.tokens = tokens;
         let mut pairs: Vec<(usize, usize, bool)> = Vec::new();
         let mut gone: Vec<usize> = Vec::new();
         let mut new: Vec<usize> = Vec::new();

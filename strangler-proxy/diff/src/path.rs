@@ -40,7 +40,7 @@ pub(crate) fn parse_index(token: &str) -> Option<usize> {
 
 /// One token of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum PatternToken {
+pub(crate) enum PatternToken {
     /// `*`: any one token.
     Any,
     /// A key as the pattern writes it (escaped), and the index it also names, if any.
@@ -77,6 +77,10 @@ impl PathPattern {
                 })
                 .collect(),
         })
+    }
+
+    pub(crate) fn tokens(&self) -> &[PatternToken] {
+        &self.tokens
     }
 
     /// Whether the path `tokens` matches.

@@ -2,7 +2,7 @@
 //! [`Snapshot`] of every table worth keeping, per table its columns and rows of [`Value`]s.
 //!
 //! What is copied: stages and the generation, the audit log (with its ids), shadow counts,
-//! paths, samples and latencies, analysis runs with their counts and paths, checks,
+//! paths, samples, captured cases and latencies, analysis runs with their counts and paths, checks,
 //! rollouts, and sync links with their checkpoints and counters. What is not: live proxies
 //! and their counters (they register again), and leases (their holders take them again).
 //! [`TABLES`] names it all, in an order that imports cleanly.
@@ -131,6 +131,18 @@ pub const TABLES: &[TableSpec] = &[
             ("path", Text),
             ("at", Text),
             ("sample", Text),
+        ],
+        order_by: "id",
+        generated_id: true,
+    },
+    TableSpec {
+        name: "shadow_captures",
+        columns: &[
+            ("id", Int),
+            ("route", Text),
+            ("path", Text),
+            ("at", Text),
+            ("capture", Text),
         ],
         order_by: "id",
         generated_id: true,

@@ -34,6 +34,8 @@ pub const EXIT_UNCONFIRMED: i32 = 3;
   strangler status                              stage, split, counters and match rate per route
   strangler shadow students                     compare the new service's answers, off the path
   strangler report students --format html --out report.html
+  strangler capture export students --out tests/replay/students
+  strangler replay tests/replay/students --against http://127.0.0.1:7101 --format junit
   strangler canary students 10 --reason \"first step\"
   strangler rollout start students              walk the route's steps, judged by its analysis
   strangler rollback students                   back to legacy on every proxy, now
@@ -198,6 +200,48 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Mismatches a route's shadow captured (its `capture` section), as files.
+    Capture {
+        #[command(subcommand)]
+        command: CaptureCommand,
+    },
+    /// Send every case of a capture bundle again and compare each answer with the
+    /// monolith's. Exits 0 when all match, 1 when some differ, 2 on bad usage. No plan needed.
+    Replay {
+        /// A bundle written by `strangler capture export`.
+        dir: PathBuf,
+        /// The service to check, e.g. a local build: http://127.0.0.1:7101.
+        #[arg(long)]
+        against: String,
+        /// Compare with a live monolith's answers instead of the captured ones.
+        #[arg(long)]
+        legacy: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: crate::replay::ReplayFormat,
+        /// Write the report to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A header set on every request, `NAME: VALUE` (one the capture redacted, say).
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// How long each request may take.
+        #[arg(long, default_value = "10s", value_parser = parse_wait)]
+        timeout: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaptureCommand {
+    /// Write a route's captured cases as a bundle of plain files (one JSON file per case,
+    /// and bundle.json with the route's comparison rules), for review and for `replay`.
+    /// Into an existing bundle: adds and updates cases, removes none.
+    Export {
+        /// The route, by its name in the plan.
+        route: String,
+        /// The bundle's directory (created if needed).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -302,7 +346,7 @@ pub struct CliError {
 }
 
 impl CliError {
-    fn failed(message: impl Into<String>) -> Self {
+    pub(crate) fn failed(message: impl Into<String>) -> Self {
         Self {
             code: EXIT_FAILED,
             message: message.into(),
@@ -376,6 +420,7 @@ fn wants_json(command: &Command) -> bool {
         | Command::Retire { change, .. }
         | Command::Abort { change, .. } => change.json,
         Command::Report { format, .. } => matches!(format, ReportFormat::Json),
+        Command::Replay { format, .. } => matches!(format, crate::replay::ReplayFormat::Json),
         _ => false,
     }
 }
@@ -415,6 +460,37 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Diff { a, b, format } => diff_files(&a, &b, format),
+        Command::Capture {
+            command: CaptureCommand::Export { route, out },
+        } => {
+            let (written, new) = crate::bundle::export(&load(&cli.plan)?, &route, &out)?;
+            crate::say!(
+                "{route}: wrote {written} cases ({new} new) to {}; `strangler replay {} --against URL` sends them again",
+                out.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Replay {
+            dir,
+            against,
+            legacy,
+            format,
+            out,
+            headers,
+            timeout,
+        } => {
+            crate::replay::run(crate::replay::Replay {
+                dir,
+                against,
+                legacy,
+                format,
+                out,
+                headers,
+                timeout,
+            })
+            .await
+        }
         Command::Store {
             command: StoreCommand::Copy { from, to, replace },
         } => copy_store(&from, &to, replace),
@@ -1153,7 +1229,10 @@ fn analysis(plan: &Plan, route: &str, json_out: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-fn known_route<'p>(plan: &'p Plan, route: &str) -> Result<&'p strangler_plan::RouteSpec, CliError> {
+pub(crate) fn known_route<'p>(
+    plan: &'p Plan,
+    route: &str,
+) -> Result<&'p strangler_plan::RouteSpec, CliError> {
     plan.routes.iter().find(|r| r.name == route).ok_or_else(|| {
         RolloutError::UnknownRoute {
             route: route.to_string(),

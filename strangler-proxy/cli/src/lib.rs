@@ -3,6 +3,8 @@
 //! Layout:
 //! - [`cli`]: clap commands, one-line errors, exit codes (1 refused, 2 unknown route or
 //!   usage, 3 unconfirmed propagation);
+//! - [`bundle`]: `strangler capture export`, a route's captured cases as plain files;
+//! - [`replay`]: `strangler replay`, a bundle's requests sent again and compared;
 //! - [`up`]: `strangler up`, the demo stack as child processes and the proxy in-process.
 //!
 //! The toolkit beneath, one crate per layer: `strangler-plan`, `strangler-diff`,
@@ -33,7 +35,9 @@ macro_rules! say_raw {
     }};
 }
 
+pub mod bundle;
 pub mod cli;
+pub mod replay;
 pub mod up;
 
 use std::io::IsTerminal;

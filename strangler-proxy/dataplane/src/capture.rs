@@ -94,7 +94,8 @@ pub struct Exchange {
     pub body: Body,
 }
 
-/// A body: text when it is UTF-8 (readable in a pull request), base64 when not.
+/// A body: text when it is UTF-8 (readable in a pull request), base64 when not; an
+/// exported case shows a JSON body as the document itself ([`Body::readable`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Body {
@@ -102,6 +103,8 @@ pub enum Body {
     Empty,
     Text(String),
     Base64(String),
+    /// A JSON document, sent back as its compact text (keys sorted).
+    Json(Value),
 }
 
 impl Body {
@@ -121,12 +124,25 @@ impl Body {
             Body::Empty => Some(Vec::new()),
             Body::Text(text) => Some(text.as_bytes().to_vec()),
             Body::Base64(encoded) => base64_decode(encoded),
+            Body::Json(doc) => serde_json::to_vec(doc).ok(),
+        }
+    }
+
+    /// The body as a person reads it in a file: a JSON text as the document it is.
+    pub fn readable(self) -> Self {
+        match self {
+            Body::Text(text) => match serde_json::from_str::<Value>(&text) {
+                Ok(doc @ (Value::Object(_) | Value::Array(_))) => Body::Json(doc),
+                _ => Body::Text(text),
+            },
+            other => other,
         }
     }
 }
 
 impl Exchange {
-    fn of(answer: &Answer) -> Self {
+    /// An answer as a case keeps it (before redaction).
+    pub fn of(answer: &Answer) -> Self {
         Exchange {
             status: answer.status,
             // The body is kept decoded: its encoding and length no longer describe it.
@@ -252,21 +268,24 @@ fn mirrored(d: Difference) -> Difference {
     }
 }
 
+impl Capturing {
+    /// Takes out of `exchange` what the section names, as a case has it taken out: so a
+    /// live answer compares with a captured one (`strangler replay`).
+    pub fn redact_exchange(&self, exchange: &mut Exchange) {
+        self.redact_headers(&mut exchange.headers);
+        redact_body(&mut exchange.body, &self.body);
+    }
+
+    fn redact_headers(&self, headers: &mut Vec<(String, String)>) {
+        headers.retain(|(k, _)| !self.headers.iter().any(|h| h.eq_ignore_ascii_case(k)));
+    }
+}
+
 fn redact_case(case: &mut Case, rules: &Capturing) {
-    for headers in [
-        &mut case.request.headers,
-        &mut case.legacy.headers,
-        &mut case.new.headers,
-    ] {
-        headers.retain(|(k, _)| !rules.headers.iter().any(|h| h.eq_ignore_ascii_case(k)));
-    }
-    for body in [
-        &mut case.request.body,
-        &mut case.legacy.body,
-        &mut case.new.body,
-    ] {
-        redact_body(body, &rules.body);
-    }
+    rules.redact_headers(&mut case.request.headers);
+    redact_body(&mut case.request.body, &rules.body);
+    rules.redact_exchange(&mut case.legacy);
+    rules.redact_exchange(&mut case.new);
     for d in &mut case.differences {
         let header = d
             .path
@@ -298,6 +317,7 @@ fn redact_body(body: &mut Body, patterns: &[PathPattern]) {
     }
     let parsed = match body {
         Body::Text(text) => serde_json::from_str::<Value>(text).ok(),
+        Body::Json(doc) => Some(doc.clone()),
         _ => None,
     };
     match parsed {
@@ -510,6 +530,10 @@ mod tests {
         assert_eq!(base64_decode("!!"), None);
         let json = serde_json::to_string(&Body::Text("hi".into())).unwrap();
         assert_eq!(json, r#"{"text":"hi"}"#);
+        let doc = Body::Text(r#"{"b":1,"a":[2]}"#.into()).readable();
+        assert_eq!(doc, Body::Json(json!({ "a": [2], "b": 1 })));
+        assert_eq!(doc.to_bytes().unwrap(), br#"{"a":[2],"b":1}"#);
+        assert_eq!(Body::Text("7".into()).readable(), Body::Text("7".into()));
         assert_eq!(serde_json::to_string(&Body::Empty).unwrap(), r#""empty""#);
     }
 }

@@ -207,27 +207,7 @@ pub enum Command {
     },
     /// Send every case of a capture bundle again and compare each answer with the
     /// monolith's. Exits 0 when all match, 1 when some differ, 2 on bad usage. No plan needed.
-    Replay {
-        /// A bundle written by `strangler capture export`.
-        dir: PathBuf,
-        /// The service to check, e.g. a local build: http://127.0.0.1:7101.
-        #[arg(long)]
-        against: String,
-        /// Compare with a live monolith's answers instead of the captured ones.
-        #[arg(long)]
-        legacy: Option<String>,
-        #[arg(long, value_enum, default_value = "text")]
-        format: crate::replay::ReplayFormat,
-        /// Write the report to this file instead of standard output.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// A header set on every request, `NAME: VALUE` (one the capture redacted, say).
-        #[arg(long = "header", value_name = "NAME: VALUE")]
-        headers: Vec<String>,
-        /// How long each request may take.
-        #[arg(long, default_value = "10s", value_parser = parse_wait)]
-        timeout: Duration,
-    },
+    Replay(crate::replay::Replay),
 }
 
 #[derive(Debug, Subcommand)]
@@ -333,7 +313,7 @@ pub struct ChangeArgs {
     pub json: bool,
 }
 
-fn parse_wait(raw: &str) -> Result<Duration, String> {
+pub(crate) fn parse_wait(raw: &str) -> Result<Duration, String> {
     plan::parse_duration(raw)
         .ok_or_else(|| format!("`{raw}` is not a duration above zero like 2s or 500ms"))
 }
@@ -420,7 +400,7 @@ fn wants_json(command: &Command) -> bool {
         | Command::Retire { change, .. }
         | Command::Abort { change, .. } => change.json,
         Command::Report { format, .. } => matches!(format, ReportFormat::Json),
-        Command::Replay { format, .. } => matches!(format, crate::replay::ReplayFormat::Json),
+        Command::Replay(replay) => replay.format == crate::replay::ReplayFormat::Json,
         _ => false,
     }
 }
@@ -471,26 +451,7 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Replay {
-            dir,
-            against,
-            legacy,
-            format,
-            out,
-            headers,
-            timeout,
-        } => {
-            crate::replay::run(crate::replay::Replay {
-                dir,
-                against,
-                legacy,
-                format,
-                out,
-                headers,
-                timeout,
-            })
-            .await
-        }
+        Command::Replay(replay) => crate::replay::run(replay).await,
         Command::Store {
             command: StoreCommand::Copy { from, to, replace },
         } => copy_store(&from, &to, replace),

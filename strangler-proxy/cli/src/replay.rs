@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use strangler_dataplane::capture::{Capturing, Case, Exchange};
 use strangler_dataplane::routing::compile_rules;
+use strangler_dataplane::shadow::error_chain;
 use strangler_diff::{self as diff, Answer, Difference, Rules};
 use strangler_plan::CaptureSpec;
 
@@ -32,16 +33,27 @@ pub enum ReplayFormat {
     Junit,
 }
 
-/// What `strangler replay` was asked.
-#[derive(Debug)]
+/// What `strangler replay` is asked.
+#[derive(Debug, clap::Args)]
 pub struct Replay {
+    /// A bundle written by `strangler capture export`.
     pub dir: std::path::PathBuf,
+    /// The service to check, e.g. a local build: http://127.0.0.1:7101.
+    #[arg(long)]
     pub against: String,
+    /// Compare with a live monolith's answers instead of the captured ones.
+    #[arg(long)]
     pub legacy: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
     pub format: ReplayFormat,
+    /// Write the report to this file instead of standard output.
+    #[arg(long)]
     pub out: Option<std::path::PathBuf>,
-    /// `NAME: VALUE` headers set on every request (a token the capture redacted, say).
+    /// A header set on every request, `NAME: VALUE` (one the capture redacted, say).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+    /// How long each request may take.
+    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_wait)]
     pub timeout: Duration,
 }
 
@@ -269,7 +281,7 @@ async fn send(target: &Target<'_>, case: &Case, base: &str) -> Result<Answer, St
         .body(body)
         .send()
         .await
-        .map_err(|err| describe(&err))?;
+        .map_err(|err| error_chain(&err))?;
     let status = response.status().as_u16();
     let headers = response
         .headers()
@@ -283,7 +295,7 @@ async fn send(target: &Target<'_>, case: &Case, base: &str) -> Result<Answer, St
         .collect();
     let mut body = Vec::new();
     let mut response = response;
-    while let Some(chunk) = response.chunk().await.map_err(|err| describe(&err))? {
+    while let Some(chunk) = response.chunk().await.map_err(|err| error_chain(&err))? {
         if body.len() + chunk.len() > MAX_ANSWER {
             return Err(format!("{url}: answer over {} MiB", MAX_ANSWER >> 20));
         }
@@ -298,20 +310,6 @@ async fn send(target: &Target<'_>, case: &Case, base: &str) -> Result<Answer, St
     target.redaction.redact_exchange(&mut kept);
     kept.answer()
         .ok_or_else(|| format!("{url}: an answer that cannot be kept"))
-}
-
-/// An HTTP error and its causes, one line.
-fn describe(err: &reqwest::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            let _ = write!(out, ": {text}");
-        }
-        source = e.source();
-    }
-    out
 }
 
 fn text(route: &str, against: &str, outcomes: &[Outcome]) -> String {

@@ -145,12 +145,13 @@ impl LegError {
             }
             source = e.source();
         }
-        Self::new(reason, chain(err))
+        Self::new(reason, error_chain(err))
     }
 }
 
-/// An error and its sources, one line.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its sources, one line (`error sending request: client error (Connect):
+/// Connection refused (os error 111)`).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(e) = source {

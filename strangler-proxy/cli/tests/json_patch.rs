@@ -79,17 +79,20 @@ fn the_diff_command_prints_differences_and_patches() {
     );
     assert!(text.contains("+ /extra~1field: true"), "{text}");
 
-    let out = run(&[
-        "diff",
-        a.to_str().unwrap(),
-        b.to_str().unwrap(),
-        "--format",
-        "json-patch",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let patch: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The patch from A to B, which differ (exit 1).
+    let patch_a_to_b = || {
+        let out = run(&[
+            "diff",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--format",
+            "json-patch",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
     assert_eq!(
-        patch,
+        patch_a_to_b(),
         json!([
             { "op": "add", "path": "/tags/1", "value": "y" },
             { "op": "add", "path": "/extra~1field", "value": true },
@@ -110,16 +113,7 @@ fn the_diff_command_prints_differences_and_patches() {
         text.starts_with(&format!("~ {}", "/0".repeat(1000))),
         "{text}"
     );
-    let out = run(&[
-        "diff",
-        a.to_str().unwrap(),
-        b.to_str().unwrap(),
-        "--format",
-        "json-patch",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let patch: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(patch[0]["path"], "/0".repeat(1000));
+    assert_eq!(patch_a_to_b()[0]["path"], "/0".repeat(1000));
     let out = run(&["diff", a.to_str().unwrap(), "/nonexistent.json"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent.json"));

@@ -2,13 +2,13 @@
 //!
 //! Properties: never panics; a document compared with itself has no differences under any
 //! rules the plan accepts; the RFC 6902 patch `json_patch(a, b)`, applied to `a` by the
-//! `json-patch` crate, gives exactly `b`.
+//! `json-patch` crate and by the engine's own `apply_patch`, gives exactly `b`.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Number, Value};
-use strangler_diff::{ArrayMode, PathPattern, Rules, diff_json, json_patch};
+use strangler_diff::{ArrayMode, Numbers, PathPattern, Rules, apply_patch, diff_json, json_patch};
 
 /// Deeper than this, a value is `null` (bounds recursion on long inputs).
 const MAX_DEPTH: usize = 8;
@@ -84,6 +84,7 @@ struct Input {
     ignore: Vec<Vec<Token>>,
     arrays: Vec<(Vec<Token>, Mode)>,
     tolerance: f64,
+    exact_numbers: bool,
     a: Json,
     /// `b` is `a` with these subtrees replaced (by pre-order index), or a document of its own.
     b: Result<Vec<(u8, Json)>, Json>,
@@ -135,6 +136,11 @@ fuzz_target!(|input: Input| {
             })
             .collect(),
         headers: Vec::new(),
+        numbers: if input.exact_numbers {
+            Numbers::Exact
+        } else {
+            Numbers::Value
+        },
     };
     let a = input.a.value(0);
     let b = match &input.b {
@@ -162,4 +168,7 @@ fuzz_target!(|input: Input| {
     json_patch::patch(&mut patched, &patch)
         .unwrap_or_else(|err| panic!("{ops:?} does not apply to {a}: {err}"));
     assert_eq!(patched, b, "{ops:?} applied to {a}");
+    let ours = apply_patch(&a, &Value::Array(ops.clone()))
+        .unwrap_or_else(|err| panic!("{ops:?} does not apply to {a} here: {err}"));
+    assert_eq!(ours, b, "{ops:?} applied here to {a}");
 });

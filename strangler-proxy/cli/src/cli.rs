@@ -34,6 +34,8 @@ pub const EXIT_UNCONFIRMED: i32 = 3;
   strangler status                              stage, split, counters and match rate per route
   strangler shadow students                     compare the new service's answers, off the path
   strangler report students --format html --out report.html
+  strangler capture export students --out tests/replay/students
+  strangler replay tests/replay/students --against http://127.0.0.1:7101 --format junit
   strangler canary students 10 --reason \"first step\"
   strangler rollout start students              walk the route's steps, judged by its analysis
   strangler verify students --repair            both sides' data, entity by entity; fix what differs
@@ -203,6 +205,28 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Mismatches a route's shadow captured (its `capture` section), as files.
+    Capture {
+        #[command(subcommand)]
+        command: CaptureCommand,
+    },
+    /// Send every case of a capture bundle again and compare each answer with the
+    /// monolith's. Exits 0 when all match, 1 when some differ, 2 on bad usage. No plan needed.
+    Replay(crate::replay::Replay),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaptureCommand {
+    /// Write a route's captured cases as a bundle of plain files (one JSON file per case,
+    /// and bundle.json with the route's comparison rules), for review and for `replay`.
+    /// Into an existing bundle: adds and updates cases, removes none.
+    Export {
+        /// The route, by its name in the plan.
+        route: String,
+        /// The bundle's directory (created if needed).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -294,7 +318,7 @@ pub struct ChangeArgs {
     pub json: bool,
 }
 
-fn parse_wait(raw: &str) -> Result<Duration, String> {
+pub(crate) fn parse_wait(raw: &str) -> Result<Duration, String> {
     plan::parse_duration(raw)
         .ok_or_else(|| format!("`{raw}` is not a duration above zero like 2s or 500ms"))
 }
@@ -382,6 +406,7 @@ fn wants_json(command: &Command) -> bool {
         | Command::Abort { change, .. } => change.json,
         Command::Report { format, .. } => matches!(format, ReportFormat::Json),
         Command::Verify(args) => args.json,
+        Command::Replay(replay) => replay.format == crate::replay::ReplayFormat::Json,
         _ => false,
     }
 }
@@ -421,6 +446,18 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Diff { a, b, format } => diff_files(&a, &b, format),
+        Command::Capture {
+            command: CaptureCommand::Export { route, out },
+        } => {
+            let (written, new) = crate::bundle::export(&load(&cli.plan)?, &route, &out)?;
+            crate::say!(
+                "{route}: wrote {written} cases ({new} new) to {}; `strangler replay {} --against URL` sends them again",
+                out.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Replay(replay) => crate::replay::run(replay).await,
         Command::Store {
             command: StoreCommand::Copy { from, to, replace },
         } => copy_store(&from, &to, replace),
@@ -617,17 +654,24 @@ fn diff_files(
     let same = match format {
         DiffFormat::JsonPatch => {
             let parse = |bytes: &[u8], p: &std::path::Path| {
-                serde_json::from_slice::<Value>(bytes).map_err(|err| CliError {
+                strangler_diff::depth::parse(bytes).map_err(|err| CliError {
                     code: 2,
                     message: format!("{} is not JSON: {err}", p.display()),
                 })
             };
-            let patch = strangler_diff::json_patch(&parse(&x, a)?, &parse(&y, b)?);
-            crate::say!(
-                "{}",
-                serde_json::to_string_pretty(&patch).unwrap_or_default()
-            );
-            patch.is_empty()
+            // Parsed, patched and printed where the stack holds a document as deep as the
+            // diff engine takes (MAX_DEPTH levels).
+            let patched = strangler_diff::depth::with_deep_stack(|| {
+                let patch = strangler_diff::json_patch(&parse(&x, a)?, &parse(&y, b)?);
+                Ok::<_, CliError>((
+                    serde_json::to_string_pretty(&patch).unwrap_or_default(),
+                    patch.is_empty(),
+                ))
+            })
+            .ok_or_else(|| CliError::failed("cannot start a thread to compare the files"))?;
+            let (text, same) = patched?;
+            crate::say!("{text}");
+            same
         }
         DiffFormat::Text => {
             let diffs = strangler_diff::diff_bodies(&x, &y, &strangler_diff::Rules::default());
@@ -1185,7 +1229,10 @@ fn analysis(plan: &Plan, route: &str, json_out: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-fn known_route<'p>(plan: &'p Plan, route: &str) -> Result<&'p strangler_plan::RouteSpec, CliError> {
+pub(crate) fn known_route<'p>(
+    plan: &'p Plan,
+    route: &str,
+) -> Result<&'p strangler_plan::RouteSpec, CliError> {
     plan.routes.iter().find(|r| r.name == route).ok_or_else(|| {
         RolloutError::UnknownRoute {
             route: route.to_string(),

@@ -3,6 +3,8 @@
 //! Layout:
 //! - [`cli`]: clap commands, one-line errors, exit codes (1 refused, 2 unknown route or
 //!   usage, 3 unconfirmed propagation);
+//! - [`bundle`]: `strangler capture export`, a route's captured cases as plain files;
+//! - [`replay`]: `strangler replay`, a bundle's requests sent again and compared;
 //! - [`up`]: `strangler up`, the demo stack as child processes and the proxy in-process;
 //! - [`verify`]: `strangler verify`, its progress and report.
 //!
@@ -34,7 +36,9 @@ macro_rules! say_raw {
     }};
 }
 
+pub mod bundle;
 pub mod cli;
+pub mod replay;
 pub mod up;
 pub mod verify;
 

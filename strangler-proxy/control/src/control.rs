@@ -69,7 +69,9 @@ impl StoreHealth {
 
     /// Counts what the recorder let go.
     pub fn shed(&self, shed: crate::recorder::Shed) {
-        self.shed_samples.fetch_add(shed.samples, Ordering::Relaxed);
+        // A captured case is a sample kept whole: counted with them.
+        self.shed_samples
+            .fetch_add(shed.samples + shed.captures, Ordering::Relaxed);
         self.shed_latencies
             .fetch_add(shed.latencies, Ordering::Relaxed);
         self.shed_paths.fetch_add(shed.paths, Ordering::Relaxed);

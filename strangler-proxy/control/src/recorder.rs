@@ -44,8 +44,11 @@ pub fn unmirrored_metric(reason: Unmirrored) -> ShadowMetric {
 pub const HELD_SAMPLES_PER_ROUTE: usize = 50;
 /// ... this many latency pairs per route (the newest) ...
 pub const HELD_LATENCIES_PER_ROUTE: usize = strangler_store::LATENCIES_PER_ROUTE as usize;
-/// ... and this many differing paths per route. Counts are never dropped: they are sums.
+/// ... this many differing paths per route ...
 pub const HELD_PATHS_PER_ROUTE: usize = 1000;
+/// ... and this many captured cases per route (the newest: a case holds the request and
+/// both answers, up to the shadow cap each). Counts are never dropped: they are sums.
+pub const HELD_CAPTURES_PER_ROUTE: usize = 20;
 
 /// Starts the recorder on `receiver`, writing to `store` while `health` says the control
 /// thread reaches it. The handle resolves after the final flush.
@@ -69,6 +72,7 @@ pub struct Shed {
     pub samples: u64,
     pub latencies: u64,
     pub paths: u64,
+    pub captures: u64,
 }
 
 impl Pending {
@@ -122,6 +126,10 @@ impl Pending {
             let mut latencies = old.latencies;
             latencies.append(&mut batch.latencies);
             batch.latencies = latencies;
+            let mut captures = old.captures;
+            captures.append(&mut batch.captures);
+            batch.captures = captures;
+            batch.captures_per_path = batch.captures_per_path.max(old.captures_per_path);
         }
         let mut shed = Shed::default();
         for batch in self.batches.values_mut() {
@@ -134,6 +142,11 @@ impl Pending {
                 let extra = batch.latencies.len() - HELD_LATENCIES_PER_ROUTE;
                 batch.latencies.drain(..extra);
                 shed.latencies += extra as u64;
+            }
+            if batch.captures.len() > HELD_CAPTURES_PER_ROUTE {
+                let extra = batch.captures.len() - HELD_CAPTURES_PER_ROUTE;
+                batch.captures.drain(..extra);
+                shed.captures += extra as u64;
             }
             while batch.paths.len() > HELD_PATHS_PER_ROUTE {
                 let Some(key) = batch
@@ -234,9 +247,13 @@ async fn flush(store: &Arc<Mutex<Box<dyn Store>>>, batches: Vec<ShadowBatch>) ->
 fn add(batch: &mut ShadowBatch, outcome: Outcome, noise: &Mutex<NoiseMap>, route: &str) {
     match outcome {
         Outcome::Unmirrored(reason) => batch.count(unmirrored_metric(reason), 1),
-        Outcome::Error(message) => {
+        Outcome::Error { error, sample } => {
             batch.count(ShadowMetric::Errors, 1);
-            tracing::debug!(route, error = %message, "shadow leg failed");
+            tracing::debug!(route, reason = error.reason.as_str(), error = %error.detail, "shadow leg failed");
+            batch.samples.push((
+                format!("(shadow error {})", error.reason.as_str()),
+                sample.to_string(),
+            ));
         }
         Outcome::Noise(paths) => {
             let mut known = noise.lock().unwrap_or_else(|p| p.into_inner());
@@ -256,8 +273,13 @@ fn add(batch: &mut ShadowBatch, outcome: Outcome, noise: &Mutex<NoiseMap>, route
             sample,
             primary_ms,
             candidate_ms,
+            case,
         } => {
             batch.count(ShadowMetric::Compared, 1);
+            if let Some(case) = case {
+                batch.captures_per_path = i64::try_from(case.per_path).unwrap_or(i64::MAX);
+                batch.captures.push((case.path, case.json));
+            }
             let real: Vec<&diff::Difference> = differences
                 .iter()
                 .filter(|d| !noisy.contains(&diff::group_path(&d.path)))
@@ -296,6 +318,8 @@ mod tests {
     use super::*;
     use diff::{Difference, Kind};
     use serde_json::json;
+    use strangler_dataplane::capture::Kept;
+    use strangler_dataplane::shadow::{Failure, LegError};
 
     fn difference(path: &str) -> Difference {
         Difference {
@@ -313,6 +337,7 @@ mod tests {
             sample: (!paths.is_empty()).then(|| json!({ "uri": "/x" })),
             primary_ms: 1.0,
             candidate_ms: 2.0,
+            case: None,
         }
     }
 
@@ -324,7 +349,26 @@ mod tests {
         pending.add("students", compared(&["/name"], &[]), &noise);
         pending.add("students", compared(&["/name", "/name"], &[]), &noise);
         pending.add("students", compared(&["/at"], &["/at"]), &noise);
-        pending.add("students", Outcome::Error("timeout".into()), &noise);
+        pending.add(
+            "students",
+            Outcome::Error {
+                error: LegError {
+                    reason: Failure::Timeout,
+                    detail: "no answer within 5000 ms".into(),
+                },
+                sample: json!({ "method": "GET", "uri": "/students/1", "error": { "reason": "timeout" } }),
+            },
+            &noise,
+        );
+        let mut with_case = compared(&["/name"], &[]);
+        if let Outcome::Compared { case, .. } = &mut with_case {
+            *case = Some(Kept {
+                path: "/name".into(),
+                json: r#"{"route":"students"}"#.into(),
+                per_path: 4,
+            });
+        }
+        pending.add("students", with_case, &noise);
         pending.add("students", Outcome::Unmirrored(Unmirrored::Busy), &noise);
         pending.add(
             "finance",
@@ -338,9 +382,9 @@ mod tests {
         assert_eq!(routes, ["", "finance", "students"]);
         let students = &batches[2];
         let count = |m| students.counts.get(&m).copied().unwrap_or(0);
-        assert_eq!(count(ShadowMetric::Compared), 4);
+        assert_eq!(count(ShadowMetric::Compared), 5);
         assert_eq!(count(ShadowMetric::Matched), 1);
-        assert_eq!(count(ShadowMetric::Mismatched), 2);
+        assert_eq!(count(ShadowMetric::Mismatched), 3);
         assert_eq!(count(ShadowMetric::NoisyOnly), 1);
         assert_eq!(count(ShadowMetric::Errors), 1);
         assert_eq!(
@@ -352,15 +396,29 @@ mod tests {
         // A path counts once per comparison, however often it differs in it.
         assert_eq!(
             students.paths[&("/name".to_string(), "value_changed".to_string(), false)],
-            2
+            3
         );
         assert_eq!(
             students.paths[&("/at".to_string(), "value_changed".to_string(), true)],
             1
         );
-        // Samples are kept for real mismatches only, latencies for every comparison.
-        assert_eq!(students.samples.len(), 2);
-        assert_eq!(students.latencies.len(), 4);
+        // Samples are kept for real mismatches and shadow errors (named by their reason),
+        // latencies for every comparison; a captured case goes with its path and bound.
+        assert_eq!(students.samples.len(), 4);
+        assert!(
+            students
+                .samples
+                .iter()
+                .any(|(p, s)| p == "(shadow error timeout)" && s.contains("/students/1")),
+            "{:?}",
+            students.samples
+        );
+        assert_eq!(students.latencies.len(), 5);
+        assert_eq!(
+            students.captures,
+            [("/name".to_string(), r#"{"route":"students"}"#.to_string())]
+        );
+        assert_eq!(students.captures_per_path, 4);
         assert_eq!(batches[0].counts[&ShadowMetric::Dropped], 3);
     }
 
@@ -431,12 +489,16 @@ mod tests {
         old.samples = (0..HELD_SAMPLES_PER_ROUTE + 3)
             .map(|i| (format!("/p{i}"), "{}".to_string()))
             .collect();
+        old.captures = (0..HELD_CAPTURES_PER_ROUTE + 2)
+            .map(|i| ("/p".to_string(), format!("{{\"n\":{i}}}")))
+            .collect();
         assert_eq!(
             pending.hold(vec![old.clone()]),
             Shed {
                 samples: 3,
                 latencies: 10,
-                paths: 0
+                paths: 0,
+                captures: 2,
             }
         );
         // Held twice: counts add up exactly, the newest latencies stay.
@@ -451,5 +513,11 @@ mod tests {
             (HELD_LATENCIES_PER_ROUTE + 9) as f64
         );
         assert_eq!(batches[0].samples.len(), HELD_SAMPLES_PER_ROUTE);
+        // The newest cases stay.
+        assert_eq!(batches[0].captures.len(), HELD_CAPTURES_PER_ROUTE);
+        assert_eq!(
+            batches[0].captures.last().unwrap().1,
+            format!("{{\"n\":{}}}", HELD_CAPTURES_PER_ROUTE + 1)
+        );
     }
 }

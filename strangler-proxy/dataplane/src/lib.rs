@@ -17,6 +17,8 @@
 //!   not);
 //! - [`tee`]: `TeeBody`, the copy of a body taken while it streams;
 //! - [`shadow`]: the shadow leg (mirror, compare) and the channel its results leave by;
+//! - [`capture`]: a mismatching exchange kept whole (redacted) for `strangler replay`, built
+//!   on the comparer thread for routes with a `capture` section;
 //! - [`pressure`]: per thread, how busy it is and the share of shadow legs it admits
 //!   (shadow yields when the proxy is busy);
 //! - [`metrics`]: lock-free counters and histograms, Prometheus text;
@@ -28,6 +30,7 @@
 //! drains.
 #![forbid(unsafe_code)]
 
+pub mod capture;
 pub mod forward;
 pub mod headers;
 pub mod inbound;

@@ -138,6 +138,8 @@ pub struct ActiveRoute {
     pub header: http::HeaderValue,
     /// Its `compare` section, compiled for the diff engine.
     pub rules: Arc<strangler_diff::Rules>,
+    /// Its `capture` section, compiled (`None`: it captures nothing).
+    pub capture: Option<Arc<crate::capture::Capturing>>,
 }
 
 #[derive(Debug)]
@@ -199,6 +201,7 @@ impl RouteTable {
                 shadow_slots: registry.slots(&spec.name, spec.shadow.max_in_flight),
                 header: header_value(&spec.name),
                 rules: Arc::new(compile_rules(&spec.compare)),
+                capture: spec.capture.as_ref().map(crate::capture::Capturing::new),
                 target,
                 spec: spec.clone(),
             });
@@ -272,6 +275,11 @@ pub fn compile_rules(spec: &strangler_plan::CompareSpec) -> strangler_diff::Rule
             )
             .collect(),
         headers: spec.headers.clone(),
+        numbers: if spec.exact_numbers {
+            strangler_diff::Numbers::Exact
+        } else {
+            strangler_diff::Numbers::Value
+        },
     }
 }
 

@@ -29,6 +29,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::capture::{self, Capturing, Kept};
 use crate::routing::Service;
 pub use crate::tee::{Captured, TeeBody};
 use crate::upstream::Upstream;
@@ -70,12 +71,109 @@ pub enum Unmirrored {
     Throttled,
 }
 
+/// Why the candidate gave no answer to compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Nothing listens there (the connection was refused).
+    ConnectRefused,
+    /// Connecting failed otherwise (unreachable, no instance, DNS).
+    Connect,
+    /// No (whole) answer within the route's shadow timeout.
+    Timeout,
+    /// The connection was reset or closed before the answer was whole.
+    Reset,
+    /// An answer came that is not one: not HTTP, or a body over the shadow cap.
+    BadAnswer,
+}
+
+impl Failure {
+    /// The name samples and reports show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::ConnectRefused => "connect_refused",
+            Failure::Connect => "connect",
+            Failure::Timeout => "timeout",
+            Failure::Reset => "reset",
+            Failure::BadAnswer => "bad_answer",
+        }
+    }
+}
+
+/// A candidate that gave no answer to compare: why, and what was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegError {
+    pub reason: Failure,
+    pub detail: String,
+}
+
+impl LegError {
+    fn new(reason: Failure, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    /// Classifies a failed exchange with the candidate by what its error chain holds.
+    fn of(err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut reason = Failure::BadAnswer;
+        let mut source = Some(err);
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                reason = match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => Failure::ConnectRefused,
+                    std::io::ErrorKind::TimedOut => Failure::Timeout,
+                    std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof => Failure::Reset,
+                    _ => reason,
+                };
+                break;
+            }
+            if let Some(client) = e.downcast_ref::<hyper_util::client::legacy::Error>()
+                && client.is_connect()
+            {
+                reason = Failure::Connect;
+            }
+            if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+                    reason = Failure::Reset;
+                } else if h.is_timeout() {
+                    reason = Failure::Timeout;
+                }
+            }
+            source = e.source();
+        }
+        Self::new(reason, error_chain(err))
+    }
+}
+
+/// An error and its sources, one line (`error sending request: client error (Connect):
+/// Connection refused (os error 111)`).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
 /// What one mirrored request came to.
 #[derive(Debug)]
 pub enum Outcome {
     Unmirrored(Unmirrored),
-    /// The candidate failed (connect, timeout, unreadable answer).
-    Error(String),
+    /// The candidate gave no answer to compare; the sample names the request and why.
+    Error {
+        error: LegError,
+        sample: Value,
+    },
     Compared {
         differences: Vec<Difference>,
         /// Group paths of the differences that are noise.
@@ -83,6 +181,8 @@ pub enum Outcome {
         sample: Option<Value>,
         primary_ms: f64,
         candidate_ms: f64,
+        /// The exchange, kept for replay (the route captures, and a difference counts).
+        case: Option<Kept>,
     },
     /// Paths seen to differ between two answers of the primary to the same request.
     Noise(Vec<String>),
@@ -141,6 +241,11 @@ impl ResultSender {
         }
     }
 
+    /// The learned noise, for the comparer to tell what counts when it captures.
+    fn noise(&self) -> Arc<Mutex<NoiseMap>> {
+        Arc::clone(&self.noise)
+    }
+
     /// Which of `paths` are known noise on `route` (no copy of the learned set).
     fn noisy_among(&self, route: &str, paths: impl Iterator<Item = String>) -> Vec<String> {
         let known = self.noise.lock().unwrap_or_else(|p| p.into_inner());
@@ -156,7 +261,40 @@ struct CompareJob {
     a: Answer,
     b: Answer,
     rules: Arc<diff::Rules>,
-    reply: oneshot::Sender<(Vec<Difference>, Answer, Answer)>,
+    /// The request, when the route captures mismatches.
+    capture: Option<Box<ToCapture>>,
+    reply: oneshot::Sender<Compared>,
+}
+
+/// What the comparer needs to capture a mismatch: the request, and what is noise.
+struct ToCapture {
+    asked: capture::Asked,
+    noise: Arc<Mutex<NoiseMap>>,
+    /// Noisy paths the leg just learned.
+    learned: Vec<String>,
+}
+
+/// Compares, and captures the exchange when a difference counts (not noise).
+fn compare_and_capture(
+    a: &Answer,
+    b: &Answer,
+    rules: &diff::Rules,
+    capture: Option<&ToCapture>,
+) -> (Vec<Difference>, Option<Box<Kept>>) {
+    let differences = diff::compare(a, b, rules);
+    let kept = match capture {
+        Some(c) if !differences.is_empty() => {
+            let known = c.noise.lock().unwrap_or_else(|p| p.into_inner());
+            let route_noise = known.get(&c.asked.route);
+            capture::build(&c.asked, a, b, &differences, |d| {
+                let group = diff::group_path(&d.path);
+                !c.learned.contains(&group) && !route_noise.is_some_and(|n| n.contains(&group))
+            })
+            .map(Box::new)
+        }
+        _ => None,
+    };
+    (differences, kept)
 }
 
 /// The comparer thread's queue, started on first use; one per process.
@@ -171,8 +309,11 @@ fn comparer() -> Option<&'static std::sync::mpsc::SyncSender<CompareJob>> {
                 .spawn(move || {
                     lowest_priority();
                     while let Ok(job) = rx.recv() {
-                        let differences = diff::compare(&job.a, &job.b, &job.rules);
-                        let _ = job.reply.send((differences, job.a, job.b));
+                        let (differences, kept) =
+                            compare_and_capture(&job.a, &job.b, &job.rules, job.capture.as_deref());
+                        let _ = job
+                            .reply
+                            .send(Compared::Done(differences, job.a, job.b, kept));
                     }
                 });
             match started {
@@ -209,14 +350,20 @@ fn lowest_priority() {
 
 /// What comparing two answers came to.
 enum Compared {
-    Done(Vec<Difference>, Answer, Answer),
+    Done(Vec<Difference>, Answer, Answer, Option<Box<Kept>>),
     /// The comparer's queue was full.
     Shed,
 }
 
-/// Compares `a` and `b`: at once when they are identical, else on the comparer thread.
-async fn compare(a: Answer, b: Answer, rules: &Arc<diff::Rules>) -> Compared {
-    compare_on(comparer(), a, b, rules).await
+/// Compares `a` and `b` (capturing a mismatch when `capture` says how): at once when they
+/// are identical, else on the comparer thread.
+async fn compare(
+    a: Answer,
+    b: Answer,
+    rules: &Arc<diff::Rules>,
+    capture: Option<Box<ToCapture>>,
+) -> Compared {
+    compare_on(comparer(), a, b, rules, capture).await
 }
 
 async fn compare_on(
@@ -224,28 +371,27 @@ async fn compare_on(
     a: Answer,
     b: Answer,
     rules: &Arc<diff::Rules>,
+    capture: Option<Box<ToCapture>>,
 ) -> Compared {
     if diff::identical(&a, &b, rules) {
-        return Compared::Done(Vec::new(), a, b);
+        return Compared::Done(Vec::new(), a, b, None);
     }
     let Some(queue) = queue else {
-        let differences = diff::compare(&a, &b, rules);
-        return Compared::Done(differences, a, b);
+        let (differences, kept) = compare_and_capture(&a, &b, rules, capture.as_deref());
+        return Compared::Done(differences, a, b, kept);
     };
     let (reply, answer) = oneshot::channel();
     let job = CompareJob {
         a,
         b,
         rules: Arc::clone(rules),
+        capture,
         reply,
     };
     if queue.try_send(job).is_err() {
         return Compared::Shed;
     }
-    match answer.await {
-        Ok((differences, a, b)) => Compared::Done(differences, a, b),
-        Err(_) => Compared::Shed,
-    }
+    answer.await.unwrap_or(Compared::Shed)
 }
 
 /// Everything a shadow leg needs from the request path.
@@ -263,6 +409,10 @@ pub struct Leg {
     pub primary_ms: f64,
     pub request_id: String,
     pub permit: tokio::sync::OwnedSemaphorePermit,
+    /// The route's `capture` section, if it has one.
+    pub capture: Option<Arc<Capturing>>,
+    /// Whether the primary (the side that answered the client) is the monolith.
+    pub primary_is_legacy: bool,
 }
 
 /// The primary's answer, as the tee will deliver it.
@@ -298,26 +448,47 @@ async fn send(
     headers: HeaderMap,
     body: Bytes,
     spec: &ShadowSpec,
-) -> Result<(Answer, f64), String> {
-    let (_, instance) = service
-        .upstream
-        .pick()
-        .ok_or_else(|| format!("service {} has no instance", service.upstream.name))?;
-    let uri = Upstream::uri(instance, path_and_query).map_err(|e| e.to_string())?;
+) -> Result<(Answer, f64), LegError> {
+    let (_, instance) = service.upstream.pick().ok_or_else(|| {
+        LegError::new(
+            Failure::Connect,
+            format!("service {} has no instance", service.upstream.name),
+        )
+    })?;
+    let uri = Upstream::uri(instance, path_and_query)
+        .map_err(|e| LegError::new(Failure::Connect, e.to_string()))?;
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     let started = Instant::now();
     let exchange = async {
-        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| LegError::of(&e))?;
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
         let (parts, body) = response.into_parts();
         let collected = Limited::new(body, spec.max_body_bytes)
             .collect()
             .await
-            .map_err(|e| format!("answer body: {e}"))?;
-        Ok::<_, String>((
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    LegError::new(
+                        Failure::BadAnswer,
+                        format!(
+                            "answer body over the shadow cap of {} bytes",
+                            spec.max_body_bytes
+                        ),
+                    )
+                } else {
+                    let e: &(dyn std::error::Error + 'static) = &*e;
+                    let mut error = LegError::of(e);
+                    error.detail = format!("answer body: {}", error.detail);
+                    error
+                }
+            })?;
+        Ok::<_, LegError>((
             Answer {
                 status: parts.status.as_u16(),
                 headers: header_pairs(&parts.headers),
@@ -328,7 +499,12 @@ async fn send(
     };
     tokio::time::timeout(spec.timeout, exchange)
         .await
-        .map_err(|_| format!("no answer within {} ms", spec.timeout.as_millis()))?
+        .map_err(|_| {
+            LegError::new(
+                Failure::Timeout,
+                format!("no answer within {} ms", spec.timeout.as_millis()),
+            )
+        })?
 }
 
 /// Runs one shadow leg to its result. Never touches the client's answer.
@@ -352,6 +528,8 @@ pub async fn run(
         primary_ms,
         request_id,
         permit,
+        capture,
+        primary_is_legacy,
     } = leg;
     let body = match request_body {
         None => Bytes::new(),
@@ -381,6 +559,8 @@ pub async fn run(
         again.remove(&SHADOW_HEADER);
         again
     });
+    // The request as the candidate got it, only for a route that captures mismatches.
+    let capture_headers = capture.as_ref().map(|_| headers.clone());
     let candidate_result = send(
         &client,
         &candidate,
@@ -411,7 +591,15 @@ pub async fn run(
     };
     let (candidate_answer, candidate_ms) = match candidate_result {
         Ok(answer) => answer,
-        Err(message) => return recorder.send(&route, Outcome::Error(message)),
+        Err(error) => {
+            let sample = json!({
+                "request_id": request_id,
+                "method": method.as_str(),
+                "uri": path_and_query,
+                "error": { "reason": error.reason.as_str(), "detail": error.detail },
+            });
+            return recorder.send(&route, Outcome::Error { error, sample });
+        }
     };
     // Noise: the primary asked the same safe question twice; what differs is not a bug.
     let mut learned: Vec<String> = Vec::new();
@@ -431,7 +619,7 @@ pub async fn run(
         let comparable = second.status == primary_answer.status && primary_answer.status < 500;
         if comparable
             && let Compared::Done(differences, ..) =
-                compare(primary_answer.clone(), second, &rules).await
+                compare(primary_answer.clone(), second, &rules, None).await
         {
             learned = differences
                 .iter()
@@ -443,9 +631,26 @@ pub async fn run(
             recorder.send(&route, Outcome::Noise(learned.clone()));
         }
     }
-    let (differences, primary_answer, candidate_answer) =
-        match compare(primary_answer, candidate_answer, &rules).await {
-            Compared::Done(differences, a, b) => (differences, a, b),
+    let to_capture = match (capture, capture_headers) {
+        (Some(capturing), Some(headers)) => Some(Box::new(ToCapture {
+            asked: capture::Asked {
+                capturing,
+                route: route.clone(),
+                request_id: request_id.clone(),
+                method: method.clone(),
+                uri: path_and_query.clone(),
+                headers,
+                body: body.clone(),
+                primary_is_legacy,
+            },
+            noise: recorder.noise(),
+            learned: learned.clone(),
+        })),
+        _ => None,
+    };
+    let (differences, primary_answer, candidate_answer, case) =
+        match compare(primary_answer, candidate_answer, &rules, to_capture).await {
+            Compared::Done(differences, a, b, case) => (differences, a, b, case),
             Compared::Shed => {
                 return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Shed));
             }
@@ -464,13 +669,21 @@ pub async fn run(
         path_and_query: &path_and_query,
         body: &body,
     };
-    let outcome = compared(
+    let mut outcome = compared(
         &asked,
         (&primary_answer, primary_ms),
         (&candidate_answer, candidate_ms),
         differences,
         &noise,
     );
+    if let Outcome::Compared {
+        sample: Some(_),
+        case: slot,
+        ..
+    } = &mut outcome
+    {
+        *slot = case.map(|c| *c);
+    }
     recorder.send(&route, outcome);
     drop(permit);
 }
@@ -519,6 +732,7 @@ pub fn compared(
         sample,
         primary_ms,
         candidate_ms,
+        case: None,
     }
 }
 
@@ -544,6 +758,7 @@ mod tests {
             answer(r#"{"a":1}"#),
             answer(r#"{"a":1}"#),
             &rules,
+            None,
         )
         .await;
         assert!(matches!(same, Compared::Done(ref d, ..) if d.is_empty()));
@@ -560,6 +775,7 @@ mod tests {
                     answer(r#"{"a":1}"#),
                     answer(r#"{"a":2}"#),
                     &rules,
+                    None,
                 )
                 .await
             }
@@ -574,6 +790,7 @@ mod tests {
             a: answer("1"),
             b: answer("2"),
             rules: Arc::clone(&rules),
+            capture: None,
             reply: filler_reply,
         })
         .unwrap();
@@ -582,6 +799,7 @@ mod tests {
             answer(r#"{"b":1}"#),
             answer(r#"{"b":2}"#),
             &rules,
+            None,
         )
         .await;
         assert!(matches!(shed, Compared::Shed), "a full queue sheds");
@@ -589,7 +807,11 @@ mod tests {
         // The comparer answers the job it took.
         let differences = diff::compare(&job.a, &job.b, &job.rules);
         assert_eq!(differences.len(), 1);
-        job.reply.send((differences, job.a, job.b)).unwrap();
+        assert!(
+            job.reply
+                .send(Compared::Done(differences, job.a, job.b, None))
+                .is_ok()
+        );
         assert!(matches!(waiting.await.unwrap(), Compared::Done(ref d, ..) if d.len() == 1));
     }
 
@@ -600,6 +822,7 @@ mod tests {
             answer(r#"{"a":1,"b":[1,2]}"#),
             answer(r#"{"a":1,"b":[1,3]}"#),
             &rules,
+            None,
         )
         .await;
         let Compared::Done(differences, ..) = done else {

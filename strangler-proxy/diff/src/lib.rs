@@ -1,14 +1,35 @@
 //! The diff engine: compares two HTTP answers (status, chosen headers, body) the way a
 //! person would judge "the same answer". JSON bodies are compared structurally (object key
-//! order ignored; arrays by index, as sets, or keyed by a field), other bodies line by line.
-//! Every difference has a JSON Pointer path (RFC 6901) and a kind. Also makes RFC 6902
-//! patches, for `strangler diff --format json-patch`.
+//! order ignored; numbers by value; arrays aligned by a longest common subsequence, or as
+//! sets, or keyed by a field), other bodies line by line. Every difference has a JSON
+//! Pointer path (RFC 6901) and a kind. Also makes and applies RFC 6902 patches
+//! (`strangler diff --format json-patch`).
+//!
+//! Layout: the comparison is here; [`path`] holds paths and rule patterns, `align` the
+//! array alignment, [`patch`] JSON Patch, [`depth`] how deep a document may nest (up to
+//! [`MAX_DEPTH`] levels) and where deep ones are handled, [`redact`] taking named values out
+//! of a document before it is kept.
+//!
+//! Architecture invariant: pure functions; depends on nothing else of the toolkit.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{Number, Value, json};
+
+mod align;
+pub mod depth;
+pub mod patch;
+pub mod path;
+pub mod redact;
+
+pub use depth::{MAX_DEPTH, SHOWN_DEPTH};
+pub use patch::{PatchError, apply_patch, equal_by_value, json_patch};
+pub use path::{PathPattern, escape};
+
+use align::{Hashes, Step, integer, integral};
+use path::{Token, pointer};
 
 /// What kind of difference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -22,7 +43,9 @@ pub enum Kind {
     Missing,
     /// In the second answer, not in the first.
     Extra,
-    /// Arrays (compared by index) of different lengths.
+    /// Arrays of different lengths. No longer made (arrays are aligned, so a length
+    /// difference is each missing or extra element); kept so that results recorded by an
+    /// earlier version still read.
     ArrayLength,
 }
 
@@ -54,71 +77,21 @@ impl fmt::Display for Kind {
 /// One difference between two answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Difference {
-    /// JSON Pointer into the body, or `(status)`, `(header NAME)`, `(body)` for the rest.
+    /// JSON Pointer into the body, or `(status)`, `(header NAME)`, `(body line N)` for the
+    /// rest. An element of an aligned array is named by its index in the answer that has
+    /// it: the first's for `missing` and changes, the second's for `extra`.
     pub path: String,
     pub kind: Kind,
+    /// The values, shown at most [`SHOWN_DEPTH`] levels deep.
     pub left: Option<Value>,
     pub right: Option<Value>,
-}
-
-/// Escapes one reference token (RFC 6901: `~` → `~0`, `/` → `~1`).
-pub fn escape(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
-}
-
-/// A path pattern: a JSON Pointer where `*` stands for any one token
-/// (`/items/*/updated_at`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathPattern {
-    tokens: Vec<String>,
-}
-
-impl PathPattern {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.is_empty() {
-            return Ok(Self { tokens: Vec::new() });
-        }
-        let rest = raw
-            .strip_prefix('/')
-            .ok_or_else(|| format!("`{raw}` must be a JSON Pointer starting with /"))?;
-        Ok(Self {
-            tokens: rest.split('/').map(str::to_string).collect(),
-        })
-    }
-
-    /// Whether a pointer (as its unescaped tokens) matches.
-    fn matches(&self, tokens: &[String]) -> bool {
-        self.tokens.len() == tokens.len()
-            && self
-                .tokens
-                .iter()
-                .zip(tokens)
-                .all(|(p, t)| p == "*" || is_escaped_form(p, t))
-    }
-}
-
-/// Whether `pattern` is `token` as [`escape`] writes it, without building that string: this
-/// runs for every rule at every node of a compared document.
-fn is_escaped_form(pattern: &str, token: &str) -> bool {
-    let mut rest = pattern.as_bytes();
-    for byte in token.as_bytes() {
-        let escaped: &[u8] = match byte {
-            b'~' => b"~0",
-            b'/' => b"~1",
-            other => std::slice::from_ref(other),
-        };
-        match rest.strip_prefix(escaped) {
-            Some(after) => rest = after,
-            None => return false,
-        }
-    }
-    rest.is_empty()
 }
 
 /// How to compare the arrays at a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArrayMode {
-    /// Element by element (the default).
+    /// In order, aligned by a longest common subsequence (the default): an element
+    /// inserted or removed is one difference.
     Index,
     /// Order does not matter.
     Set,
@@ -126,17 +99,31 @@ pub enum ArrayMode {
     Keyed(String),
 }
 
+/// How numbers compare.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Numbers {
+    /// By value, as RFC 6902's `test` does: `1` equals `1.0` (and `1e0`), within the
+    /// rules' tolerance.
+    #[default]
+    Value,
+    /// By representation: an integer never equals a float (`1` is not `1.0`), floats are
+    /// equal only when they are the same double (so `1.0` and `1.00` still are), and no
+    /// tolerance applies.
+    Exact,
+}
+
 /// Per-route comparison rules.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rules {
     /// Paths whose differences do not count.
     pub ignore: Vec<PathPattern>,
-    /// Numbers closer than this are equal.
+    /// Numbers closer than this are equal (by value only).
     pub tolerance: f64,
-    /// Array comparison by path; unlisted arrays compare by index.
+    /// Array comparison by path; unlisted arrays are aligned in order.
     pub arrays: Vec<(PathPattern, ArrayMode)>,
     /// Headers compared besides the status and body (lower-case).
     pub headers: Vec<String>,
+    pub numbers: Numbers,
 }
 
 impl Rules {
@@ -147,11 +134,7 @@ impl Rules {
         }
     }
 
-    fn ignored(&self, tokens: &[String]) -> bool {
-        self.ignore.iter().any(|p| p.matches(tokens))
-    }
-
-    fn array_mode(&self, tokens: &[String]) -> &ArrayMode {
+    fn array_mode(&self, tokens: &[Token<'_>]) -> &ArrayMode {
         self.arrays
             .iter()
             .find(|(p, _)| p.matches(tokens))
@@ -159,8 +142,10 @@ impl Rules {
     }
 }
 
-fn pointer(tokens: &[String]) -> String {
-    tokens.iter().map(|t| format!("/{}", escape(t))).collect()
+impl align::Ignore for Rules {
+    fn ignored(&self, tokens: &[Token<'_>]) -> bool {
+        self.ignore.iter().any(|p| p.matches(tokens))
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -174,163 +159,229 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// Structural differences between two JSON documents under `rules`.
-pub fn diff_json(a: &Value, b: &Value, rules: &Rules) -> Vec<Difference> {
-    let mut out = Vec::new();
-    let mut tokens = Vec::new();
-    walk(a, b, rules, &mut tokens, &mut out);
-    out
-}
-
-fn push(
-    out: &mut Vec<Difference>,
-    rules: &Rules,
-    tokens: &[String],
-    kind: Kind,
-    left: Option<&Value>,
-    right: Option<&Value>,
-) {
-    if !rules.ignored(tokens) {
-        out.push(Difference {
-            path: pointer(tokens),
-            kind,
-            left: left.cloned(),
-            right: right.cloned(),
-        });
-    }
-}
-
-fn walk(a: &Value, b: &Value, rules: &Rules, tokens: &mut Vec<String>, out: &mut Vec<Difference>) {
-    if rules.ignored(tokens) {
-        return;
-    }
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            for (k, va) in x {
-                tokens.push(k.clone());
-                match y.get(k) {
-                    Some(vb) => walk(va, vb, rules, tokens, out),
-                    None => push(out, rules, tokens, Kind::Missing, Some(va), None),
-                }
-                tokens.pop();
-            }
-            for (k, vb) in y {
-                if !x.contains_key(k) {
-                    tokens.push(k.clone());
-                    push(out, rules, tokens, Kind::Extra, None, Some(vb));
-                    tokens.pop();
-                }
-            }
+/// Whether two numbers have the same value (`1`, `1.0` and `1e0` do). Integers compare
+/// exactly (as f64, 2^53 + 1 would equal 2^53).
+pub fn numbers_equal_by_value(x: &Number, y: &Number) -> bool {
+    match (integer(x), integer(y)) {
+        (Some(p), Some(q)) => p == q,
+        (Some(i), None) | (None, Some(i)) => {
+            let f = if integer(x).is_some() { y } else { x };
+            f.as_f64().and_then(integral) == Some(i)
         }
-        (Value::Array(x), Value::Array(y)) => match rules.array_mode(tokens).clone() {
-            ArrayMode::Index => {
-                for (i, (va, vb)) in x.iter().zip(y).enumerate() {
-                    tokens.push(i.to_string());
-                    walk(va, vb, rules, tokens, out);
-                    tokens.pop();
-                }
-                if x.len() != y.len() {
-                    push(
-                        out,
-                        rules,
-                        tokens,
-                        Kind::ArrayLength,
-                        Some(&json!(x.len())),
-                        Some(&json!(y.len())),
-                    );
-                }
-            }
-            ArrayMode::Set => {
-                let canon = |v: &Value| canonical(v);
-                let mut unmatched: Vec<Option<String>> = y.iter().map(|v| Some(canon(v))).collect();
-                for (i, va) in x.iter().enumerate() {
-                    let c = canon(va);
-                    if let Some(slot) = unmatched
-                        .iter_mut()
-                        .find(|s| s.as_deref() == Some(c.as_str()))
-                    {
-                        *slot = None;
-                    } else {
-                        tokens.push(i.to_string());
-                        push(out, rules, tokens, Kind::Missing, Some(va), None);
-                        tokens.pop();
-                    }
-                }
-                for (j, slot) in unmatched.iter().enumerate() {
-                    if slot.is_some() {
-                        tokens.push(j.to_string());
-                        push(out, rules, tokens, Kind::Extra, None, Some(&y[j]));
-                        tokens.pop();
-                    }
-                }
-            }
-            ArrayMode::Keyed(field) => {
-                // Elements sharing a key pair up in order, and so do elements without one
-                // (keyed as "", which no canonical text is), so equal arrays stay equal.
-                let key = |v: &Value| v.get(&field).map(canonical).unwrap_or_default();
-                let mut by_key: BTreeMap<String, std::collections::VecDeque<usize>> =
-                    BTreeMap::new();
-                for (j, v) in y.iter().enumerate() {
-                    by_key.entry(key(v)).or_default().push_back(j);
-                }
-                let mut seen = vec![false; y.len()];
-                for (i, va) in x.iter().enumerate() {
-                    tokens.push(i.to_string());
-                    match by_key.get_mut(&key(va)).and_then(|q| q.pop_front()) {
-                        Some(j) => {
-                            seen[j] = true;
-                            walk(va, &y[j], rules, tokens, out);
-                        }
-                        None => push(out, rules, tokens, Kind::Missing, Some(va), None),
-                    }
-                    tokens.pop();
-                }
-                for (j, vb) in y.iter().enumerate() {
-                    if !seen[j] {
-                        tokens.push(j.to_string());
-                        push(out, rules, tokens, Kind::Extra, None, Some(vb));
-                        tokens.pop();
-                    }
-                }
-            }
+        (None, None) => x.as_f64() == y.as_f64(),
+    }
+}
+
+fn numbers_equal(x: &Number, y: &Number, rules: &Rules) -> bool {
+    if rules.numbers == Numbers::Exact {
+        return x == y;
+    }
+    if numbers_equal_by_value(x, y) {
+        return true;
+    }
+    if rules.tolerance <= 0.0 {
+        return false;
+    }
+    match (integer(x), integer(y)) {
+        // Integers differ by 1 at least; their distance is exact in i128.
+        (Some(p), Some(q)) => {
+            rules.tolerance >= 1.0 && (p - q).unsigned_abs() as f64 <= rules.tolerance
+        }
+        _ => match (x.as_f64(), y.as_f64()) {
+            (Some(p), Some(q)) => (p - q).abs() <= rules.tolerance,
+            _ => false,
         },
-        (Value::Number(x), Value::Number(y)) => {
-            // Integers compare exactly (f64 would make 2^53 + 1 equal 2^53); floats with the
-            // tolerance.
-            let integers = (x.is_i64() || x.is_u64()) && (y.is_i64() || y.is_u64());
-            let equal = if integers {
-                x == y
-                    || (rules.tolerance >= 1.0
-                        && x.as_f64()
-                            .zip(y.as_f64())
-                            .is_some_and(|(p, q)| (p - q).abs() <= rules.tolerance))
-            } else {
-                match (x.as_f64(), y.as_f64()) {
-                    (Some(p), Some(q)) => (p - q).abs() <= rules.tolerance,
-                    _ => x == y,
+    }
+}
+
+/// Structural differences between two JSON documents under `rules`. Recurses once per level
+/// of nesting: for documents deeper than 128 levels, see [`depth`].
+pub fn diff_json(a: &Value, b: &Value, rules: &Rules) -> Vec<Difference> {
+    diff_json_with(a, b, rules, true)
+}
+
+/// [`diff_json`], with or without the alignment's equality shortcuts (without: deeply
+/// nested documents, see `align`).
+fn diff_json_with(a: &Value, b: &Value, rules: &Rules, shortcuts: bool) -> Vec<Difference> {
+    let mut walk = Walk {
+        rules,
+        tokens: Vec::new(),
+        out: Vec::new(),
+        hashes: None,
+        shortcuts,
+    };
+    walk.walk(a, b);
+    walk.out
+}
+
+/// A comparison in progress.
+struct Walk<'r, 'a> {
+    rules: &'r Rules,
+    /// Where it is.
+    tokens: Vec<Token<'a>>,
+    out: Vec<Difference>,
+    /// Array element hashes, made when the first array needs aligning.
+    hashes: Option<Hashes>,
+    /// See `align::Hashes`.
+    shortcuts: bool,
+}
+
+impl<'a> Walk<'_, 'a> {
+    fn ignored(&self) -> bool {
+        align::Ignore::ignored(self.rules, &self.tokens)
+    }
+
+    fn push(&mut self, kind: Kind, left: Option<&Value>, right: Option<&Value>) {
+        if !self.ignored() {
+            self.out.push(Difference {
+                path: pointer(&self.tokens),
+                kind,
+                left: left.map(depth::shown),
+                right: right.map(depth::shown),
+            });
+        }
+    }
+
+    /// [`Walk::push`] at `token` below where the walk is.
+    fn push_at(
+        &mut self,
+        token: Token<'a>,
+        kind: Kind,
+        left: Option<&Value>,
+        right: Option<&Value>,
+    ) {
+        self.tokens.push(token);
+        self.push(kind, left, right);
+        self.tokens.pop();
+    }
+
+    fn walk_at(&mut self, token: Token<'a>, a: &'a Value, b: &'a Value) {
+        self.tokens.push(token);
+        self.walk(a, b);
+        self.tokens.pop();
+    }
+
+    fn walk(&mut self, a: &'a Value, b: &'a Value) {
+        if self.ignored() {
+            return;
+        }
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                for (k, va) in x {
+                    match y.get(k) {
+                        Some(vb) => self.walk_at(Token::Key(k), va, vb),
+                        None => self.push_at(Token::Key(k), Kind::Missing, Some(va), None),
+                    }
                 }
-            };
-            if !equal {
-                push(out, rules, tokens, Kind::ValueChanged, Some(a), Some(b));
+                for (k, vb) in y {
+                    if !x.contains_key(k) {
+                        self.push_at(Token::Key(k), Kind::Extra, None, Some(vb));
+                    }
+                }
+            }
+            (Value::Array(x), Value::Array(y)) => match self.rules.array_mode(&self.tokens).clone()
+            {
+                ArrayMode::Index => self.aligned(x, y),
+                ArrayMode::Set => self.as_set(x, y),
+                ArrayMode::Keyed(field) => self.keyed(x, y, &field),
+            },
+            (Value::Number(x), Value::Number(y)) => {
+                if !numbers_equal(x, y, self.rules) {
+                    self.push(Kind::ValueChanged, Some(a), Some(b));
+                }
+            }
+            _ if type_name(a) != type_name(b) => self.push(Kind::TypeChanged, Some(a), Some(b)),
+            _ => {
+                if a != b {
+                    self.push(Kind::ValueChanged, Some(a), Some(b));
+                }
             }
         }
-        _ if type_name(a) != type_name(b) => {
-            push(out, rules, tokens, Kind::TypeChanged, Some(a), Some(b))
+    }
+
+    /// Arrays in order: aligned, so an inserted or removed element is one difference.
+    fn aligned(&mut self, x: &'a [Value], y: &'a [Value]) {
+        let (rules, numbers, shortcuts) = (self.rules, self.rules.numbers, self.shortcuts);
+        let hashes = self.hashes.get_or_insert_with(|| Hashes::new(shortcuts));
+        let steps = hashes.align(x, y, &mut self.tokens, numbers, rules);
+        for step in steps {
+            match step {
+                Step::Pair { same: true, .. } => {}
+                Step::Pair { i, j, same: false } => self.walk_at(Token::Index(i), &x[i], &y[j]),
+                Step::Missing(i) => self.push_at(Token::Index(i), Kind::Missing, Some(&x[i]), None),
+                Step::Extra(j) => self.push_at(Token::Index(j), Kind::Extra, None, Some(&y[j])),
+            }
         }
-        _ => {
-            if a != b {
-                push(out, rules, tokens, Kind::ValueChanged, Some(a), Some(b));
+    }
+
+    /// Arrays whose order does not matter.
+    fn as_set(&mut self, x: &'a [Value], y: &'a [Value]) {
+        let numbers = self.rules.numbers;
+        let mut unmatched: Vec<Option<String>> =
+            y.iter().map(|v| Some(canonical_in(v, numbers))).collect();
+        for (i, va) in x.iter().enumerate() {
+            let c = canonical_in(va, numbers);
+            if let Some(slot) = unmatched
+                .iter_mut()
+                .find(|s| s.as_deref() == Some(c.as_str()))
+            {
+                *slot = None;
+            } else {
+                self.push_at(Token::Index(i), Kind::Missing, Some(va), None);
+            }
+        }
+        for (j, slot) in unmatched.iter().enumerate() {
+            if slot.is_some() {
+                self.push_at(Token::Index(j), Kind::Extra, None, Some(&y[j]));
+            }
+        }
+    }
+
+    /// Arrays whose elements pair up by a field.
+    fn keyed(&mut self, x: &'a [Value], y: &'a [Value], field: &str) {
+        // Elements sharing a key pair up in order, and so do elements without one (keyed as
+        // "", which no canonical text is), so equal arrays stay equal.
+        let numbers = self.rules.numbers;
+        let key = |v: &Value| {
+            v.get(field)
+                .map(|k| canonical_in(k, numbers))
+                .unwrap_or_default()
+        };
+        let mut by_key: BTreeMap<String, std::collections::VecDeque<usize>> = BTreeMap::new();
+        for (j, v) in y.iter().enumerate() {
+            by_key.entry(key(v)).or_default().push_back(j);
+        }
+        let mut seen = vec![false; y.len()];
+        for (i, va) in x.iter().enumerate() {
+            match by_key.get_mut(&key(va)).and_then(|q| q.pop_front()) {
+                Some(j) => {
+                    seen[j] = true;
+                    self.walk_at(Token::Index(i), va, &y[j]);
+                }
+                None => self.push_at(Token::Index(i), Kind::Missing, Some(va), None),
+            }
+        }
+        for (j, vb) in y.iter().enumerate() {
+            if !seen[j] {
+                self.push_at(Token::Index(j), Kind::Extra, None, Some(vb));
             }
         }
     }
 }
 
-/// A canonical text of a value (object keys sorted), for set and key comparison.
+/// A canonical text of a value (object keys sorted, numbers by value: `1.0` is `1`), for
+/// set and key comparison.
 pub fn canonical(v: &Value) -> String {
+    canonical_in(v, Numbers::Value)
+}
+
+fn canonical_in(v: &Value, numbers: Numbers) -> String {
     match v {
         Value::Object(map) => {
-            let sorted: BTreeMap<&String, String> =
-                map.iter().map(|(k, v)| (k, canonical(v))).collect();
+            let sorted: BTreeMap<&String, String> = map
+                .iter()
+                .map(|(k, v)| (k, canonical_in(v, numbers)))
+                .collect();
             let inner: Vec<String> = sorted
                 .iter()
                 .map(|(k, v)| format!("{}:{v}", Value::String((*k).clone())))
@@ -339,8 +390,18 @@ pub fn canonical(v: &Value) -> String {
         }
         Value::Array(items) => format!(
             "[{}]",
-            items.iter().map(canonical).collect::<Vec<_>>().join(",")
+            items
+                .iter()
+                .map(|v| canonical_in(v, numbers))
+                .collect::<Vec<_>>()
+                .join(",")
         ),
+        Value::Number(n) if numbers == Numbers::Value && integer(n).is_none() => {
+            match n.as_f64().and_then(integral) {
+                Some(i) => i.to_string(),
+                None => n.to_string(),
+            }
+        }
         other => other.to_string(),
     }
 }
@@ -443,7 +504,8 @@ pub fn compare(a: &Answer, b: &Answer, rules: &Rules) -> Vec<Difference> {
     out
 }
 
-/// Bodies: structurally when both are JSON, otherwise line by line.
+/// Bodies: structurally when both are JSON (up to [`MAX_DEPTH`] levels deep), otherwise
+/// line by line.
 pub fn diff_bodies(a: &[u8], b: &[u8], rules: &Rules) -> Vec<Difference> {
     // The same bytes parse to the same document: nothing to walk.
     if a == b {
@@ -454,38 +516,52 @@ pub fn diff_bodies(a: &[u8], b: &[u8], rules: &Rules) -> Vec<Difference> {
         serde_json::from_slice::<Value>(b),
     ) {
         (Ok(x), Ok(y)) => diff_json(&x, &y, rules),
-        _ if a == b => Vec::new(),
-        _ => {
-            let (x, y) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
-            let text = similar::TextDiff::configure()
-                .timeout(std::time::Duration::from_secs(1))
-                .diff_lines(x.as_ref(), y.as_ref());
-            // Split once: slicing per change keeps the whole walk linear.
-            let (xl, yl): (Vec<&str>, Vec<&str>) = (x.lines().collect(), y.lines().collect());
-            text.ops()
-                .iter()
-                .filter(|op| op.tag() != similar::DiffTag::Equal)
-                .map(|op| {
-                    let old = op.old_range();
-                    let new = op.new_range();
-                    let lines = |all: &[&str], r: std::ops::Range<usize>| {
-                        all.get(r).map(|l| l.join("\n")).unwrap_or_default()
-                    };
-                    let kind = match op.tag() {
-                        similar::DiffTag::Delete => Kind::Missing,
-                        similar::DiffTag::Insert => Kind::Extra,
-                        _ => Kind::ValueChanged,
-                    };
-                    Difference {
-                        path: format!("(body line {})", old.start + 1),
-                        kind,
-                        left: (!old.is_empty()).then(|| json!(lines(&xl, old.clone()))),
-                        right: (!new.is_empty()).then(|| json!(lines(&yl, new.clone()))),
-                    }
-                })
-                .collect()
+        // Nested deeper than serde_json's default: parsed and compared where the stack
+        // holds it. A document deeper than MAX_DEPTH is not JSON here: compared as text.
+        (x, y)
+            if x.as_ref().err().is_some_and(depth::over_default_limit)
+                || y.as_ref().err().is_some_and(depth::over_default_limit) =>
+        {
+            let deep = depth::with_deep_stack(|| match (depth::parse(a), depth::parse(b)) {
+                (Ok(x), Ok(y)) => Some(diff_json_with(&x, &y, rules, false)),
+                _ => None,
+            });
+            deep.flatten().unwrap_or_else(|| diff_lines(a, b))
         }
+        _ => diff_lines(a, b),
     }
+}
+
+/// Bodies line by line.
+fn diff_lines(a: &[u8], b: &[u8]) -> Vec<Difference> {
+    let (x, y) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
+    let text = similar::TextDiff::configure()
+        .timeout(std::time::Duration::from_secs(1))
+        .diff_lines(x.as_ref(), y.as_ref());
+    // Split once: slicing per change keeps the whole walk linear.
+    let (xl, yl): (Vec<&str>, Vec<&str>) = (x.lines().collect(), y.lines().collect());
+    text.ops()
+        .iter()
+        .filter(|op| op.tag() != similar::DiffTag::Equal)
+        .map(|op| {
+            let old = op.old_range();
+            let new = op.new_range();
+            let lines = |all: &[&str], r: std::ops::Range<usize>| {
+                all.get(r).map(|l| l.join("\n")).unwrap_or_default()
+            };
+            let kind = match op.tag() {
+                similar::DiffTag::Delete => Kind::Missing,
+                similar::DiffTag::Insert => Kind::Extra,
+                _ => Kind::ValueChanged,
+            };
+            Difference {
+                path: format!("(body line {})", old.start + 1),
+                kind,
+                left: (!old.is_empty()).then(|| json!(lines(&xl, old.clone()))),
+                right: (!new.is_empty()).then(|| json!(lines(&yl, new.clone()))),
+            }
+        })
+        .collect()
 }
 
 /// The grouping key of a path: array indices become `*`, so the same field of every element
@@ -508,56 +584,6 @@ pub fn group_path(path: &str) -> String {
             acc.push_str(t);
             acc
         })
-}
-
-/// An RFC 6902 patch that turns `a` into `b`.
-pub fn json_patch(a: &Value, b: &Value) -> Vec<Value> {
-    let mut ops = Vec::new();
-    patch_walk(a, b, &mut Vec::new(), &mut ops);
-    ops
-}
-
-fn patch_walk(a: &Value, b: &Value, tokens: &mut Vec<String>, ops: &mut Vec<Value>) {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            for (k, va) in x {
-                tokens.push(k.clone());
-                match y.get(k) {
-                    Some(vb) => patch_walk(va, vb, tokens, ops),
-                    None => ops.push(json!({ "op": "remove", "path": pointer(tokens) })),
-                }
-                tokens.pop();
-            }
-            for (k, vb) in y {
-                if !x.contains_key(k) {
-                    tokens.push(k.clone());
-                    ops.push(json!({ "op": "add", "path": pointer(tokens), "value": vb }));
-                    tokens.pop();
-                }
-            }
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            let common = x.len().min(y.len());
-            for i in 0..common {
-                tokens.push(i.to_string());
-                patch_walk(&x[i], &y[i], tokens, ops);
-                tokens.pop();
-            }
-            // Remove from the end so earlier indices stay valid; then append.
-            for i in (common..x.len()).rev() {
-                tokens.push(i.to_string());
-                ops.push(json!({ "op": "remove", "path": pointer(tokens) }));
-                tokens.pop();
-            }
-            for (i, item) in y.iter().enumerate().skip(common) {
-                tokens.push(i.to_string());
-                ops.push(json!({ "op": "add", "path": pointer(tokens), "value": item }));
-                tokens.pop();
-            }
-        }
-        _ if a == b => {}
-        _ => ops.push(json!({ "op": "replace", "path": pointer(tokens), "value": b })),
-    }
 }
 
 /// A readable listing of differences, one per line.
@@ -602,7 +628,7 @@ mod tests {
                 ("/id".to_string(), Kind::TypeChanged),
                 ("/name".to_string(), Kind::ValueChanged),
                 ("/new".to_string(), Kind::Extra),
-                ("/tags".to_string(), Kind::ArrayLength),
+                ("/tags/1".to_string(), Kind::Missing),
             ]
         );
     }
@@ -620,6 +646,7 @@ mod tests {
                 ),
             ],
             headers: Vec::new(),
+            numbers: Numbers::Value,
         };
         let a = json!({ "tags": ["x", "y"], "price": 1.000, "items": [
             { "id": 1, "v": "a", "updated_at": "t1" }, { "id": 2, "v": "b", "updated_at": "t2" } ] });
@@ -798,27 +825,146 @@ mod tests {
     }
 
     #[test]
-    fn a_pattern_token_matches_the_escaped_form_of_a_key() {
-        for (pattern, token, expected) in [
-            ("updated_at", "updated_at", true),
-            ("updated_at", "updated", false),
-            ("updated", "updated_at", false),
-            ("a~1b", "a/b", true),
-            ("a~0b", "a~b", true),
-            ("a/b", "a/b", false),
-            ("a~1b", "a~1b", false),
-            ("", "", true),
-        ] {
+    fn one_inserted_or_removed_element_is_one_difference() {
+        let rules = Rules::default();
+        let a = json!({ "items": [{ "id": 1 }, { "id": 2 }, { "id": 3 }, { "id": 4 }] });
+        let mut b = a.clone();
+        b["items"]
+            .as_array_mut()
+            .unwrap()
+            .insert(1, json!({ "id": 9 }));
+        let got: Vec<(String, Kind)> = diff_json(&a, &b, &rules)
+            .into_iter()
+            .map(|d| (d.path, d.kind))
+            .collect();
+        assert_eq!(got, [("/items/1".to_string(), Kind::Extra)]);
+        let got: Vec<(String, Kind)> = diff_json(&b, &a, &rules)
+            .into_iter()
+            .map(|d| (d.path, d.kind))
+            .collect();
+        assert_eq!(got, [("/items/1".to_string(), Kind::Missing)]);
+        // A change in place is still named inside the element.
+        let mut c = a.clone();
+        c["items"][2]["id"] = json!(30);
+        let got: Vec<String> = diff_json(&a, &c, &rules)
+            .into_iter()
+            .map(|d| d.path)
+            .collect();
+        assert_eq!(got, ["/items/2/id"]);
+    }
+
+    #[test]
+    fn changes_in_place_among_identical_elements_stay_in_place() {
+        let one = json!({ "name": "Ada", "points": 1 });
+        let a = json!(vec![one; 40]);
+        let mut b = a.clone();
+        b[3]["name"] = json!("Ada L.");
+        b[17]["points"] = json!(2);
+        b[30]["name"] = json!("Bo");
+        let got: Vec<String> = diff_json(&a, &b, &Rules::default())
+            .into_iter()
+            .map(|d| d.path)
+            .collect();
+        assert_eq!(got, ["/3/name", "/17/points", "/30/name"]);
+    }
+
+    #[test]
+    fn elements_that_differ_only_where_nothing_counts_still_line_up() {
+        let rules = Rules {
+            ignore: vec![PathPattern::parse("/*/at").unwrap()],
+            ..Rules::default()
+        };
+        let a = json!([{ "id": 1, "at": "t1" }, { "id": 2, "at": "t2" }]);
+        let b = json!([{ "id": 0, "at": "u0" }, { "id": 1, "at": "u1" }, { "id": 2, "at": "u2" }]);
+        let got: Vec<(String, Kind)> = diff_json(&a, &b, &rules)
+            .into_iter()
+            .map(|d| (d.path, d.kind))
+            .collect();
+        assert_eq!(got, [("/0".to_string(), Kind::Extra)]);
+    }
+
+    #[test]
+    fn numbers_compare_by_value_unless_the_rules_ask_for_exact() {
+        let a: Value =
+            serde_json::from_str(r#"{"n": 1, "f": 2.5, "big": 1e2, "list": [1, 2]}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"n": 1.0, "f": 2.50, "big": 100, "list": [1.0, 2]}"#).unwrap();
+        assert_eq!(diff_json(&a, &b, &Rules::default()), []);
+        let exact = Rules {
+            numbers: Numbers::Exact,
+            ..Rules::default()
+        };
+        let mut got: Vec<String> = diff_json(&a, &b, &exact)
+            .into_iter()
+            .map(|d| d.path)
+            .collect();
+        got.sort();
+        assert_eq!(got, ["/big", "/list/0", "/n"]);
+        // Sets and keys read numbers the same way.
+        let sets = Rules {
+            arrays: vec![(PathPattern::parse("/list").unwrap(), ArrayMode::Set)],
+            ..Rules::default()
+        };
+        assert_eq!(diff_json(&a, &b, &sets), []);
+        assert!(numbers_equal_by_value(
+            &Number::from(3),
+            &Number::from_f64(3.0).unwrap()
+        ));
+        assert!(!numbers_equal_by_value(
+            &Number::from(9_007_199_254_740_993u64),
+            &Number::from_f64(9_007_199_254_740_992.0).unwrap()
+        ));
+    }
+
+    fn nested(levels: usize, leaf: &str) -> String {
+        format!("{}{leaf}{}", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    /// Documents up to MAX_DEPTH levels are compared structurally on any thread (this test's
+    /// has the default 2 MiB stack); what comes back is shallow.
+    #[test]
+    fn deeply_nested_documents_are_compared_without_overflowing_a_stack() {
+        let rules = Rules::default();
+        for levels in [200, 1_000, MAX_DEPTH] {
+            let (a, b) = (nested(levels, "1"), nested(levels, "2"));
+            let got = std::thread::spawn(move || {
+                diff_bodies(a.as_bytes(), b.as_bytes(), &Rules::default())
+            })
+            .join()
+            .unwrap();
+            assert_eq!(got.len(), 1, "{levels} levels");
+            assert_eq!(got[0].path, "/0".repeat(levels), "{levels} levels");
+            assert_eq!(got[0].kind, Kind::ValueChanged);
+            let same = nested(levels, "1.0");
             assert_eq!(
-                is_escaped_form(pattern, token),
-                expected,
-                "{pattern} ~ {token}"
-            );
-            assert_eq!(
-                is_escaped_form(pattern, token),
-                pattern == escape(token),
-                "agrees with escape for {token}"
+                diff_bodies(nested(levels, "1").as_bytes(), same.as_bytes(), &rules),
+                [],
+                "{levels} levels, numbers by value"
             );
         }
+        // A difference near the top shows its values no deeper than SHOWN_DEPTH.
+        let a = nested(1_000, "1");
+        let got = diff_bodies(format!("[{a}]").as_bytes(), b"[1]", &rules);
+        assert_eq!(got[0].kind, Kind::TypeChanged);
+        let shown = got[0].left.as_ref().unwrap().to_string();
+        assert!(shown.contains("nested deeper than 64 levels"), "{shown}");
+        assert!(serde_json::from_str::<Value>(&serde_json::to_string(&got).unwrap()).is_ok());
+    }
+
+    /// Past MAX_DEPTH (100,000 levels here) a body is not JSON to the engine: it is compared
+    /// as text, which recurses on nothing.
+    #[test]
+    fn past_the_bound_a_document_is_compared_as_text() {
+        let (a, b) = (nested(100_000, "1"), nested(100_000, "2"));
+        let got =
+            std::thread::spawn(move || diff_bodies(a.as_bytes(), b.as_bytes(), &Rules::default()))
+                .join()
+                .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].path, "(body line 1)");
+        assert_eq!(
+            depth::parse(nested(100_000, "1").as_bytes()),
+            Err(depth::JsonError::TooDeep)
+        );
     }
 }

@@ -146,6 +146,15 @@ struct RawCompare {
     #[serde(default)]
     keyed: BTreeMap<String, String>,
     headers: Option<Vec<String>>,
+    numbers: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    mismatches: Spanned<i64>,
+    #[serde(default)]
+    redact: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +198,7 @@ struct RawRoute {
     canary: Option<Spanned<RawCanary>>,
     shadow: Option<Spanned<RawShadow>>,
     compare: Option<Spanned<RawCompare>>,
+    capture: Option<Spanned<RawCapture>>,
     gate: Option<Spanned<RawGate>>,
     #[serde(default)]
     fallback: bool,
@@ -395,6 +405,8 @@ pub struct RouteSpec {
     pub shadow: ShadowSpec,
     /// How its answers are compared.
     pub compare: CompareSpec,
+    /// Which mismatching exchanges are kept for replay (`None`: none).
+    pub capture: Option<CaptureSpec>,
     /// What `canary` and `cutover` require of its comparisons.
     pub gate: GateSpec,
     /// When the new service fails to connect or answers 502/503 on a body-less idempotent
@@ -424,6 +436,9 @@ pub struct CompareSpec {
     pub keyed: Vec<(String, String)>,
     /// Headers compared besides the status and body (lower-case).
     pub headers: Vec<String>,
+    /// `numbers = "exact"`: an integer never equals a float (`1` is not `1.0`); by default
+    /// numbers compare by value.
+    pub exact_numbers: bool,
 }
 
 impl Default for CompareSpec {
@@ -434,6 +449,66 @@ impl Default for CompareSpec {
             sets: Vec::new(),
             keyed: Vec::new(),
             headers: vec!["content-type".to_string()],
+            exact_numbers: false,
+        }
+    }
+}
+
+/// Most cases a route may keep per differing path (`capture.mismatches`).
+pub const MAX_CAPTURES_PER_PATH: usize = 100;
+
+/// A route's `capture` section: mismatching exchanges kept in the store for
+/// `strangler capture export` and `strangler replay`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureSpec {
+    /// Cases kept per differing path (the newest; older ones are evicted first).
+    pub mismatches: usize,
+    /// What is taken out of a case before it is stored.
+    pub redact: Vec<Redaction>,
+}
+
+/// One thing `capture.redact` takes out of a captured case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redaction {
+    /// `header:NAME`: the header (lower-case) is dropped from the request and both answers.
+    Header(String),
+    /// `query:NAME`: the query parameter's value is replaced.
+    Query(String),
+    /// A JSON Pointer pattern (`/password`, `/cards/*/number`): the value there in the
+    /// request body and both answers' bodies is replaced.
+    Body(String),
+}
+
+impl Redaction {
+    /// Reads one `redact` entry.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if let Some(name) = raw.strip_prefix("header:") {
+            return HeaderName::from_bytes(name.as_bytes())
+                .map(|h| Redaction::Header(h.as_str().to_string()))
+                .map_err(|_| format!("`{name}` is not a header name"));
+        }
+        if let Some(name) = raw.strip_prefix("query:") {
+            return if name.is_empty() {
+                Err("`query:` needs a parameter name".to_string())
+            } else {
+                Ok(Redaction::Query(name.to_string()))
+            };
+        }
+        if raw.starts_with('/') {
+            return Ok(Redaction::Body(raw.to_string()));
+        }
+        Err(format!(
+            "`{raw}` is not header:NAME, query:NAME or a JSON Pointer like /password"
+        ))
+    }
+}
+
+impl fmt::Display for Redaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Redaction::Header(name) => write!(f, "header:{name}"),
+            Redaction::Query(name) => write!(f, "query:{name}"),
+            Redaction::Body(pattern) => f.write_str(pattern),
         }
     }
 }
@@ -1116,6 +1191,10 @@ impl Ctx<'_> {
                 None => CompareSpec::default(),
                 Some(raw) => self.compare(raw.get_ref(), &field)?,
             };
+            let capture = match &r.capture {
+                None => None,
+                Some(raw) => Some(self.capture(raw.get_ref(), &field)?),
+            };
             let gate = self.gate(
                 r.gate.as_ref().map(|g| g.get_ref()),
                 default_gate,
@@ -1150,6 +1229,7 @@ impl Ctx<'_> {
                 sticky,
                 shadow,
                 compare,
+                capture,
                 gate,
                 fallback: r.fallback,
                 upgrades: r.upgrades.unwrap_or(true),
@@ -1286,7 +1366,55 @@ impl Ctx<'_> {
         if let Some(headers) = &raw.headers {
             spec.headers = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
         }
+        if let Some(numbers) = &raw.numbers {
+            spec.exact_numbers = match numbers.get_ref().as_str() {
+                "value" => false,
+                "exact" => true,
+                _ => {
+                    return Err(self.at(
+                        numbers,
+                        &field("compare.numbers"),
+                        "must be \"value\" (1 equals 1.0) or \"exact\"",
+                    ));
+                }
+            };
+            if spec.exact_numbers && spec.tolerance > 0.0 {
+                return Err(self.at(
+                    numbers,
+                    &field("compare.numbers"),
+                    "\"exact\" compares representations; it cannot have a tolerance",
+                ));
+            }
+        }
         Ok(spec)
+    }
+
+    fn capture(
+        &self,
+        raw: &RawCapture,
+        field: &dyn Fn(&str) -> String,
+    ) -> Result<CaptureSpec, PlanError> {
+        let mismatches = usize::try_from(*raw.mismatches.get_ref())
+            .ok()
+            .filter(|n| (1..=MAX_CAPTURES_PER_PATH).contains(n))
+            .ok_or_else(|| {
+                self.at(
+                    &raw.mismatches,
+                    &field("capture.mismatches"),
+                    format!("must be 1 to {MAX_CAPTURES_PER_PATH} (cases kept per differing path)"),
+                )
+            })?;
+        let mut redact = Vec::new();
+        for (i, r) in raw.redact.iter().enumerate() {
+            let redaction = Redaction::parse(r.get_ref())
+                .and_then(|red| match &red {
+                    Redaction::Body(pattern) => check_pattern(pattern).map(|()| red),
+                    _ => Ok(red),
+                })
+                .map_err(|m| self.at(r, &field(&format!("capture.redact[{i}]")), m))?;
+            redact.push(redaction);
+        }
+        Ok(CaptureSpec { mismatches, redact })
     }
 
     fn sync(
@@ -2014,6 +2142,86 @@ to = { postgres = "postgres://db/shop", table = "inbox" }
 
     /// Found by fuzzing (`fuzz/fuzz_targets/diff.rs`): TOML's `nan` passed the `< 0.0`
     /// check, and with a NaN tolerance the diff engine finds every float unequal to itself.
+    #[test]
+    fn capture_and_number_comparison_are_read_and_checked() {
+        let plan = check(
+            "\n[[routes]]\nname = \"r\"\npaths = [\"/students\"]\nservice = \"students\"\n\
+             compare = { numbers = \"exact\" }\n\
+             capture = { mismatches = 3, redact = [\"header:Authorization\", \"query:token\", \"/password\", \"/cards/*/number\"] }\n",
+        )
+        .unwrap();
+        let route = &plan.routes[0];
+        assert!(route.compare.exact_numbers);
+        assert_eq!(
+            route.capture,
+            Some(CaptureSpec {
+                mismatches: 3,
+                redact: vec![
+                    Redaction::Header("authorization".into()),
+                    Redaction::Query("token".into()),
+                    Redaction::Body("/password".into()),
+                    Redaction::Body("/cards/*/number".into()),
+                ],
+            })
+        );
+        assert_eq!(
+            route.capture.as_ref().unwrap().redact[0].to_string(),
+            "header:authorization"
+        );
+        let route = |body: &str| {
+            format!(
+                "\n[[routes]]\nname = \"r\"\npaths = [\"/students\"]\nservice = \"students\"\n{body}"
+            )
+        };
+        for (body, field, words) in [
+            (
+                "capture = { mismatches = 0 }",
+                "routes[0].capture.mismatches",
+                "1 to 100",
+            ),
+            (
+                "capture = { mismatches = 101 }",
+                "routes[0].capture.mismatches",
+                "1 to 100",
+            ),
+            (
+                "capture = { mismatches = 2, redact = [\"password\"] }",
+                "routes[0].capture.redact[0]",
+                "header:NAME, query:NAME",
+            ),
+            (
+                "capture = { mismatches = 2, redact = [\"header:bad name\"] }",
+                "routes[0].capture.redact[0]",
+                "not a header name",
+            ),
+            (
+                "capture = { mismatches = 2, redact = [\"query:\"] }",
+                "routes[0].capture.redact[0]",
+                "parameter name",
+            ),
+            (
+                "compare = { numbers = \"loose\" }",
+                "routes[0].compare.numbers",
+                "\"value\"",
+            ),
+            (
+                "compare = { tolerance = 0.5, numbers = \"exact\" }",
+                "routes[0].compare.numbers",
+                "cannot have a tolerance",
+            ),
+        ] {
+            let err = check(&route(body)).unwrap_err();
+            assert_eq!(
+                (err.line, err.field.as_str()),
+                (17, field),
+                "{body}\n→ {err}"
+            );
+            assert!(err.message.contains(words), "{body}\n→ {err}");
+        }
+        let err = check(&route("capture = { redact = [] }")).unwrap_err();
+        assert!(err.message.contains("missing field `mismatches`"), "{err}");
+    }
+
     #[test]
     fn a_nan_tolerance_is_refused() {
         for tolerance in ["nan", "-nan", "-0.5"] {

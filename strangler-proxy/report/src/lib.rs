@@ -121,8 +121,30 @@ fn pretty_body(side: &Value) -> String {
     }
 }
 
-/// A unified diff of a sample's two bodies (monolith first).
+/// What a sample was asked: `GET /students/7`.
+pub fn sample_request(sample: &Value) -> String {
+    format!(
+        "{} {}",
+        sample["method"].as_str().unwrap_or("?"),
+        sample["uri"].as_str().unwrap_or("?")
+    )
+}
+
+/// Why the candidate gave no answer, for a shadow error's sample (`None`: a comparison).
+pub fn sample_error(sample: &Value) -> Option<String> {
+    let error = sample.get("error")?;
+    Some(format!(
+        "shadow error {}: {}",
+        error["reason"].as_str().unwrap_or("unknown"),
+        error["detail"].as_str().unwrap_or("")
+    ))
+}
+
+/// A unified diff of a sample's two bodies (monolith first); for a shadow error, why.
 pub fn sample_diff(sample: &Value) -> String {
+    if let Some(error) = sample_error(sample) {
+        return format!("{error}\n");
+    }
     let a = format!(
         "status {}\n{}\n",
         sample["primary"]["status"],
@@ -162,7 +184,7 @@ pub fn json(reports: &[RouteReport]) -> Value {
                 "mismatching_paths": s.paths.iter().filter(|p| !p.2).map(|(p, k, _, n)| json!({ "path": p, "kind": k, "count": n })).collect::<Vec<_>>(),
                 "noisy_paths": s.paths.iter().filter(|p| p.2).map(|(p, _, _, _)| p.clone()).collect::<std::collections::BTreeSet<_>>(),
                 "latency_ms": lat.map(|(a, b, c, d)| json!({ "primary": { "p50": a, "p99": b }, "candidate": { "p50": c, "p99": d } })),
-                "samples": s.samples.iter().map(|(p, v)| json!({ "path": p, "sample": v, "diff": sample_diff(v) })).collect::<Vec<_>>(),
+                "samples": s.samples.iter().map(|(p, v)| json!({ "path": p, "request": sample_request(v), "error": v.get("error"), "sample": v, "diff": sample_diff(v) })).collect::<Vec<_>>(),
                 "gate": match r.gate.refusal() { None => json!({ "open": true }), Some(why) => json!({ "open": false, "reason": why }) },
                 "current_run": r.current().map(run_json),
                 "runs": r.runs.iter().map(run_json).collect::<Vec<_>>(),
@@ -233,7 +255,8 @@ pub fn text(reports: &[RouteReport]) -> String {
         for (p, sample) in &s.samples {
             let _ = writeln!(
                 out,
-                "sample at {p} (request {}):",
+                "sample at {p}: {} (request {}):",
+                sample_request(sample),
                 sample["request_id"].as_str().unwrap_or("-")
             );
             out.push_str(&sample_diff(sample));
@@ -301,7 +324,12 @@ pub fn markdown(reports: &[RouteReport]) -> String {
         for (p, sample) in &s.samples {
             let diff = sample_diff(sample);
             let f = fence(&diff);
-            let _ = writeln!(out, "\nSample at {}:\n\n{f}diff\n{diff}{f}", cell(p));
+            let _ = writeln!(
+                out,
+                "\nSample at {}: `{}`\n\n{f}diff\n{diff}{f}",
+                cell(p),
+                cell(&sample_request(sample))
+            );
         }
     }
     out
@@ -395,8 +423,10 @@ pub fn html(reports: &[RouteReport]) -> String {
         for (p, sample) in &s.samples {
             let _ = writeln!(
                 out,
-                "<h3>Sample at <code>{}</code></h3><pre class=\"diff\">",
-                escape(p)
+                "<h3>Sample at <code>{}</code></h3><p class=\"request\"><code>{}</code> (request {})</p><pre class=\"diff\">",
+                escape(p),
+                escape(&sample_request(sample)),
+                escape(sample["request_id"].as_str().unwrap_or("-"))
             );
             for line in sample_diff(sample).lines() {
                 let class =
@@ -418,4 +448,71 @@ pub fn html(reports: &[RouteReport]) -> String {
     }
     out.push_str("</body></html>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn report() -> Vec<RouteReport> {
+        let summary = ShadowSummary {
+            route: "students".into(),
+            samples: vec![
+                (
+                    "/name".into(),
+                    json!({ "request_id": "r-1", "method": "GET", "uri": "/students/7?x=<1>",
+                            "primary": { "status": 200, "body": "{\"name\":\"Ada\"}" },
+                            "candidate": { "status": 200, "body": "{\"name\":\"Ada L.\"}" } }),
+                ),
+                (
+                    "(shadow error timeout)".into(),
+                    json!({ "request_id": "r-2", "method": "POST", "uri": "/students",
+                            "error": { "reason": "timeout", "detail": "no answer within 300 ms" } }),
+                ),
+            ],
+            ..ShadowSummary::default()
+        };
+        vec![RouteReport {
+            route: "students".into(),
+            gate: GateVerdict::judge(&summary, &strangler_plan::GateSpec::default()),
+            summary,
+            runs: Vec::new(),
+        }]
+    }
+
+    #[test]
+    fn every_sample_shows_its_method_and_uri_and_an_error_its_reason() {
+        let reports = report();
+        let text = text(&reports);
+        assert!(
+            text.contains("sample at /name: GET /students/7?x=<1> (request r-1):"),
+            "{text}"
+        );
+        assert!(text.contains("-  \"name\": \"Ada\""), "{text}");
+        assert!(
+            text.contains("sample at (shadow error timeout): POST /students (request r-2):\nshadow error timeout: no answer within 300 ms"),
+            "{text}"
+        );
+        let html = html(&reports);
+        assert!(
+            html.contains("<code>GET /students/7?x=&lt;1&gt;</code> (request r-1)"),
+            "{html}"
+        );
+        assert!(
+            html.contains("shadow error timeout: no answer within 300 ms"),
+            "{html}"
+        );
+        let md = markdown(&reports);
+        assert!(
+            md.contains("Sample at /name: `GET /students/7?x=<1>`"),
+            "{md}"
+        );
+        let json = json(&reports);
+        assert_eq!(json["routes"][0]["samples"][1]["request"], "POST /students");
+        assert_eq!(
+            json["routes"][0]["samples"][1]["error"]["reason"],
+            "timeout"
+        );
+    }
 }

@@ -19,6 +19,7 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Fn() -> Box<dyn Store>>) {
     the_registry_keeps_generations_heartbeats_and_counters(&*fresh());
     checkpoints_never_move_back_and_one_owner_holds_a_lease(&*fresh());
     shadow_results_add_up(&*fresh());
+    captured_cases_are_kept_newest_first_within_their_bounds(&*fresh());
     analysis_runs_follow_stage_changes(&*fresh());
     leases_are_exclusive_and_fenced(&*fresh());
     checks_and_rollouts_are_kept(&*fresh());
@@ -97,6 +98,11 @@ pub fn fill(store: &mut dyn Store) {
         .push(("/name".into(), r#"{"uri":"/students/1"}"#.into()));
     batch.latencies.push((1.5, 2.25));
     batch.latencies.push((3.0, 1.0));
+    batch.captures_per_path = 2;
+    batch.captures.push((
+        "/name".into(),
+        r#"{"request":{"method":"GET","uri":"/students/1"}}"#.into(),
+    ));
     store.record_shadow(&batch).unwrap();
     let mut change = |route, current, to, verdict| {
         let write = store
@@ -198,6 +204,7 @@ pub fn assert_same_contents(a: &dyn Store, b: &dyn Store) {
             (x.counts, x.paths, x.samples, x.latencies),
             (y.counts, y.paths, y.samples, y.latencies)
         );
+        assert_eq!(a.captures(route).unwrap(), b.captures(route).unwrap());
         assert_eq!(a.checks(route, 100).unwrap(), b.checks(route, 100).unwrap());
     }
     assert_eq!(a.links().unwrap(), b.links().unwrap());
@@ -212,6 +219,7 @@ pub fn a_copy_keeps_everything_and_refuses_a_non_empty_target(from: Open<'_>, to
     assert!(!source.is_empty().unwrap());
     let snapshot = source.export().unwrap();
     assert_eq!(snapshot.count("route_status"), 2);
+    assert_eq!(snapshot.count("shadow_captures"), 1);
     assert_eq!(snapshot.count("audit_log"), 3);
     assert_eq!(snapshot.generation(), Some(source.generation().unwrap()));
     let mut target = to();
@@ -562,6 +570,64 @@ pub fn shadow_results_add_up(open: Open<'_>) {
         store.shadow_summary("finance").unwrap().mismatch_rate(),
         None
     );
+}
+
+/// Cases are kept per differing path up to the route's bound and per route up to
+/// `CAPTURES_PER_ROUTE`, the newest; another connection reads them oldest first.
+pub fn captured_cases_are_kept_newest_first_within_their_bounds(open: Open<'_>) {
+    use crate::CAPTURES_PER_ROUTE;
+    let mut store = open();
+    let case = |n: usize| format!(r#"{{"request":{{"method":"GET","uri":"/students/{n}"}}}}"#);
+    // Five cases at /name, two at /email, in two batches; two kept per path.
+    for batch_of in [0..3, 3..5] {
+        let mut batch = ShadowBatch {
+            route: "students".into(),
+            captures_per_path: 2,
+            ..ShadowBatch::default()
+        };
+        for n in batch_of {
+            batch.captures.push(("/name".into(), case(n)));
+        }
+        batch.captures.push(("/email".into(), case(100)));
+        store.record_shadow(&batch).unwrap();
+    }
+    let kept = open().captures("students").unwrap();
+    let uris: Vec<(&str, &str)> = kept
+        .iter()
+        .map(|c| (c.path.as_str(), c.case["request"]["uri"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        uris,
+        [
+            ("/email", "/students/100"),
+            ("/name", "/students/3"),
+            ("/name", "/students/4"),
+            ("/email", "/students/100"),
+        ],
+        "the newest two per path, oldest first"
+    );
+    assert!(kept.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(
+        kept.iter()
+            .all(|c| c.route == "students" && !c.at.is_empty())
+    );
+    assert!(open().captures("finance").unwrap().is_empty());
+
+    // However many paths differ, a route keeps CAPTURES_PER_ROUTE cases, the newest.
+    let paths = usize::try_from(CAPTURES_PER_ROUTE).unwrap() + 10;
+    let mut batch = ShadowBatch {
+        route: "finance".into(),
+        captures_per_path: 1,
+        ..ShadowBatch::default()
+    };
+    for n in 0..paths {
+        batch.captures.push((format!("/f{n}"), case(n)));
+    }
+    store.record_shadow(&batch).unwrap();
+    let kept = store.captures("finance").unwrap();
+    assert_eq!(kept.len(), paths - 10);
+    assert_eq!(kept[0].path, "/f10");
+    assert_eq!(kept.last().unwrap().path, format!("/f{}", paths - 1));
 }
 
 pub fn analysis_runs_follow_stage_changes(open: Open<'_>) {

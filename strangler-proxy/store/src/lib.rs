@@ -47,6 +47,9 @@ pub const LIVE_WINDOW: Duration = Duration::from_secs(3);
 pub const SAMPLES_PER_GROUP: i64 = 5;
 /// Latency pairs kept per route (the newest).
 pub const LATENCIES_PER_ROUTE: i64 = 5000;
+/// Captured cases kept per route over all its differing paths (the newest), whatever each
+/// path's own bound: paths are as many as the answers' shapes, which a route does not bound.
+pub const CAPTURES_PER_ROUTE: i64 = 500;
 
 /// Opens the store `state` names, creating it (or its schema) if needed.
 pub fn open(state: &StoreLocation) -> Result<Box<dyn Store>, StoreError> {
@@ -254,6 +257,23 @@ pub trait ShadowResults {
     /// The counts and differing paths of the route's open run (empty when none is open):
     /// what the gate judges.
     fn run_summary(&self, route: &str) -> Result<ShadowSummary, StoreError>;
+    /// The route's captured cases (the route's `capture` section), oldest first.
+    fn captures(&self, route: &str) -> Result<Vec<CapturedCase>, StoreError>;
+}
+
+/// A mismatching exchange kept for replay: the request (redacted), both answers and the
+/// differences, as the proxy captured it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CapturedCase {
+    /// Grows with every case stored; names the case in an exported bundle.
+    pub id: i64,
+    pub route: String,
+    /// The differing path (group) it was kept for.
+    pub path: String,
+    /// When it was stored.
+    pub at: String,
+    /// The case as the data plane wrote it (`strangler_dataplane::capture::Case`).
+    pub case: serde_json::Value,
 }
 
 /// One analysis run: what was measured while a route stayed in one stage.
@@ -599,6 +619,10 @@ pub struct ShadowBatch {
     pub samples: Vec<(String, String)>,
     /// (primary ms, candidate ms).
     pub latencies: Vec<(f64, f64)>,
+    /// Captured cases: (path, case JSON), oldest first.
+    pub captures: Vec<(String, String)>,
+    /// Cases kept per path of the route (its `capture.mismatches`); older ones go first.
+    pub captures_per_path: i64,
 }
 
 impl ShadowBatch {

@@ -11,10 +11,11 @@ use strangler_plan::Stage;
 
 use crate::transfer::{Kind, Snapshot, TABLES, TableRows, Transfer, Value};
 use crate::{
-    AnalysisRun, AuditEntry, Change, CheckRecord, Checkpoints, LATENCIES_PER_ROUTE, LinkProgress,
-    ProxyRecord, ProxyRegistry, RolloutRecord, RolloutState, Rollouts, RouteCounters,
-    SAMPLES_PER_GROUP, ShadowBatch, ShadowMetric, ShadowResults, ShadowSummary, StageChange,
-    StageWrite, Stages, StoreError, Verifications, VerifyCursor, VerifyRecord, now_ms, timestamp,
+    AnalysisRun, AuditEntry, CAPTURES_PER_ROUTE, CapturedCase, Change, CheckRecord, Checkpoints,
+    LATENCIES_PER_ROUTE, LinkProgress, ProxyRecord, ProxyRegistry, RolloutRecord, RolloutState,
+    Rollouts, RouteCounters, SAMPLES_PER_GROUP, ShadowBatch, ShadowMetric, ShadowResults,
+    ShadowSummary, StageChange, StageWrite, Stages, StoreError, Verifications, VerifyCursor,
+    VerifyRecord, now_ms, timestamp,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -201,6 +202,16 @@ const MIGRATIONS: &[&str] = &[
         finished_ms INTEGER NOT NULL
     );
     CREATE INDEX verify_results_by_link ON verify_results (link, id);
+",
+    "
+    CREATE TABLE shadow_captures (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        route TEXT NOT NULL,
+        path TEXT NOT NULL,
+        at TEXT NOT NULL,
+        capture TEXT NOT NULL
+    );
+    CREATE INDEX shadow_captures_by_path ON shadow_captures (route, path, id);
 ",
 ];
 
@@ -1092,6 +1103,33 @@ impl ShadowResults for SqliteStore {
             .and_then(|mut statement| statement.execute((&batch.route, LATENCIES_PER_ROUTE)))
             .map_err(err)?;
         }
+        // Each path keeps its newest cases, and the route its newest over all paths.
+        for (p, case) in &batch.captures {
+            tx.prepare_cached(
+                "INSERT INTO shadow_captures (route, path, at, capture) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut statement| {
+                statement.execute((&batch.route, p, timestamp(now_ms()), case))
+            })
+            .map_err(err)?;
+            tx.prepare_cached(
+                "DELETE FROM shadow_captures WHERE route = ?1 AND path = ?2 AND id <= (
+                     SELECT id FROM shadow_captures WHERE route = ?1 AND path = ?2
+                     ORDER BY id DESC LIMIT 1 OFFSET ?3)",
+            )
+            .and_then(|mut statement| {
+                statement.execute((&batch.route, p, batch.captures_per_path.max(1)))
+            })
+            .map_err(err)?;
+        }
+        if !batch.captures.is_empty() {
+            tx.prepare_cached(
+                "DELETE FROM shadow_captures WHERE route = ?1 AND id <= (
+                     SELECT id FROM shadow_captures WHERE route = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )
+            .and_then(|mut statement| statement.execute((&batch.route, CAPTURES_PER_ROUTE)))
+            .map_err(err)?;
+        }
         tx.commit().map_err(err)?;
         Ok(())
     }
@@ -1169,6 +1207,23 @@ impl ShadowResults for SqliteStore {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
         Ok(summary)
+    }
+
+    fn captures(&self, route: &str) -> Result<Vec<CapturedCase>, StoreError> {
+        self.rows(
+            "SELECT id, route, path, at, capture FROM shadow_captures WHERE route = ?1 ORDER BY id",
+            [route],
+            |r| {
+                let case: String = r.get(4)?;
+                Ok(CapturedCase {
+                    id: r.get(0)?,
+                    route: r.get(1)?,
+                    path: r.get(2)?,
+                    at: r.get(3)?,
+                    case: serde_json::from_str(&case).unwrap_or(serde_json::Value::Null),
+                })
+            },
+        )
     }
 
     fn shadow_summary(&self, route: &str) -> Result<ShadowSummary, StoreError> {

@@ -2,9 +2,9 @@
 //! [`Snapshot`] of every table worth keeping, per table its columns and rows of [`Value`]s.
 //!
 //! What is copied: stages and the generation, the audit log (with its ids), shadow counts,
-//! paths, samples and latencies, analysis runs with their counts and paths, checks,
-//! rollouts, sync links with their checkpoints and counters, and verify results. What is
-//! not: live proxies and their counters (they register again), leases (their holders take
+//! paths, samples, captured cases and latencies, analysis runs with their counts and paths,
+//! checks, rollouts, sync links with their checkpoints and counters, and verify results. What
+//! is not: live proxies and their counters (they register again), leases (their holders take
 //! them again), and the cursors of unfinished verifies (a verify run against the new store
 //! starts over).
 //! [`TABLES`] names it all, in an order that imports cleanly.
@@ -133,6 +133,18 @@ pub const TABLES: &[TableSpec] = &[
             ("path", Text),
             ("at", Text),
             ("sample", Text),
+        ],
+        order_by: "id",
+        generated_id: true,
+    },
+    TableSpec {
+        name: "shadow_captures",
+        columns: &[
+            ("id", Int),
+            ("route", Text),
+            ("path", Text),
+            ("at", Text),
+            ("capture", Text),
         ],
         order_by: "id",
         generated_id: true,

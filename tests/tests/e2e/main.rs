@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod analysis;
+mod capture;
 mod fleet;
 mod monolith_api;
 mod monolith_enrollment;

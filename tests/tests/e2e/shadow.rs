@@ -113,8 +113,31 @@ async fn the_shadow_leg_never_hurts_the_client() {
     }
     let down = settled(&p, "down", 10).await;
     assert_eq!(down["shadow_errors"], 10, "{down}");
+    // Each error's sample says why, with the request it was for.
+    let reasons = |r: &Value| -> Vec<String> {
+        r["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["error"]["reason"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert!(
+        reasons(&down).iter().any(|r| r == "connect_refused"),
+        "{down}"
+    );
+    assert!(
+        down["samples"][0]["request"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("GET /down/item/")),
+        "{down}"
+    );
     let slow_report = settled(&p, "slow", 10).await;
     assert_eq!(slow_report["shadow_errors"], 10, "{slow_report}");
+    assert!(
+        reasons(&slow_report).iter().all(|r| r == "timeout") && !reasons(&slow_report).is_empty(),
+        "{slow_report}"
+    );
     let garbage_report = settled(&p, "garbage", 10).await;
     assert_eq!(
         garbage_report["mismatched"], 10,
@@ -124,6 +147,11 @@ async fn the_shadow_leg_never_hurts_the_client() {
     assert_eq!(
         huge_report["shadow_errors"], 10,
         "an answer over the cap is not compared: {huge_report}"
+    );
+    assert!(
+        reasons(&huge_report).iter().all(|r| r == "bad_answer")
+            && !reasons(&huge_report).is_empty(),
+        "{huge_report}"
     );
 }
 

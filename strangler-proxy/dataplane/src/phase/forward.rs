@@ -274,6 +274,8 @@ pub async fn forward<'t>(
                         primary_ms: primary_elapsed.as_secs_f64() * 1000.0,
                         request_id: request_id.to_str().unwrap_or_default().to_string(),
                         permit,
+                        capture: route.capture.clone(),
+                        primary_is_legacy: side == Side::Legacy,
                     };
                     tokio::spawn(shadow::run(
                         leg,

@@ -5,6 +5,7 @@
 //!   every error names `file:line:col`, the field and the reason, then validated;
 //! - [`stage`]: a route's migration stages;
 //! - [`analysis`]: analysis budgets, rollout steps and webhooks;
+//! - [`schedule`]: `[[schedule]]`, verifies run by themselves, every interval or by cron;
 //! - [`path`]: request path normalization and path templates.
 //!
 //! API boundary: this crate depends on nothing else of the toolkit. It says what the plan
@@ -15,10 +16,12 @@ pub mod analysis;
 pub mod file;
 pub mod location;
 pub mod path;
+pub mod schedule;
 pub mod stage;
 
 pub use analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
 pub use file::*;
 pub use location::StoreLocation;
 pub use path::PathTemplate;
+pub use schedule::{Cron, ScheduleSpec, When};
 pub use stage::Stage;

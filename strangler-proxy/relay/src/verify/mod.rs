@@ -198,22 +198,18 @@ pub fn check_types(patterns: &[String]) -> Result<(), VerifyError> {
 /// participants walked once per kind).
 pub fn plan_walks(plan: &Plan, what: &str, types: &[String]) -> Result<Vec<Walk>, VerifyError> {
     check_types(types)?;
-    let links: Vec<&SyncLink> = if let Some(link) = plan.sync.iter().find(|l| link_name(l) == what)
-    {
-        vec![link]
-    } else if let Some(route) = plan.routes.iter().find(|r| r.name == what) {
-        let of_route: Vec<&SyncLink> = plan
-            .sync
-            .iter()
-            .filter(|l| l.from == route.service || l.to == route.service)
-            .collect();
-        if of_route.is_empty() {
+    let links: Vec<&SyncLink> = if let Some(links) = plan.links_of(what) {
+        if links.is_empty() {
+            let service = plan
+                .routes
+                .iter()
+                .find(|r| r.name == what)
+                .map_or("", |r| r.service.as_str());
             return Err(VerifyError::Usage(format!(
-                "route `{what}`: no [[sync]] link goes to or from its service `{}`",
-                route.service
+                "route `{what}`: no [[sync]] link goes to or from its service `{service}`"
             )));
         }
-        of_route
+        links
     } else {
         let links: Vec<String> = plan.sync.iter().map(link_name).collect();
         let routes: Vec<&str> = plan.routes.iter().map(|r| r.name.as_str()).collect();
@@ -289,6 +285,30 @@ pub trait Observer: Send + Sync {
     fn resumed(&self, walk: &str, kind: &str, after: &str, compared: i64);
     /// A page was compared.
     fn progress(&self, progress: &Progress<'_>);
+    /// A walk finished (its results are stored).
+    fn walked(&self, report: &WalkReport) {
+        let _ = report;
+    }
+}
+
+/// Verifies `walks` of `plan` one after the other, each between its link's participants:
+/// what `strangler verify` and a `[[schedule]]` run.
+pub async fn run_walks(
+    plan: &Plan,
+    walks: &[Walk],
+    store: &SharedStore,
+    options: &Options,
+    observer: &dyn Observer,
+) -> Result<Vec<WalkReport>, VerifyError> {
+    let mut reports = Vec::with_capacity(walks.len());
+    for walk in walks {
+        let (source, target) = crate::http::endpoints(plan, walk.link())
+            .map_err(|err| VerifyError::Usage(err.to_string()))?;
+        let report = run_walk(walk, &source, &target, store, options, observer).await?;
+        observer.walked(&report);
+        reports.push(report);
+    }
+    Ok(reports)
 }
 
 /// What one walk found.
@@ -538,6 +558,10 @@ fn records(walk: &Walk, report: &WalkReport) -> Vec<VerifyRecord> {
                 differing: sum(|k| k.differing),
                 in_flight: sum(|k| k.in_flight),
                 repaired: sum(|k| k.repaired),
+                by_kind: covered
+                    .iter()
+                    .map(|k| (k.kind.clone(), k.differences()))
+                    .collect(),
                 passed: covered.iter().all(|k| k.passed()),
                 started_ms: report.started_ms,
                 finished_ms: report.finished_ms,

@@ -12,6 +12,7 @@
 //!   checks, walks progressive rollouts; [`notify`]: the webhooks it tells;
 //! - [`schedule`]: the `[[schedule]]` verifies, run by one proxy per store (a lease),
 //!   never twice at once, telling the webhooks when a difference appears;
+//! - [`lease`]: what the controllers acting under a store lease share;
 //! - [`rollout`]: stage changes as an operator makes them, the cutover gate
 //!   ([`rollout::GateVerdict`]), and waiting until every live proxy serves a change;
 //! - [`status`]: [`status::RouteStatus`], one route's state as the admin API, the CLI and
@@ -30,6 +31,7 @@ pub mod analysis;
 pub mod control;
 pub mod exposition;
 pub mod last_known;
+pub mod lease;
 pub mod notify;
 pub mod proxy;
 pub mod recorder;

@@ -114,11 +114,7 @@ impl Proxy {
                 addr: admin_addr,
                 source,
             })?;
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
+        let id = crate::lease::owner_id();
         let (shutdown, stopping) = watch::channel(false);
         let header_read_timeout = plan.proxy.header_read_timeout;
         let shadow_max_busy = plan.proxy.shadow_max_busy;

@@ -23,10 +23,11 @@ use serde_json::json;
 use strangler_plan::{NotifyEvent, Plan, ScheduleSpec};
 use strangler_relay::SharedStore;
 use strangler_relay::verify::{self, Observer, Options, Progress, WalkReport};
-use strangler_store::{Store, StoreError, VerifyRecord, now_ms};
+use strangler_store::{StoreError, VerifyRecord, now_ms};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::lease::{OwnedStore, on_store as blocking, owner_id};
 use crate::notify::Notifier;
 
 /// The store lease that makes one scheduler act per store.
@@ -141,11 +142,7 @@ impl Scheduler {
         let notifier = Notifier::new(plan.load().notify.clone());
         let board = ScheduleBoard::default();
         let scheduler = Loop {
-            owner: format!(
-                "{}-{}",
-                std::process::id(),
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            ),
+            owner: owner_id(),
             plan,
             store: Arc::new(Mutex::new(store)),
             notifier,
@@ -172,7 +169,7 @@ struct Loop {
     owner: String,
     plan: Arc<ArcSwap<Plan>>,
     /// The lease and the results read around a run; a run's verify has a store of its own.
-    store: Arc<Mutex<Box<dyn Store>>>,
+    store: OwnedStore,
     notifier: Notifier,
     verifier: Arc<dyn Verifier>,
     board: ScheduleBoard,
@@ -183,21 +180,6 @@ struct Loop {
     held: bool,
     /// The lease's fencing generation when this scheduler last took it.
     fence: Option<i64>,
-}
-
-/// Runs `f` on the store off the async threads.
-async fn blocking<T: Send + 'static>(
-    store: &Arc<Mutex<Box<dyn Store>>>,
-    f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, String> {
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || {
-        let store = store.lock().unwrap_or_else(|p| p.into_inner());
-        f(&**store)
-    })
-    .await
-    .map_err(|err| err.to_string())?
-    .map_err(|err| err.to_string())
 }
 
 impl Loop {
@@ -402,7 +384,7 @@ struct Run {
     fence: Option<i64>,
     plan: Arc<Plan>,
     schedule: ScheduleSpec,
-    store: Arc<Mutex<Box<dyn Store>>>,
+    store: OwnedStore,
     notifier: Notifier,
     verifier: Arc<dyn Verifier>,
     board: ScheduleBoard,

@@ -7,18 +7,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use e2e::{Monolith, Service, WebhookReceiver, eventually};
+use e2e::{Monolith, Service, WebhookReceiver, eventually, free_port};
 use serde_json::Value;
 
 const TOKEN: &str = "schedule-test-token-0123456789abcdef";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `strangler serve` process, killed when dropped.
 struct ServeProcess(Child);
@@ -43,20 +35,8 @@ fn extra_student(students: &Service, id: &str) {
         .unwrap();
 }
 
-/// A gauge or counter sample from `/metrics` (`name{labels} value`).
 async fn metric(client: &reqwest::Client, admin: &str, sample: &str) -> Option<f64> {
-    let text = client
-        .get(format!("http://{admin}/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
+    e2e::metric(client, admin, TOKEN, sample).await
 }
 
 fn differed(hook: &WebhookReceiver) -> Vec<Value> {
@@ -85,7 +65,7 @@ async fn a_scheduled_verify_reports_a_difference_in_metrics_and_once_to_the_webh
     let hook = WebhookReceiver::start().await;
     extra_student(&students, "zz-extra-1");
     let dir = tempfile::tempdir().unwrap();
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port("127.0.0.1"));
     let plan = dir.path().join("plan.toml");
     std::fs::write(
         &plan,
@@ -96,7 +76,7 @@ async fn a_scheduled_verify_reports_a_difference_in_metrics_and_once_to_the_webh
              [[sync]]\nfrom = \"legacy\"\nto = \"students\"\ntypes = [\"student.*\"]\n\n\
              [[schedule]]\nverify = \"legacy->students\"\nevery = \"2s\"\n\n\
              [[notify]]\nurl = \"{}\"\nevents = [\"verify_differed\"]\n",
-            free_port(),
+            free_port("127.0.0.1"),
             legacy.url,
             students.url,
             hook.url()

@@ -205,21 +205,25 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// Days from 1970-01-01 to a date (month 1-12, day 1-31): the inverse of
+/// [`civil_from_days`].
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Unix ms of a UTC date and time.
     fn at(y: i64, mo: i64, d: i64, h: i64, mi: i64) -> i64 {
-        // Days from civil (the inverse of civil_from_days).
-        let y = if mo <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (mo + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146_097 + doe - 719_468;
-        (days * 1440 + h * 60 + mi) * 60_000
+        (days_from_civil(y, mo, d) * 1440 + h * 60 + mi) * 60_000
     }
 
     #[test]

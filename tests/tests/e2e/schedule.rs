@@ -125,6 +125,20 @@ async fn a_scheduled_verify_reports_a_difference_in_metrics_and_once_to_the_webh
         "{}",
         told[0]
     );
+    let admin_status: Value = client
+        .get(format!("http://{admin}/admin/status"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = &admin_status["schedules"][0];
+    assert_eq!(listed["verify"], "legacy->students", "{admin_status}");
+    assert_eq!(listed["when"], "every 2s");
+    assert!(listed["runs"].as_u64() >= Some(3), "{listed}");
+    assert_eq!(listed["failed"], 0, "{listed}");
     let status = sync_status(&plan);
     assert!(
         status.contains("legacy->students every 2s: last ") && status.contains("1 of 1 differ"),

@@ -585,9 +585,9 @@ pub fn streak(failures: u32, checks: &[CheckRecord]) -> u32 {
 fn route_lag(plan: &Plan, route: &RouteSpec, links: &[LinkProgress]) -> Option<f64> {
     plan.sync
         .iter()
-        .filter(|l| l.from == route.service || l.to == route.service)
+        .filter(|l| l.from.name() == route.service || l.to.name() == route.service)
         .filter_map(|l| {
-            let name = format!("{}->{}", l.from, l.to);
+            let name = l.name();
             links.iter().find(|p| p.link == name).map(|p| p.lag_seconds)
         })
         .reduce(f64::max)

@@ -427,7 +427,7 @@ pub fn verify_refusal(
     for link in plan
         .sync
         .iter()
-        .filter(|l| l.from == route.service || l.to == route.service)
+        .filter(|l| l.from.name() == route.service || l.to.name() == route.service)
     {
         let name = strangler_relay::link_name(link);
         let age = |v: &VerifyRecord| {

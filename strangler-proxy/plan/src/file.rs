@@ -13,10 +13,14 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
-use crate::location::StoreLocation;
+use crate::location::{self, StoreLocation};
 use crate::path::PathTemplate;
 use crate::schedule::{Cron, ScheduleSpec, When};
 use crate::stage::Stage;
+use crate::sync::{
+    LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, RawEndpoint, RawSync, SyncLink,
+    is_identifier, is_table_name,
+};
 
 /// File read when no `--plan` or `STRANGLER_PLAN` names another.
 pub const DEFAULT_PLAN: &str = "migration-plan.toml";
@@ -214,15 +218,6 @@ struct RawRoute {
 struct RawCanary {
     percent: Option<Spanned<i64>>,
     sticky: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSync {
-    from: Spanned<String>,
-    to: Spanned<String>,
-    #[serde(default)]
-    types: Vec<Spanned<String>>,
 }
 
 /// A validated plan.
@@ -537,27 +532,6 @@ impl Default for GateSpec {
 impl RouteSpec {
     pub fn allows(&self, method: &Method) -> bool {
         self.methods.as_ref().is_none_or(|m| m.contains(method))
-    }
-}
-
-/// A one-way event sync from one participant's feed to another's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncLink {
-    pub from: String,
-    pub to: String,
-    /// Event type patterns (`student.*`, `invoice.paid`); empty: every type.
-    pub types: Vec<String>,
-}
-
-impl SyncLink {
-    /// `from->to`, the link's name in the store, in messages and in `[[schedule]]`.
-    pub fn name(&self) -> String {
-        format!("{}->{}", self.from, self.to)
-    }
-
-    /// Whether `participant` is one of the link's ends.
-    pub fn touches(&self, participant: &str) -> bool {
-        self.from == participant || self.to == participant
     }
 }
 
@@ -1444,27 +1418,87 @@ impl Ctx<'_> {
         raw: &[Spanned<RawSync>],
         services: &BTreeMap<String, ServiceSpec>,
     ) -> Result<Vec<SyncLink>, PlanError> {
-        let mut links = Vec::new();
+        let mut links: Vec<SyncLink> = Vec::new();
         for (i, link) in raw.iter().enumerate() {
             let l = link.get_ref();
-            for (value, f) in [(&l.from, "from"), (&l.to, "to")] {
-                if !services.contains_key(value.get_ref()) {
-                    return Err(self.at(
-                        value,
-                        &format!("sync[{i}].{f}"),
+            let f = |name: &str| format!("sync[{i}].{name}");
+            let service = |span: Range<usize>, name: &str, field: &str| {
+                if services.contains_key(name) {
+                    Ok(name.to_string())
+                } else {
+                    Err(self.error(
+                        &span,
+                        field,
                         format!(
-                            "unknown service `{}` (services: {})",
-                            value.get_ref(),
+                            "unknown service `{name}` (services: {}), or a PostgreSQL table {{ postgres = \"postgres://...\", table = \"...\" }}",
                             join(services.keys())
                         ),
-                    ));
+                    ))
                 }
-            }
-            if l.from.get_ref() == l.to.get_ref() {
+            };
+            let from = match l.from.get_ref() {
+                RawEndpoint::Name(name) => {
+                    LinkSource::Service(service(l.from.span(), name, &f("from"))?)
+                }
+                RawEndpoint::Table(outbox) => {
+                    let at = self.pg_table(&outbox.postgres, &outbox.table, &f("from"))?;
+                    if !is_name(outbox.origin.get_ref()) {
+                        return Err(self.at(
+                            &outbox.origin,
+                            &f("from.origin"),
+                            "must name the participant the rows come from: lower-case letters, digits, - and _",
+                        ));
+                    }
+                    let channel = match &outbox.notify {
+                        Some(channel) if !is_identifier(channel.get_ref()) => {
+                            return Err(self.at(
+                                channel,
+                                &f("from.notify"),
+                                "must be a plain SQL identifier (letters, digits and _): the NOTIFY channel",
+                            ));
+                        }
+                        Some(channel) => channel.get_ref().clone(),
+                        None => at.unqualified().to_string(),
+                    };
+                    LinkSource::Outbox(PgOutbox {
+                        at,
+                        origin: outbox.origin.get_ref().clone(),
+                        channel,
+                    })
+                }
+            };
+            let to = match l.to.get_ref() {
+                RawEndpoint::Name(name) => {
+                    LinkTarget::Service(service(l.to.span(), name, &f("to"))?)
+                }
+                RawEndpoint::Table(inbox) => {
+                    let at = self.pg_table(&inbox.postgres, &inbox.table, &f("to"))?;
+                    let name = match &inbox.name {
+                        Some(name) if !is_name(name.get_ref()) => {
+                            return Err(self.at(
+                                name,
+                                &f("to.name"),
+                                "must be lower-case letters, digits, - and _ (who the inbox belongs to)",
+                            ));
+                        }
+                        Some(name) => name.get_ref().clone(),
+                        None => format!(
+                            "pg:{}/{}",
+                            location::postgres_database(at.url()).unwrap_or_default(),
+                            at.table
+                        ),
+                    };
+                    LinkTarget::Inbox(PgInbox { at, name })
+                }
+            };
+            if from.name() == to.name() {
                 return Err(self.at(
                     &l.to,
-                    &format!("sync[{i}].to"),
-                    "a link joins two different services",
+                    &f("to"),
+                    format!(
+                        "a link joins two different participants (both ends are `{}`)",
+                        to.name()
+                    ),
                 ));
             }
             let mut types = Vec::new();
@@ -1476,19 +1510,68 @@ impl Ctx<'_> {
                 if !valid {
                     return Err(self.at(
                         t,
-                        &format!("sync[{i}].types[{j}]"),
+                        &f(&format!("types[{j}]")),
                         "must be an event type like `student.updated` or `student.*`",
                     ));
                 }
                 types.push(t.get_ref().clone());
             }
-            links.push(SyncLink {
-                from: l.from.get_ref().clone(),
-                to: l.to.get_ref().clone(),
-                types,
-            });
+            let link = SyncLink { from, to, types };
+            // The name keys the link's checkpoint and lease: two links sharing one would
+            // move each other's checkpoint.
+            if let Some(other) = links.iter().position(|o| o.name() == link.name()) {
+                return Err(self.at(
+                    &l.to,
+                    &f("to"),
+                    format!(
+                        "link `{}` is declared twice (sync[{other}]): give the inbox its own `name`, or merge the links' types",
+                        link.name()
+                    ),
+                ));
+            }
+            links.push(link);
         }
         Ok(links)
+    }
+
+    /// A link end's `postgres` URL (which must name a database) and `table`.
+    fn pg_table(
+        &self,
+        url: &Spanned<String>,
+        table: &Spanned<String>,
+        field: &str,
+    ) -> Result<PgTable, PlanError> {
+        let text = url.get_ref().trim();
+        if !location::is_postgres_url(text) {
+            return Err(self.at(
+                url,
+                &format!("{field}.postgres"),
+                format!(
+                    "`{}` is not a postgres:// URL (postgres://user:pass@host:5432/db)",
+                    location::redact(text)
+                ),
+            ));
+        }
+        location::check_postgres_url(text)
+            .map_err(|reason| self.at(url, &format!("{field}.postgres"), reason))?;
+        if location::postgres_database(text).is_none() {
+            return Err(self.at(
+                url,
+                &format!("{field}.postgres"),
+                format!(
+                    "{} names no database (postgres://user:pass@host:5432/db)",
+                    location::redact(text)
+                ),
+            ));
+        }
+        if !is_table_name(table.get_ref()) {
+            return Err(self.at(
+                table,
+                &format!("{field}.table"),
+                "must be `table` or `schema.table`, plain SQL identifiers (letters, digits and _)",
+            ));
+        }
+        Ok(PgTable::new(text.to_string(), table.get_ref().clone()))
     }
 }
 
@@ -1749,6 +1832,81 @@ canary = { percent = 25, sticky = "path:id" }
             plain.routes[0].gate.verify_within, None,
             "not required unless asked"
         );
+    }
+
+    #[test]
+    fn sync_links_reach_postgres_tables() {
+        let plan = check(
+            r#"
+[[sync]]
+from = { postgres = "postgres://app:secret@db:5432/shop", table = "app.outbox", origin = "legacy" }
+to = "students"
+types = ["student.*"]
+
+[[sync]]
+from = "students"
+to = { postgres = "postgresql://app:secret@db/shop?sslmode=require", table = "inbox", name = "legacy" }
+
+[[sync]]
+from = { postgres = "postgres://db/shop", table = "outbox", origin = "shop", notify = "shop_events" }
+to = { postgres = "postgres://db/shop", table = "inbox" }
+"#,
+        )
+        .unwrap();
+        let names: Vec<String> = plan.sync.iter().map(SyncLink::name).collect();
+        assert_eq!(
+            names,
+            [
+                "legacy->students",
+                "students->legacy",
+                "shop->pg:shop/inbox"
+            ]
+        );
+        let LinkSource::Outbox(outbox) = &plan.sync[0].from else {
+            panic!("{:?}", plan.sync[0].from)
+        };
+        assert_eq!(outbox.at.url(), "postgres://app:secret@db:5432/shop");
+        assert_eq!(outbox.channel, "outbox", "the table's name by default");
+        assert_eq!(plan.sync[0].to.service(), Some("students"));
+        let LinkSource::Outbox(outbox) = &plan.sync[2].from else {
+            panic!("{:?}", plan.sync[2].from)
+        };
+        assert_eq!(outbox.channel, "shop_events");
+        assert!(
+            !format!("{plan:?}").contains("secret"),
+            "a plan never prints a password"
+        );
+    }
+
+    #[test]
+    fn bad_sync_links_name_line_and_field() {
+        let outbox = |keys: &str| format!("\n[[sync]]\nfrom = {{ {keys} }}\nto = \"students\"\n");
+        let url = "postgres = \"postgres://app:secret@db:5432/shop\"";
+        let cases: Vec<(String, &str, &str)> = vec![
+            (outbox(&format!("{url}, table = \"outbox\", origin = \"legacy\", colour = 1")), "", "unknown field `colour`"),
+            (outbox(&format!("{url}, table = \"outbox\"")), "", "missing field `origin`"),
+            (outbox(&format!("{url}, origin = \"legacy\"")), "", "missing field `table`"),
+            (outbox("postgres = \"mysql://app:secret@db/shop\", table = \"outbox\", origin = \"legacy\""), "sync[0].from.postgres", "not a postgres:// URL"),
+            (outbox("postgres = \"postgres://app:secret@db:5432\", table = \"outbox\", origin = \"legacy\""), "sync[0].from.postgres", "names no database"),
+            (outbox("postgres = \"postgres://app:secret@/shop\", table = \"outbox\", origin = \"legacy\""), "sync[0].from.postgres", "names no database server"),
+            (outbox(&format!("{url}, table = \"outbox; DROP TABLE x\", origin = \"legacy\"")), "sync[0].from.table", "schema.table"),
+            (outbox(&format!("{url}, table = \"a.b.c\", origin = \"legacy\"")), "sync[0].from.table", "schema.table"),
+            (outbox(&format!("{url}, table = \"outbox\", origin = \"Leg acy\"")), "sync[0].from.origin", "participant"),
+            (outbox(&format!("{url}, table = \"outbox\", origin = \"legacy\", notify = \"a-b\"")), "sync[0].from.notify", "identifier"),
+            (outbox(&format!("{url}, table = \"outbox\", origin = \"students\"")), "sync[0].to", "two different participants"),
+            ("\n[[sync]]\nfrom = \"legacy\"\nto = { postgres = \"postgres://db/shop\", table = \"inbox\", origin = \"x\" }\n".into(), "", "unknown field `origin`"),
+            ("\n[[sync]]\nfrom = \"legacy\"\nto = { postgres = \"postgres://db/shop\", table = \"inbox\", name = \"Legacy!\" }\n".into(), "sync[0].to.name", "lower-case"),
+            ("\n[[sync]]\nfrom = \"legacy\"\nto = 7\n".into(), "", "a service's name, or a table"),
+            ("\n[[sync]]\nfrom = \"legacy\"\nto = \"students\"\ntypes = [\"student.*\"]\n[[sync]]\nfrom = \"legacy\"\nto = \"students\"\ntypes = [\"invoice.*\"]\n".into(), "sync[1].to", "declared twice"),
+        ];
+        for (extra, field, words) in cases {
+            let err = check(&extra).unwrap_err();
+            // Every error points into the link it is about.
+            assert!(err.line >= 14, "{extra}\n→ {err}");
+            assert_eq!(err.field, field, "{extra}\n→ {err}");
+            assert!(err.message.contains(words), "{extra}\n→ {err}");
+            assert!(!err.to_string().contains("secret"), "{err}");
+        }
     }
 
     #[test]

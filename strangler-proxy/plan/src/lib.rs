@@ -6,7 +6,9 @@
 //! - [`stage`]: a route's migration stages;
 //! - [`analysis`]: analysis budgets, rollout steps and webhooks;
 //! - [`schedule`]: `[[schedule]]`, verifies run by themselves, every interval or by cron;
-//! - [`path`]: request path normalization and path templates.
+//! - [`path`]: request path normalization and path templates;
+//! - [`sync`]: `[[sync]]` links and their ends (a participant, or a PostgreSQL outbox or
+//!   inbox table).
 //!
 //! API boundary: this crate depends on nothing else of the toolkit. It says what the plan
 //! means (types and validation); the crates above decide what to do with it.
@@ -18,6 +20,7 @@ pub mod location;
 pub mod path;
 pub mod schedule;
 pub mod stage;
+pub mod sync;
 
 pub use analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
 pub use file::*;
@@ -25,3 +28,4 @@ pub use location::StoreLocation;
 pub use path::PathTemplate;
 pub use schedule::{Cron, ScheduleSpec, When};
 pub use stage::Stage;
+pub use sync::{LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, SyncLink};

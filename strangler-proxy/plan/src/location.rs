@@ -20,19 +20,11 @@ impl StoreLocation {
         if text.is_empty() {
             return Err("must name the state store: a file path or a postgres:// URL".into());
         }
-        let lower = text.to_ascii_lowercase();
-        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-            let rest = text.split_once("://").map_or("", |(_, r)| r);
-            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-            if host.is_empty() || host.starts_with('/') || host.starts_with('?') {
-                return Err(format!(
-                    "{} names no database server (postgres://user:pass@host:5432/db)",
-                    redact(text)
-                ));
-            }
+        if is_postgres_url(text) {
+            check_postgres_url(text)?;
             return Ok(StoreLocation::Postgres(text.to_string()));
         }
-        if lower.contains("://") {
+        if text.contains("://") {
             return Err(format!(
                 "{text}: unknown store scheme (a file path, or postgres://user:pass@host:5432/db)"
             ));
@@ -63,6 +55,34 @@ impl StoreLocation {
             StoreLocation::File(_) => None,
         }
     }
+}
+
+/// Whether `text` is a `postgres://` or `postgresql://` URL.
+pub fn is_postgres_url(text: &str) -> bool {
+    let lower = text.trim().to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+/// Checks that a PostgreSQL URL names a server; the reason never shows the password.
+pub fn check_postgres_url(url: &str) -> Result<(), String> {
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    if host.is_empty() || host.starts_with('/') || host.starts_with('?') {
+        return Err(format!(
+            "{} names no database server (postgres://user:pass@host:5432/db)",
+            redact(url)
+        ));
+    }
+    Ok(())
+}
+
+/// The database a PostgreSQL URL names (`db` in `postgres://u:p@host:5432/db?...`), if any.
+pub fn postgres_database(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let host_and_path = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let path = host_and_path.split_once('/')?.1;
+    let db = path.split(['?', '#']).next()?;
+    (!db.is_empty()).then_some(db)
 }
 
 /// `postgres://user:***@host/db`: a URL fit for logs and error messages.
@@ -130,6 +150,12 @@ mod tests {
                 .contains("unknown store scheme")
         );
         assert!(StoreLocation::parse("  ").is_err());
+        assert_eq!(
+            postgres_database("postgres://u:p@db:5432/app?sslmode=require"),
+            Some("app")
+        );
+        assert_eq!(postgres_database("postgres://u:p@db:5432"), None);
+        assert_eq!(postgres_database("postgres://db/?x=1"), None);
         assert_eq!(
             StoreLocation::parse("s.db")
                 .unwrap()

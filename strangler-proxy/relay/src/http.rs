@@ -19,28 +19,51 @@ pub struct Participant {
     pub(crate) client: reqwest::Client,
 }
 
-/// The source and sink of `link`, at the first URL of each service.
-pub fn endpoints(plan: &Plan, link: &SyncLink) -> Result<(Participant, Participant), RelayError> {
-    let client = reqwest::Client::builder()
+/// The client both participant ends of a link share: no system proxy, no
+/// redirects, a timeout above the long poll.
+pub fn client() -> Result<reqwest::Client, RelayError> {
+    reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(LONG_POLL + CALL_TIMEOUT)
         .build()
-        .map_err(|err| RelayError::Client(err.to_string()))?;
-    let participant = |service: &str| {
+        .map_err(|err| RelayError::Client(err.to_string()))
+}
+
+impl Participant {
+    /// The plan's service `service`, at its first URL.
+    pub fn new(plan: &Plan, service: &str, client: &reqwest::Client) -> Result<Self, RelayError> {
         let url = plan
             .services
             .get(service)
             .and_then(|s| s.urls.first())
             .map(|u| u.to_string().trim_end_matches('/').to_string())
             .ok_or_else(|| RelayError::NoUrl(service.to_string()))?;
-        Ok::<_, RelayError>(Participant {
+        Ok(Participant {
             name: service.to_string(),
             url,
             client: client.clone(),
         })
+    }
+}
+
+/// Both ends of `link` as participants (what `strangler verify` reads over HTTP); a link
+/// with a PostgreSQL table at either end is refused, naming it.
+pub fn participant_ends(
+    plan: &Plan,
+    link: &SyncLink,
+) -> Result<(Participant, Participant), RelayError> {
+    let client = client()?;
+    let (Some(from), Some(to)) = (link.from.service(), link.to.service()) else {
+        return Err(RelayError::Client(format!(
+            "link {}: verify reads participants over HTTP, and this link has a PostgreSQL table at one end",
+            link.name()
+        )));
     };
-    Ok((participant(&link.from)?, participant(&link.to)?))
+    Ok((
+        Participant::new(plan, from, &client)?,
+        Participant::new(plan, to, &client)?,
+    ))
 }
 
 impl EventSource for Participant {

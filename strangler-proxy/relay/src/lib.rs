@@ -5,13 +5,17 @@
 //! nothing twice.
 //!
 //! Layout: [`EventSource`] and [`EventSink`] are the two ends of a link ([`http`]: a
-//! participant's `GET`/`POST /_events`); [`Relay`] is the one loop that holds the link's
-//! lease, reads, filters, pushes, checkpoints and backs off, whatever the ends are.
+//! participant's `GET`/`POST /_events`; [`postgres`]: an application's outbox table as a
+//! source, an inbox table as a sink); [`Source`] and [`Sink`] are whichever a plan's link
+//! names; [`Relay`] is the one loop that holds the link's lease, reads, filters, pushes,
+//! checkpoints and backs off, whatever the ends are.
 //! [`verify`] beside it compares what both ends of a link hold, entity by entity
 //! (`strangler verify`), and repairs through the same event intake.
 //!
 //! API boundary: depends on the store only for checkpoints and leases
-//! ([`strangler_store::Checkpoints`]), and on the feed's wire types, not on any participant.
+//! ([`strangler_store::Checkpoints`]) and for reaching a PostgreSQL server the way the store
+//! does ([`strangler_store::pg_connect`]), and on the feed's wire types, not on any
+//! participant.
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -19,13 +23,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strangler_feed::{ApplyReport, Event, FeedPage};
-use strangler_plan::{Plan, SyncLink};
+use strangler_plan::{LinkSource, LinkTarget, Plan, SyncLink};
 use strangler_store::prelude::*;
 use strangler_store::{LinkProgress, StoreError, now_ms, parse_timestamp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub mod http;
+pub mod postgres;
 pub mod verify;
 
 /// Events asked for per read.
@@ -40,9 +45,9 @@ pub const LEASE: Duration = Duration::from_secs(5);
 /// How often a relay that does not hold its link checks whether it can take it.
 const STANDBY_POLL: Duration = Duration::from_secs(1);
 
-/// `from->to`, the link's name in the store and in messages.
+/// `from->to`, the link's name in the store and in messages ([`SyncLink::name`]).
 pub fn link_name(link: &SyncLink) -> String {
-    format!("{}->{}", link.from, link.to)
+    link.name()
 }
 
 /// Whether `event_type` passes a link's filter (`*`, `kind.*` or an exact type; none: all).
@@ -90,6 +95,15 @@ pub enum RelayError {
         head: i64,
         checkpoint: i64,
     },
+    /// A PostgreSQL outbox or inbox failed; whether trying again may help is decided where
+    /// the error is made (a lost connection may; a column of the wrong type will not).
+    #[error("{endpoint}: {message}")]
+    Postgres {
+        /// `outbox app.outbox at postgres://app:***@db/shop`.
+        endpoint: String,
+        message: String,
+        transient: bool,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the store task failed: {0}")]
@@ -105,6 +119,7 @@ impl RelayError {
             // A target that is down or overloaded may recover; one that calls the batch
             // malformed will say so again.
             RelayError::Refused { status, .. } => *status >= 500 || matches!(status, 408 | 429),
+            RelayError::Postgres { transient, .. } => *transient,
             RelayError::Store(err) => err.is_retryable(),
             RelayError::NoUrl(_)
             | RelayError::Client(_)
@@ -141,6 +156,66 @@ pub trait EventSink: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Applies `events` idempotently (by id); answers what became of them.
     fn push(&self, events: &[Event]) -> impl Future<Output = Result<Pushed, RelayError>> + Send;
+}
+
+/// A link's source, of whichever kind the plan names.
+pub enum Source {
+    Feed(http::Participant),
+    Outbox(Box<postgres::PgOutboxSource>),
+}
+
+impl EventSource for Source {
+    fn name(&self) -> &str {
+        match self {
+            Source::Feed(participant) => EventSource::name(participant),
+            Source::Outbox(outbox) => outbox.name(),
+        }
+    }
+
+    async fn read(&self, after: i64, limit: u32, wait: Duration) -> Result<FeedPage, RelayError> {
+        match self {
+            Source::Feed(participant) => participant.read(after, limit, wait).await,
+            Source::Outbox(outbox) => outbox.read(after, limit, wait).await,
+        }
+    }
+}
+
+/// A link's target, of whichever kind the plan names.
+pub enum Sink {
+    Feed(http::Participant),
+    Inbox(Box<postgres::PgInboxSink>),
+}
+
+impl EventSink for Sink {
+    fn name(&self) -> &str {
+        match self {
+            Sink::Feed(participant) => EventSink::name(participant),
+            Sink::Inbox(inbox) => inbox.name(),
+        }
+    }
+
+    async fn push(&self, events: &[Event]) -> Result<Pushed, RelayError> {
+        match self {
+            Sink::Feed(participant) => participant.push(events).await,
+            Sink::Inbox(inbox) => inbox.push(events).await,
+        }
+    }
+}
+
+/// The source and sink `link` names.
+pub fn endpoints(plan: &Plan, link: &SyncLink) -> Result<(Source, Sink), RelayError> {
+    let client = http::client()?;
+    let source = match &link.from {
+        LinkSource::Service(name) => Source::Feed(http::Participant::new(plan, name, &client)?),
+        LinkSource::Outbox(outbox) => {
+            Source::Outbox(Box::new(postgres::PgOutboxSource::new(outbox)?))
+        }
+    };
+    let sink = match &link.to {
+        LinkTarget::Service(name) => Sink::Feed(http::Participant::new(plan, name, &client)?),
+        LinkTarget::Inbox(inbox) => Sink::Inbox(Box::new(postgres::PgInboxSink::new(inbox)?)),
+    };
+    Ok((source, sink))
 }
 
 /// The checkpoints and leases a relay works with, shared by the relays of one process.
@@ -372,7 +447,7 @@ impl Relays {
             let store: SharedStore =
                 Arc::new(Mutex::new(strangler_store::open(&plan.proxy.state)?));
             for link in &plan.sync {
-                let (source, sink) = http::endpoints(plan, link)?;
+                let (source, sink) = endpoints(plan, link)?;
                 let relay = Relay::new(
                     link_name(link),
                     link.types.clone(),

@@ -11,7 +11,9 @@
 //!   them, what [`open`] returns;
 //! - [`sqlite`]: the embedded backend (one file, WAL), the default;
 //! - [`postgres`]: a PostgreSQL database that a fleet of proxies shares, with change
-//!   notifications (`LISTEN`/`NOTIFY`).
+//!   notifications (`LISTEN`/`NOTIFY`);
+//! - [`pg_connect`]: how a PostgreSQL URL becomes a connection (TLS when it asks), also
+//!   used by the sync relay's PostgreSQL endpoints.
 //!
 //! API boundary: callers hold a `Box<dyn Store>` (or a trait they need) and never see the
 //! backend; every method is blocking, so async callers run it on a blocking thread.
@@ -25,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use strangler_plan::{Stage, StoreLocation};
 
+pub mod pg_connect;
 pub mod postgres;
 pub mod sqlite;
 pub mod transfer;

@@ -24,7 +24,9 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, PoolError, 
 use strangler_plan::Stage;
 use tokio::runtime::Runtime;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{NoTls, Row};
+
+use crate::pg_connect::{CONNECT_TIMEOUT, PgConnector, Tls};
 
 use crate::transfer::{Kind, Snapshot, TABLES, TableRows, TableSpec, Transfer, Value};
 use crate::{
@@ -39,8 +41,6 @@ use crate::{
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a copy's export or import may take.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long connecting may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections per store object.
 const POOL_SIZE: usize = 4;
 /// The notification channel of stage changes.
@@ -338,83 +338,11 @@ impl Failure {
 
 type Outcome<T> = Result<T, Failure>;
 
-/// How connections to the server are made: in the clear, or over TLS (rustls, the server's
-/// certificate verified against the web's root authorities and the URL's `sslrootcert`).
-#[derive(Clone)]
-enum Tls {
-    Plain,
-    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
-}
-
-impl Tls {
-    /// TLS when the URL asks for it (`sslmode=require`); `disable` and `prefer` (the
-    /// driver's default) connect in the clear. Unlike libpq's `require`, the certificate is
-    /// always verified.
-    fn for_config(
-        config: &tokio_postgres::Config,
-        root_cert: Option<&str>,
-    ) -> Result<Self, String> {
-        use tokio_postgres::config::SslMode;
-        if !matches!(config.get_ssl_mode(), SslMode::Require) {
-            if root_cert.is_some() {
-                return Err("sslrootcert is given but sslmode is not require".to_string());
-            }
-            return Ok(Tls::Plain);
-        }
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = root_cert {
-            use rustls::pki_types::pem::PemObject;
-            let certificates = rustls::pki_types::CertificateDer::pem_file_iter(path)
-                .map_err(|err| format!("sslrootcert {path}: {err}"))?;
-            for certificate in certificates {
-                let certificate =
-                    certificate.map_err(|err| format!("sslrootcert {path}: {err}"))?;
-                roots
-                    .add(certificate)
-                    .map_err(|err| format!("sslrootcert {path}: {err}"))?;
-            }
-        }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|err| err.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(
-            tls,
-        )))
-    }
-}
-
-/// Takes `sslrootcert=PATH` out of a URL's query (the driver does not know it).
-fn split_root_cert(url: &str) -> (String, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_string(), None);
-    };
-    let mut root_cert = None;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| match pair.strip_prefix("sslrootcert=") {
-            Some(path) => {
-                root_cert = Some(path.to_string());
-                false
-            }
-            None => true,
-        })
-        .collect();
-    if kept.is_empty() {
-        (base.to_string(), root_cert)
-    } else {
-        (format!("{base}?{}", kept.join("&")), root_cert)
-    }
-}
-
 /// A pool of connections to a PostgreSQL state store.
 pub struct PgStore {
     pool: Pool,
-    config: tokio_postgres::Config,
-    tls: Tls,
+    /// How the store's `LISTEN` connection reaches the server.
+    connector: PgConnector,
     /// The URL without its password.
     shown: String,
     /// Whether the schema is known to be up to date (checked on the first call that reaches
@@ -426,35 +354,19 @@ impl PgStore {
     /// Connects to the database `url` names and brings its schema up to date.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let shown = strangler_plan::location::redact(url);
-        let (url, root_cert) = split_root_cert(url);
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|err| StoreError::Database {
-                store: shown.clone(),
-                message: format!("not a PostgreSQL URL: {err}"),
-            })?;
-        let tls = Tls::for_config(&config, root_cert.as_deref()).map_err(|message| {
-            StoreError::Database {
-                store: shown.clone(),
-                message,
-            }
+        let mut connector = PgConnector::from_url(url).map_err(|message| StoreError::Database {
+            store: shown.clone(),
+            message,
         })?;
-        config
-            .connect_timeout(CONNECT_TIMEOUT)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(5))
-            .keepalives_interval(Duration::from_secs(2))
-            .keepalives_retries(3);
-        if config.get_application_name().is_none() {
-            config.application_name("strangler");
-        }
-        if config.get_options().is_none() {
+        if connector.config.get_options().is_none() {
             // The schema's idempotent steps (`CREATE ... IF NOT EXISTS`) are not news.
-            config.options("-c client_min_messages=warning");
+            connector.config.options("-c client_min_messages=warning");
         }
+        let (config, tls) = (&connector.config, &connector.tls);
         let manager_config = || ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match &tls {
+        let manager = match tls {
             Tls::Plain => Manager::from_config(config.clone(), NoTls, manager_config()),
             Tls::Rustls(connect) => {
                 Manager::from_config(config.clone(), connect.clone(), manager_config())
@@ -473,8 +385,7 @@ impl PgStore {
             })?;
         let store = Self {
             pool,
-            config,
-            tls,
+            connector,
             shown,
             migrated: std::sync::atomic::AtomicBool::new(false),
         };
@@ -835,22 +746,12 @@ impl Stages for PgStore {
         })?;
         let listening = Arc::new(AtomicBool::new(false));
         let (ready, first) = std::sync::mpsc::sync_channel(1);
-        let task = match &self.tls {
-            Tls::Plain => rt.spawn(listen(
-                self.config.clone(),
-                NoTls,
-                wake,
-                Arc::clone(&listening),
-                ready,
-            )),
-            Tls::Rustls(connect) => rt.spawn(listen(
-                self.config.clone(),
-                connect.clone(),
-                wake,
-                Arc::clone(&listening),
-                ready,
-            )),
-        };
+        let task = rt.spawn(listen(
+            self.connector.clone(),
+            wake,
+            Arc::clone(&listening),
+            ready,
+        ));
         // A subscription that listens when it is handed over misses nothing; one that could
         // not connect yet keeps trying (and wakes its owner once it does).
         let _ = first.recv_timeout(OP_TIMEOUT);
@@ -888,31 +789,17 @@ impl Drop for AbortOnDrop {
 /// Listens on [`CHANNEL`] over a connection of its own, waking on every notification;
 /// reconnects with backoff when the connection drops, and wakes once after each reconnect
 /// (changes may have been missed meanwhile).
-async fn listen<T>(
-    config: tokio_postgres::Config,
-    tls: T,
+async fn listen(
+    connector: PgConnector,
     wake: Wake,
     listening: Arc<AtomicBool>,
     ready: std::sync::mpsc::SyncSender<()>,
-) where
-    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket> + Clone + Send + 'static,
-    T::Stream: Send + 'static,
-    T::TlsConnect: Send,
-    <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio_postgres::Socket>>::Future: Send,
-{
+) {
     let mut backoff = BACKOFF_FIRST;
     loop {
-        if let Ok((client, mut connection)) = config.connect(tls.clone()).await {
-            let on_message = Arc::clone(&wake);
-            let driver = AbortOnDrop(tokio::spawn(async move {
-                while let Some(Ok(message)) =
-                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
-                {
-                    if let AsyncMessage::Notification(_) = message {
-                        on_message();
-                    }
-                }
-            }));
+        let on_message = Arc::clone(&wake);
+        if let Ok((client, driver)) = connector.connect(move |_| on_message()).await {
+            let driver = AbortOnDrop(driver);
             if client
                 .batch_execute(&format!("LISTEN {CHANNEL}"))
                 .await

@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use e2e::{EchoUpstream, Monolith, Service, demo_routes_and_sync, eventually, free_port};
-use serde_json::Value;
 use strangler_plan::StoreLocation;
 
-const TOKEN: &str = "fleet-test-token-0123456789abcdef";
+use crate::program::{TOKEN, cli};
 
 /// One replica: its own directory (plan copy, last-known table, log), address and process.
 struct Replica {
@@ -140,25 +139,6 @@ impl Drop for Replica {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Runs the CLI against `plan` with `--json`; answers its exit code and output.
-fn cli(plan: &Path, args: &[&str]) -> (i32, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_e2e-strangler"))
-        .arg("--plan")
-        .arg(plan)
-        .args(args)
-        .arg("--json")
-        .env("STRANGLER_ADMIN_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
-    (
-        out.status.code().unwrap_or(-1),
-        json,
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
 }
 
 /// Requests spread over every replica until told to stop; counts answers and failures.

@@ -1,5 +1,5 @@
 //! End-to-end tests: real servers on port 0, real SQLite files in temp directories, and a
-//! real PostgreSQL server (one per test binary) for the fleet.
+//! real PostgreSQL server (one per test binary) for the fleet and the outbox links.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod analysis;
@@ -8,6 +8,8 @@ mod monolith_api;
 mod monolith_enrollment;
 mod monolith_feed;
 mod openapi;
+mod outbox;
+mod program;
 mod proxy_control;
 mod proxy_edge;
 mod proxy_forwarding;

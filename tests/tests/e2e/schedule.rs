@@ -4,23 +4,13 @@
 //! appearance (not on every run that still sees it), and `sync status` lists the schedule.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use e2e::{Monolith, Service, WebhookReceiver, eventually, free_port};
 use serde_json::Value;
 
-const TOKEN: &str = "schedule-test-token-0123456789abcdef";
-
-/// A `strangler serve` process, killed when dropped.
-struct ServeProcess(Child);
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::program::{Program, TOKEN};
 
 /// A student row written straight into a service's file: no event, so no relay fixes it.
 fn extra_student(students: &Service, id: &str) {
@@ -83,22 +73,10 @@ async fn a_scheduled_verify_reports_a_difference_in_metrics_and_once_to_the_webh
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
-    let _proxy = ServeProcess(
-        Command::new(env!("CARGO_BIN_EXE_e2e-strangler"))
-            .args(["--plan", "plan.toml", "serve"])
-            .current_dir(dir.path())
-            .env("STRANGLER_ADMIN_TOKEN", TOKEN)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let proxy = Program::start(&plan, &["serve"], &dir.path().join("proxy.log"));
     let client = reqwest::Client::new();
     let differences = "strangler_verify_differences{link=\"legacy->students\",type=\"student\"}";
     let runs = "strangler_schedule_runs_total{schedule=\"legacy->students\"}";
-    let proxy_log = || std::fs::read_to_string(dir.path().join("proxy.log")).unwrap_or_default();
 
     // The first run (due at once: the link was never verified) finds the extra row.
     eventually(
@@ -113,7 +91,7 @@ async fn a_scheduled_verify_reports_a_difference_in_metrics_and_once_to_the_webh
     })
     .await;
     let told = differed(&hook);
-    assert_eq!(told.len(), 1, "{told:?}\n{}", proxy_log());
+    assert_eq!(told.len(), 1, "{told:?}\n{}", proxy.log());
     assert_eq!(told[0]["route"], "legacy->students");
     assert_eq!(told[0]["details"]["kinds"], serde_json::json!(["student"]));
     assert_eq!(told[0]["details"]["extra"], 1);
@@ -163,8 +141,8 @@ async fn a_scheduled_verify_reports_a_difference_in_metrics_and_once_to_the_webh
     )
     .await;
     assert!(
-        proxy_log().contains("scheduled verify started"),
+        proxy.log().contains("scheduled verify started"),
         "{}",
-        proxy_log()
+        proxy.log()
     );
 }

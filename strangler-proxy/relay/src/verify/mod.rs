@@ -232,8 +232,9 @@ pub fn plan_walks(plan: &Plan, what: &str, types: &[String]) -> Result<Vec<Walk>
         let kinds = link_kinds(link);
         let same_pair = |w: &Walk| {
             let first = w.link();
-            (first.from == link.from && first.to == link.to)
-                || (first.from == link.to && first.to == link.from)
+            let (a, b) = (first.from.name(), first.to.name());
+            let (c, d) = (link.from.name(), link.to.name());
+            (a == c && b == d) || (a == d && b == c)
         };
         match walks.iter_mut().find(|w| same_pair(w)) {
             Some(walk) => {
@@ -302,7 +303,7 @@ pub async fn run_walks(
 ) -> Result<Vec<WalkReport>, VerifyError> {
     let mut reports = Vec::with_capacity(walks.len());
     for walk in walks {
-        let (source, target) = crate::http::endpoints(plan, walk.link())
+        let (source, target) = crate::http::participant_ends(plan, walk.link())
             .map_err(|err| VerifyError::Usage(err.to_string()))?;
         let report = run_walk(walk, &source, &target, store, options, observer).await?;
         observer.walked(&report);
@@ -453,8 +454,8 @@ pub async fn run_walk<S: SnapshotReader, T: SnapshotReader>(
     let finished_ms = now_ms();
     let report = WalkReport {
         links: walk.links.iter().map(link_name).collect(),
-        source: walk.link().from.clone(),
-        target: walk.link().to.clone(),
+        source: walk.link().from.name().to_string(),
+        target: walk.link().to.name().to_string(),
         passed: reports.iter().all(KindReport::passed),
         kinds: reports,
         resumed,

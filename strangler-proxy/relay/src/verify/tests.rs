@@ -169,8 +169,8 @@ fn store() -> (tempfile::TempDir, SharedStore) {
 
 fn link(from: &str, to: &str, types: &[&str]) -> SyncLink {
     SyncLink {
-        from: from.into(),
-        to: to.into(),
+        from: strangler_plan::LinkSource::Service(from.to_string()),
+        to: strangler_plan::LinkTarget::Service(to.to_string()),
         types: types.iter().map(|t| t.to_string()).collect(),
     }
 }

@@ -18,8 +18,8 @@ use crate::path::PathTemplate;
 use crate::schedule::{Cron, ScheduleSpec, When};
 use crate::stage::Stage;
 use crate::sync::{
-    LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, RawEndpoint, RawSync, SyncLink,
-    is_identifier, is_table_name,
+    LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, RawEndpoint, RawSnapshot, RawSync,
+    SnapshotQueries, SyncLink, is_identifier, is_table_name,
 };
 
 /// File read when no `--plan` or `STRANGLER_PLAN` names another.
@@ -1464,6 +1464,7 @@ impl Ctx<'_> {
                         at,
                         origin: outbox.origin.get_ref().clone(),
                         channel,
+                        snapshot: self.snapshot(outbox.snapshot.as_ref(), &f("from.snapshot"))?,
                     })
                 }
             };
@@ -1488,7 +1489,8 @@ impl Ctx<'_> {
                             at.table
                         ),
                     };
-                    LinkTarget::Inbox(PgInbox { at, name })
+                    let snapshot = self.snapshot(inbox.snapshot.as_ref(), &f("to.snapshot"))?;
+                    LinkTarget::Inbox(PgInbox { at, name, snapshot })
                 }
             };
             if from.name() == to.name() {
@@ -1535,6 +1537,35 @@ impl Ctx<'_> {
     }
 
     /// A link end's `postgres` URL (which must name a database) and `table`.
+    /// A PostgreSQL end's snapshot queries: each key an entity kind, each query taking the
+    /// key to read after (`$1`) and how many rows (`$2`).
+    fn snapshot(
+        &self,
+        raw: Option<&RawSnapshot>,
+        field: &str,
+    ) -> Result<SnapshotQueries, PlanError> {
+        let mut queries = SnapshotQueries::new();
+        for (kind, query) in raw.into_iter().flatten() {
+            if !is_name(kind.get_ref()) {
+                return Err(self.at(
+                    kind,
+                    &format!("{field}.{}", kind.get_ref()),
+                    "must be an entity kind: lower-case letters, digits, - and _ (`student`)",
+                ));
+            }
+            let text = query.get_ref().trim();
+            if !(text.contains("$1") && text.contains("$2")) {
+                return Err(self.at(
+                    query,
+                    &format!("{field}.{}", kind.get_ref()),
+                    "must be a query taking $1 (the key to read after) and $2 (how many rows), answering key, version and state in key order: SELECT id AS key, version, to_jsonb(s) - 'version' AS state FROM students s WHERE id > $1 ORDER BY id COLLATE \"C\" LIMIT $2",
+                ));
+            }
+            queries.insert(kind.get_ref().clone(), text.to_string());
+        }
+        Ok(queries)
+    }
+
     fn pg_table(
         &self,
         url: &Spanned<String>,
@@ -1873,6 +1904,10 @@ to = { postgres = "postgres://db/shop", table = "inbox" }
         };
         assert_eq!(outbox.channel, "shop_events");
         assert!(
+            outbox.snapshot.is_empty(),
+            "no snapshot queries unless given"
+        );
+        assert!(
             !format!("{plan:?}").contains("secret"),
             "a plan never prints a password"
         );
@@ -1897,6 +1932,10 @@ to = { postgres = "postgres://db/shop", table = "inbox" }
             ("\n[[sync]]\nfrom = \"legacy\"\nto = { postgres = \"postgres://db/shop\", table = \"inbox\", origin = \"x\" }\n".into(), "", "unknown field `origin`"),
             ("\n[[sync]]\nfrom = \"legacy\"\nto = { postgres = \"postgres://db/shop\", table = \"inbox\", name = \"Legacy!\" }\n".into(), "sync[0].to.name", "lower-case"),
             ("\n[[sync]]\nfrom = \"legacy\"\nto = 7\n".into(), "", "a service's name, or a table"),
+            (outbox(&format!("{url}, table = \"outbox\", origin = \"legacy\", snapshot = {{ Student = \"SELECT $1, $2\" }}")), "sync[0].from.snapshot.Student", "entity kind"),
+            (outbox(&format!("{url}, table = \"outbox\", origin = \"legacy\", snapshot = {{ student = \"SELECT * FROM students\" }}")), "sync[0].from.snapshot.student", "$1 (the key to read after)"),
+            ("\n[[sync]]\nfrom = \"legacy\"\nto = { postgres = \"postgres://db/shop\", table = \"inbox\", snapshot = { student = \"SELECT 1\" } }\n".into(), "sync[0].to.snapshot.student", "$2 (how many rows)"),
+            (outbox(&format!("{url}, table = \"outbox\", origin = \"legacy\", snapshot = {{ student = 1 }}")), "", "invalid type"),
             ("\n[[sync]]\nfrom = \"legacy\"\nto = \"students\"\ntypes = [\"student.*\"]\n[[sync]]\nfrom = \"legacy\"\nto = \"students\"\ntypes = [\"invoice.*\"]\n".into(), "sync[1].to", "declared twice"),
         ];
         for (extra, field, words) in cases {

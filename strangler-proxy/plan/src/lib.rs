@@ -28,4 +28,4 @@ pub use location::StoreLocation;
 pub use path::PathTemplate;
 pub use schedule::{Cron, ScheduleSpec, When};
 pub use stage::Stage;
-pub use sync::{LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, SyncLink};
+pub use sync::{LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, SnapshotQueries, SyncLink};

@@ -9,7 +9,7 @@
 //! that the ordering and idempotency rules of the sync hold afterwards.
 //!
 //! Layout: [`SnapshotReader`] is one side ([`http`]: a participant's `GET /_snapshot`;
-//! [`postgres`]: a configured query per kind); [`walk`] compares one kind; [`repair`]
+//! [`postgres`]: a configured query per kind; [`ends`]: a link's two ends, whichever kind); [`walk`] compares one kind; [`repair`]
 //! decides and sends what a difference needs; this module plans the walks of a link or a
 //! route, keeps the cursors and results in the store, and paces the reads.
 //!
@@ -28,6 +28,7 @@ use strangler_store::{StoreError, VerifyCursor, VerifyRecord, now_ms};
 
 use crate::{SharedStore, link_name};
 
+pub mod ends;
 pub mod http;
 pub mod postgres;
 pub mod repair;
@@ -89,6 +90,11 @@ pub trait SnapshotReader: Send + Sync {
         after: &str,
         limit: u32,
     ) -> impl Future<Output = Result<SnapshotPage, VerifyError>> + Send;
+    /// Whether this side takes repair events at all (a PostgreSQL outbox does not: its
+    /// rows and versions belong to the application).
+    fn takes_events(&self) -> bool {
+        true
+    }
     /// Applies repair events through this side's event intake, idempotently by id and in
     /// version order; `None` when this side takes no events.
     fn apply(
@@ -303,8 +309,7 @@ pub async fn run_walks(
 ) -> Result<Vec<WalkReport>, VerifyError> {
     let mut reports = Vec::with_capacity(walks.len());
     for walk in walks {
-        let (source, target) = crate::http::participant_ends(plan, walk.link())
-            .map_err(|err| VerifyError::Usage(err.to_string()))?;
+        let (source, target) = ends::ends(plan, walk.link())?;
         let report = run_walk(walk, &source, &target, store, options, observer).await?;
         observer.walked(&report);
         reports.push(report);

@@ -240,6 +240,37 @@ where
     }
 }
 
+/// A port free on `ip` now, for a process that must be told its address before it starts.
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One sample's value (`name{labels}` exactly as written) from the `/metrics` of the admin
+/// listener at `admin`; `None` while it does not answer or has no such sample.
+pub async fn metric(
+    client: &reqwest::Client,
+    admin: &str,
+    token: &str,
+    sample: &str,
+) -> Option<f64> {
+    let text = client
+        .get(format!("http://{admin}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// A stand-in upstream on port 0 that answers every request with what it received:
 /// `{"service", "method", "path", "headers", "body_len"}`. `GET /slow/{ms}` waits first.
 pub struct EchoUpstream {

@@ -740,12 +740,7 @@ fn verify_summary(record: Option<&strangler_store::VerifyRecord>) -> String {
     let Some(v) = record else {
         return "never verified".to_string();
     };
-    let age = Duration::from_millis(u64::try_from(now_ms() - v.finished_ms).unwrap_or(0));
-    let ago = match age.as_secs() {
-        s if s < 120 => format!("{s}s ago"),
-        s if s < 7200 => format!("{}m ago", s / 60),
-        s => format!("{}h ago", s / 3600),
-    };
+    let ago = relative(v.finished_ms, now_ms());
     let partial = if v.complete { "" } else { ", some kinds" };
     if v.passed {
         format!("verified {ago}: {} equal{partial}", v.compared)
@@ -755,6 +750,54 @@ fn verify_summary(record: Option<&strangler_store::VerifyRecord>) -> String {
             v.missing + v.extra + v.differing,
             v.compared
         )
+    }
+}
+
+/// A moment relative to now, in a few words: `5m ago`, `in 2h`.
+fn relative(at_ms: i64, now: i64) -> String {
+    let words = |ms: i64| match ms / 1000 {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s => format!("{}h", s / 3600),
+    };
+    if at_ms <= now {
+        format!("{} ago", words(now - at_ms))
+    } else {
+        format!("in {}", words(at_ms - now))
+    }
+}
+
+/// The plan's `[[schedule]]`s: the last run's outcome and the next due time.
+fn print_schedules(plan: &Plan, verifies: &[strangler_store::VerifyRecord]) {
+    let now = now_ms();
+    let statuses = strangler_control::schedule::statuses(plan, verifies, now);
+    if statuses.is_empty() {
+        return;
+    }
+    crate::say!("\nscheduled verifies (run by the proxy holding the schedule lease):");
+    for s in &statuses {
+        let last = match (s.last_started_ms, s.passed) {
+            (Some(at), Some(true)) => {
+                format!("last {}: {} equal", relative(at, now), s.compared)
+            }
+            (Some(at), _) => format!(
+                "last {}: {} of {} differ",
+                relative(at, now),
+                s.differences,
+                s.compared
+            ),
+            _ => "never run".to_string(),
+        };
+        crate::say!(
+            "  {} {}: {last}; next {}",
+            s.verify,
+            s.when,
+            if s.next_due_ms <= now {
+                "due now".to_string()
+            } else {
+                relative(s.next_due_ms, now)
+            }
+        );
     }
 }
 
@@ -825,6 +868,7 @@ fn sync_status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
         crate::say!("{} declares no [[sync]] links", plan.file.display());
     } else {
         print_links(&rows, &verifies);
+        print_schedules(plan, &verifies);
     }
     Ok(())
 }
@@ -1038,6 +1082,7 @@ fn status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
     let ids: Vec<String> = proxies.iter().map(|p| p.id.clone()).collect();
     let counters = store.counters(&ids)?;
     let generation = store.generation()?;
+    let verifies = store.last_verifies()?;
     let mut rows: Vec<RouteStatus> = Vec::new();
     for route in &plan.routes {
         let stage = stages
@@ -1074,7 +1119,8 @@ fn status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
         crate::say!(
             "{}",
             serde_json::to_string_pretty(
-                &json!({ "generation": generation, "routes": rows, "proxies": proxies })
+                &json!({ "generation": generation, "routes": rows, "proxies": proxies,
+                         "schedules": strangler_control::schedule::statuses(plan, &verifies, now) })
             )
             .unwrap_or_default()
         );
@@ -1109,6 +1155,7 @@ fn status(plan: &Plan, json_out: bool) -> Result<(), CliError> {
             matched,
         );
     }
+    print_schedules(plan, &verifies);
     if proxies.is_empty() {
         crate::say!(
             "\nno live proxy on {} (start one with `strangler serve`)",

@@ -119,27 +119,20 @@ pub async fn run(plan: Result<Plan, CliError>, args: VerifyArgs) -> Result<(), C
         .map_err(|err| usage(format!("cannot open the state store: {err}")))?;
     let store: strangler_relay::SharedStore = Arc::new(Mutex::new(store));
     let observer = Shown::new(args.json);
-    let mut reports = Vec::new();
-    for walk in &walks {
-        let (source, target) = strangler_relay::http::participant_ends(&plan, walk.link())
-            .map_err(|err| usage(err.to_string()))?;
-        let walked = verify::run_walk(walk, &source, &target, &store, &options, &observer);
-        let report = tokio::select! {
-            report = walked => report.map_err(failed)?,
-            () = crate::shutdown_signal() => {
-                observer.finish();
-                return Err(CliError {
-                    code: EXIT_INTERRUPTED,
-                    message: format!(
-                        "verify of {} interrupted; run it again to continue where it stopped (--restart starts over)",
-                        walk.name()
-                    ),
-                });
-            }
-        };
-        observer.finish();
-        reports.push(report);
-    }
+    let walked = verify::run_walks(&plan, &walks, &store, &options, &observer);
+    let reports = tokio::select! {
+        reports = walked => reports.map_err(failed)?,
+        () = crate::shutdown_signal() => {
+            observer.finish();
+            return Err(CliError {
+                code: EXIT_INTERRUPTED,
+                message: format!(
+                    "verify of {} interrupted; run it again to continue where it stopped (--restart starts over)",
+                    args.target
+                ),
+            });
+        }
+    };
     let passed = reports.iter().all(|r| r.passed);
     if args.json {
         crate::say!(
@@ -204,6 +197,10 @@ impl Observer for Shown {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),
         }
+    }
+
+    fn walked(&self, _report: &WalkReport) {
+        self.finish();
     }
 
     fn progress(&self, p: &Progress<'_>) {

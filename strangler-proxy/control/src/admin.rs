@@ -101,6 +101,8 @@ pub struct AdminState {
     pub health: Arc<crate::control::StoreHealth>,
     /// The data-plane threads' shadow governors.
     pub pressure: strangler_dataplane::pressure::Pressure,
+    /// What this proxy's scheduler did with each `[[schedule]]`.
+    pub schedules: crate::schedule::ScheduleBoard,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -198,7 +200,30 @@ async fn status(State(state): State<AdminState>) -> Json<Value> {
                    "store_listening": state.health.is_listening() },
         "routes": route_rows(&table),
         "verifies": verifies,
+        "schedules": schedules(&state),
     }))
+}
+
+/// Each `[[schedule]]` as the plan says and as this proxy's scheduler saw it (runs, skips and
+/// the next due time are counted by the proxy holding the schedule lease).
+fn schedules(state: &AdminState) -> Value {
+    let plan = state.plan.load();
+    let board = state
+        .schedules
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    plan.schedules
+        .iter()
+        .map(|s| {
+            let counts = board.get(&s.verify).cloned().unwrap_or_default();
+            json!({ "verify": s.verify, "when": s.when.to_string(), "types": s.types,
+                    "rate": s.rate, "runs": counts.runs, "skipped": counts.skipped,
+                    "failed": counts.failed, "running": counts.running,
+                    "next_due": counts.next_due_ms.map(strangler_store::timestamp),
+                    "last_error": counts.last_error })
+        })
+        .collect()
 }
 
 /// The newest `strangler verify` of each link, or `null` while the store is unreachable.
@@ -356,6 +381,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             }
             fleet.rollouts = store.rollouts()?;
             fleet.links = store.links()?;
+            fleet.verifies = store.last_verifies()?;
             Ok(fleet)
         };
         read().unwrap_or_else(|err| {
@@ -369,6 +395,11 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         store_up: fleet.store_up && state.health.is_up(),
         shed: state.health.shed_counts(),
         threads: state.pressure.readings(),
+        schedules: state
+            .schedules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
         ..fleet
     };
     (

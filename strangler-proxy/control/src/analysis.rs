@@ -76,11 +76,7 @@ impl AnalysisController {
         let store = strangler_store::open(&plan.load().proxy.state)?;
         let notifier = Notifier::new(plan.load().notify.clone());
         let controller = Controller {
-            owner: format!(
-                "{}-{}",
-                std::process::id(),
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            ),
+            owner: crate::lease::owner_id(),
             plan,
             store: Arc::new(Mutex::new(store)),
             notifier,
@@ -118,14 +114,7 @@ impl Controller {
         &self,
         f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, String> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || {
-            let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut **store)
-        })
-        .await
-        .map_err(|err| err.to_string())?
-        .map_err(|err| err.to_string())
+        crate::lease::on_store(&self.store, f).await
     }
 
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {

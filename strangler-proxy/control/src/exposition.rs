@@ -14,7 +14,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use strangler_dataplane::metrics::{Cause, LATENCY_BOUNDS, RouteMetrics, ServiceMetrics};
 use strangler_dataplane::routing::{RouteTable, UNMATCHED};
-use strangler_store::{CheckRecord, LinkProgress, RolloutRecord, ShadowMetric};
+use strangler_store::{CheckRecord, LinkProgress, RolloutRecord, ShadowMetric, VerifyRecord};
+
+use crate::schedule::ScheduleCounts;
 
 /// What the store says about the fleet, read once per scrape.
 #[derive(Debug, Default)]
@@ -32,6 +34,10 @@ pub struct Fleet {
     pub shed: (u64, u64, u64),
     /// Per data-plane thread: the share of shadow legs it admits, and how busy it is.
     pub threads: Vec<(f64, f64)>,
+    /// The newest verify of each link.
+    pub verifies: Vec<VerifyRecord>,
+    /// This proxy's scheduled verifies, by `verify`.
+    pub schedules: BTreeMap<String, ScheduleCounts>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -363,6 +369,49 @@ impl Collector for Scrape {
                 .links
                 .iter()
                 .map(|l| (link(l), i64::from(l.last_error.is_some()))),
+        )?;
+        gauge(
+            &mut enc,
+            "strangler_verify_differences",
+            "Entities missing, extra or differing in the newest verify of a sync link, per entity kind.",
+            fleet.verifies.iter().flat_map(|v| {
+                v.by_kind
+                    .iter()
+                    .map(|(kind, n)| (vec![("link", v.link.clone()), ("type", kind.clone())], *n))
+            }),
+        )?;
+        gauge(
+            &mut enc,
+            "strangler_verify_age_seconds",
+            "Time since the newest verify of a sync link finished.",
+            fleet.verifies.iter().map(|v| {
+                (
+                    vec![("link", v.link.clone())],
+                    (strangler_store::now_ms() - v.finished_ms).max(0) as f64 / 1000.0,
+                )
+            }),
+        )?;
+        let schedule = |name: &String| vec![("schedule", name.clone())];
+        counter(
+            &mut enc,
+            "strangler_schedule_runs",
+            "Scheduled verifies this proxy started (the proxy holding the schedule lease runs them).",
+            fleet.schedules.iter().map(|(n, c)| (schedule(n), c.runs)),
+        )?;
+        counter(
+            &mut enc,
+            "strangler_schedule_skipped",
+            "Scheduled verifies skipped because the schedule's previous run was still going.",
+            fleet
+                .schedules
+                .iter()
+                .map(|(n, c)| (schedule(n), c.skipped)),
+        )?;
+        counter(
+            &mut enc,
+            "strangler_schedule_failed",
+            "Scheduled verifies that could not finish (a side or the store failed).",
+            fleet.schedules.iter().map(|(n, c)| (schedule(n), c.failed)),
         )?;
         Ok(())
     }

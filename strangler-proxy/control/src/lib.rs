@@ -10,6 +10,9 @@
 //! - [`analysis`]: the analysis controller (one per store, by lease): checks every route
 //!   in a canary or cutover against its budgets, rolls it back after `failure_limit` failed
 //!   checks, walks progressive rollouts; [`notify`]: the webhooks it tells;
+//! - [`schedule`]: the `[[schedule]]` verifies, run by one proxy per store (a lease),
+//!   never twice at once, telling the webhooks when a difference appears;
+//! - [`lease`]: what the controllers acting under a store lease share;
 //! - [`rollout`]: stage changes as an operator makes them, the cutover gate
 //!   ([`rollout::GateVerdict`]), and waiting until every live proxy serves a change;
 //! - [`status`]: [`status::RouteStatus`], one route's state as the admin API, the CLI and
@@ -28,10 +31,12 @@ pub mod analysis;
 pub mod control;
 pub mod exposition;
 pub mod last_known;
+pub mod lease;
 pub mod notify;
 pub mod proxy;
 pub mod recorder;
 pub mod rollout;
+pub mod schedule;
 pub mod status;
 
 pub use proxy::{Proxy, ServeError};

@@ -2,7 +2,8 @@
 //! recorder and the sync relays, started together. One shutdown signal stops them all;
 //! [`Proxy::stop`] awaits each in the order that loses nothing: the data plane finishes its
 //! in-flight requests, the recorder writes the results they produced, the relays finish
-//! their current step, the analysis controller gives its lease up, the admin listener
+//! their current step, the analysis controller and the scheduler give their leases up
+//! (the scheduler stopping its runs), the admin listener
 //! closes, and the control thread deregisters.
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, AdminState};
 use crate::analysis::AnalysisController;
 use crate::control::{ControlPlane, proxy_record};
+use crate::schedule::Scheduler;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -70,6 +72,8 @@ pub struct Proxy {
     admin_server: JoinHandle<()>,
     /// Judges routes and walks rollouts while this proxy holds the store's lease.
     analysis: AnalysisController,
+    /// Runs the plan's `[[schedule]]` verifies while this proxy holds their lease.
+    scheduler: Scheduler,
     control: ControlPlane,
 }
 
@@ -110,11 +114,7 @@ impl Proxy {
                 addr: admin_addr,
                 source,
             })?;
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
+        let id = crate::lease::owner_id();
         let (shutdown, stopping) = watch::channel(false);
         let header_read_timeout = plan.proxy.header_read_timeout;
         let shadow_max_busy = plan.proxy.shadow_max_busy;
@@ -125,6 +125,7 @@ impl Proxy {
         let (control, table, current_plan) = ControlPlane::start(plan, record, stopping.clone())?;
         let relays = Relays::start(&relays_plan, &stopping)?;
         let analysis = AnalysisController::start(Arc::clone(&current_plan), stopping.clone())?;
+        let scheduler = Scheduler::start(Arc::clone(&current_plan), stopping.clone())?;
 
         let results_store = strangler_store::open(&state)?;
         let noisy = match results_store.noisy_paths() {
@@ -163,6 +164,7 @@ impl Proxy {
             store: Arc::new(std::sync::Mutex::new(strangler_store::open(&state)?)),
             health: Arc::clone(&control.health),
             pressure: data_plane.pressure(),
+            schedules: Arc::clone(&scheduler.board),
         });
         let admin_stop = stopping.clone();
         let admin_server = tokio::spawn(async move {
@@ -185,6 +187,7 @@ impl Proxy {
             relays,
             admin_server,
             analysis,
+            scheduler,
             control,
         })
     }
@@ -197,6 +200,7 @@ impl Proxy {
         let _ = self.recorder.await;
         self.relays.join().await;
         self.analysis.join().await;
+        self.scheduler.join().await;
         let _ = self.admin_server.await;
         self.control.join().await;
         tracing::info!(id = %self.id, "strangler proxy stopped");

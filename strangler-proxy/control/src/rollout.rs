@@ -576,6 +576,7 @@ mod tests {
         let route = &plan.routes[0];
         let now = 10_000_000;
         let record = |link: &str, passed: bool, complete: bool, age_ms: i64| VerifyRecord {
+            by_kind: Default::default(),
             link: link.into(),
             kinds: vec!["student".into()],
             complete,

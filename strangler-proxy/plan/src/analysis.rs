@@ -77,15 +77,18 @@ pub enum NotifyEvent {
     AnalysisFailed,
     /// The analysis rolled a route back.
     RolledBack,
+    /// A scheduled verify found a difference the previous verify of the link did not have.
+    VerifyDiffered,
 }
 
 impl NotifyEvent {
-    pub const ALL: [NotifyEvent; 5] = [
+    pub const ALL: [NotifyEvent; 6] = [
         NotifyEvent::StageChanged,
         NotifyEvent::Step,
         NotifyEvent::Paused,
         NotifyEvent::AnalysisFailed,
         NotifyEvent::RolledBack,
+        NotifyEvent::VerifyDiffered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +98,7 @@ impl NotifyEvent {
             NotifyEvent::Paused => "paused",
             NotifyEvent::AnalysisFailed => "analysis_failed",
             NotifyEvent::RolledBack => "rolled_back",
+            NotifyEvent::VerifyDiffered => "verify_differed",
         }
     }
 

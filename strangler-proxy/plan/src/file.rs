@@ -15,10 +15,11 @@ use toml::Spanned;
 use crate::analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
 use crate::location::{self, StoreLocation};
 use crate::path::PathTemplate;
+use crate::schedule::{Cron, ScheduleSpec, When};
 use crate::stage::Stage;
 use crate::sync::{
-    LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, RawEndpoint, RawSync, SyncLink,
-    is_identifier, is_table_name,
+    LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, RawEndpoint, RawSnapshot, RawSync,
+    SnapshotQueries, SyncLink, is_identifier, is_table_name,
 };
 
 /// File read when no `--plan` or `STRANGLER_PLAN` names another.
@@ -36,6 +37,8 @@ pub const DEFAULT_SHADOW_MAX_BUSY: f64 = 0.8;
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests a service is sent at once when the plan sets none.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1000;
+/// Shortest interval a `[[schedule]]` may run at.
+pub const MIN_SCHEDULE_EVERY: Duration = Duration::from_secs(1);
 
 /// A plan that cannot be used, with where and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +83,18 @@ struct RawPlan {
     analysis: Option<Spanned<RawAnalysis>>,
     #[serde(default)]
     notify: Vec<Spanned<RawNotify>>,
+    #[serde(default)]
+    schedule: Vec<Spanned<RawSchedule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    verify: Spanned<String>,
+    every: Spanned<String>,
+    #[serde(default)]
+    types: Vec<Spanned<String>>,
+    rate: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -228,6 +243,8 @@ pub struct Plan {
     pub sync: Vec<SyncLink>,
     /// Webhooks told about stage changes, steps and automatic rollbacks.
     pub notify: Vec<NotifySpec>,
+    /// Verifies the fleet's controller runs by itself (`[[schedule]]`).
+    pub schedules: Vec<ScheduleSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -684,7 +701,7 @@ impl Ctx<'_> {
         } else {
             dir.join(&proxy.last_known)
         };
-        Ok(Plan {
+        let mut plan = Plan {
             file: self.file.to_path_buf(),
             proxy: ProxySettings {
                 state,
@@ -696,7 +713,114 @@ impl Ctx<'_> {
             routes,
             sync,
             notify,
-        })
+            schedules: Vec::new(),
+        };
+        plan.schedules = self.schedules(&raw.schedule, &plan)?;
+        Ok(plan)
+    }
+
+    fn schedules(
+        &self,
+        raw: &[Spanned<RawSchedule>],
+        plan: &Plan,
+    ) -> Result<Vec<ScheduleSpec>, PlanError> {
+        let mut schedules: Vec<ScheduleSpec> = Vec::new();
+        for (i, spanned) in raw.iter().enumerate() {
+            let s = spanned.get_ref();
+            let f = |name: &str| format!("schedule[{i}].{name}");
+            let verify = s.verify.get_ref();
+            match plan.links_of(verify) {
+                Some(links) if links.is_empty() => {
+                    return Err(self.at(
+                        &s.verify,
+                        &f("verify"),
+                        format!("route `{verify}`: no [[sync]] link goes to or from its service"),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    let or_none = |names: Vec<String>| {
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    };
+                    return Err(self.at(
+                        &s.verify,
+                        &f("verify"),
+                        format!(
+                            "unknown link or route `{verify}` (links: {}; routes: {})",
+                            or_none(plan.sync.iter().map(SyncLink::name).collect()),
+                            or_none(plan.routes.iter().map(|r| r.name.clone()).collect()),
+                        ),
+                    ));
+                }
+            }
+            if let Some(j) = schedules.iter().position(|o| &o.verify == verify) {
+                return Err(self.at(
+                    &s.verify,
+                    &f("verify"),
+                    format!("`{verify}` is already scheduled by schedule[{j}]"),
+                ));
+            }
+            let every = s.every.get_ref();
+            let when = match parse_duration(every) {
+                Some(d) if d < MIN_SCHEDULE_EVERY => {
+                    return Err(self.at(&s.every, &f("every"), "must be 1s or more"));
+                }
+                Some(d) => When::Every(d),
+                None if every.split_whitespace().count() == 5 => When::Cron(
+                    Cron::parse(every).map_err(|why| self.at(&s.every, &f("every"), why))?,
+                ),
+                None => {
+                    return Err(self.at(
+                        &s.every,
+                        &f("every"),
+                        "must be a duration like 30s or 1h, or a cron expression like \"0 3 * * *\" (UTC)",
+                    ));
+                }
+            };
+            let mut types = Vec::new();
+            for (j, t) in s.types.iter().enumerate() {
+                let p = t.get_ref();
+                let kind = p.strip_suffix(".*").unwrap_or(p);
+                if !(p == "*" || is_name(kind)) {
+                    return Err(self.at(
+                        t,
+                        &f(&format!("types[{j}]")),
+                        "must be an entity kind like `student`, `student.*` or `*`",
+                    ));
+                }
+                types.push(p.clone());
+            }
+            let rate = match &s.rate {
+                None => None,
+                Some(v) => {
+                    let n = match v.get_ref() {
+                        toml::Value::Integer(n) => u32::try_from(*n).ok(),
+                        toml::Value::String(t) => {
+                            t.trim().trim_end_matches("/s").parse::<u32>().ok()
+                        }
+                        _ => None,
+                    };
+                    Some(n.filter(|n| *n > 0).ok_or_else(|| {
+                        self.at(
+                            v,
+                            &f("rate"),
+                            "must be entities per second above zero, like 500 or \"500/s\"",
+                        )
+                    })?)
+                }
+            };
+            schedules.push(ScheduleSpec {
+                verify: verify.clone(),
+                when,
+                types,
+                rate,
+            });
+        }
+        Ok(schedules)
     }
 
     fn analysis(
@@ -821,7 +945,7 @@ impl Ctx<'_> {
                     self.at(
                         e,
                         &f(&format!("events[{j}]")),
-                        "must be stage_changed, step, paused, analysis_failed or rolled_back",
+                        "must be stage_changed, step, paused, analysis_failed, rolled_back or verify_differed",
                     )
                 })?);
             }
@@ -1468,6 +1592,7 @@ impl Ctx<'_> {
                         at,
                         origin: outbox.origin.get_ref().clone(),
                         channel,
+                        snapshot: self.snapshot(outbox.snapshot.as_ref(), &f("from.snapshot"))?,
                     })
                 }
             };
@@ -1492,7 +1617,8 @@ impl Ctx<'_> {
                             at.table
                         ),
                     };
-                    LinkTarget::Inbox(PgInbox { at, name })
+                    let snapshot = self.snapshot(inbox.snapshot.as_ref(), &f("to.snapshot"))?;
+                    LinkTarget::Inbox(PgInbox { at, name, snapshot })
                 }
             };
             if from.name() == to.name() {
@@ -1539,6 +1665,35 @@ impl Ctx<'_> {
     }
 
     /// A link end's `postgres` URL (which must name a database) and `table`.
+    /// A PostgreSQL end's snapshot queries: each key an entity kind, each query taking the
+    /// key to read after (`$1`) and how many rows (`$2`).
+    fn snapshot(
+        &self,
+        raw: Option<&RawSnapshot>,
+        field: &str,
+    ) -> Result<SnapshotQueries, PlanError> {
+        let mut queries = SnapshotQueries::new();
+        for (kind, query) in raw.into_iter().flatten() {
+            if !is_name(kind.get_ref()) {
+                return Err(self.at(
+                    kind,
+                    &format!("{field}.{}", kind.get_ref()),
+                    "must be an entity kind: lower-case letters, digits, - and _ (`student`)",
+                ));
+            }
+            let text = query.get_ref().trim();
+            if !(text.contains("$1") && text.contains("$2")) {
+                return Err(self.at(
+                    query,
+                    &format!("{field}.{}", kind.get_ref()),
+                    "must be a query taking $1 (the key to read after) and $2 (how many rows), answering key, version and state in key order: SELECT id AS key, version, to_jsonb(s) - 'version' AS state FROM students s WHERE id > $1 ORDER BY id COLLATE \"C\" LIMIT $2",
+                ));
+            }
+            queries.insert(kind.get_ref().clone(), text.to_string());
+        }
+        Ok(queries)
+    }
+
     fn pg_table(
         &self,
         url: &Spanned<String>,
@@ -1685,6 +1840,23 @@ pub fn parse_size(raw: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(scale).filter(|n| *n > 0)
+}
+
+impl Plan {
+    /// The links `what` names: the link `from->to`, or every link to or from a route's
+    /// service (`None` when `what` is neither a link nor a route).
+    pub fn links_of(&self, what: &str) -> Option<Vec<&SyncLink>> {
+        if let Some(link) = self.sync.iter().find(|l| l.name() == what) {
+            return Some(vec![link]);
+        }
+        let route = self.routes.iter().find(|r| r.name == what)?;
+        Some(
+            self.sync
+                .iter()
+                .filter(|l| l.touches(&route.service))
+                .collect(),
+        )
+    }
 }
 
 /// Names of the plan's routes, for messages.
@@ -1860,6 +2032,10 @@ to = { postgres = "postgres://db/shop", table = "inbox" }
         };
         assert_eq!(outbox.channel, "shop_events");
         assert!(
+            outbox.snapshot.is_empty(),
+            "no snapshot queries unless given"
+        );
+        assert!(
             !format!("{plan:?}").contains("secret"),
             "a plan never prints a password"
         );
@@ -1884,6 +2060,10 @@ to = { postgres = "postgres://db/shop", table = "inbox" }
             ("\n[[sync]]\nfrom = \"legacy\"\nto = { postgres = \"postgres://db/shop\", table = \"inbox\", origin = \"x\" }\n".into(), "", "unknown field `origin`"),
             ("\n[[sync]]\nfrom = \"legacy\"\nto = { postgres = \"postgres://db/shop\", table = \"inbox\", name = \"Legacy!\" }\n".into(), "sync[0].to.name", "lower-case"),
             ("\n[[sync]]\nfrom = \"legacy\"\nto = 7\n".into(), "", "a service's name, or a table"),
+            (outbox(&format!("{url}, table = \"outbox\", origin = \"legacy\", snapshot = {{ Student = \"SELECT $1, $2\" }}")), "sync[0].from.snapshot.Student", "entity kind"),
+            (outbox(&format!("{url}, table = \"outbox\", origin = \"legacy\", snapshot = {{ student = \"SELECT * FROM students\" }}")), "sync[0].from.snapshot.student", "$1 (the key to read after)"),
+            ("\n[[sync]]\nfrom = \"legacy\"\nto = { postgres = \"postgres://db/shop\", table = \"inbox\", snapshot = { student = \"SELECT 1\" } }\n".into(), "sync[0].to.snapshot.student", "$2 (how many rows)"),
+            (outbox(&format!("{url}, table = \"outbox\", origin = \"legacy\", snapshot = {{ student = 1 }}")), "", "invalid type"),
             ("\n[[sync]]\nfrom = \"legacy\"\nto = \"students\"\ntypes = [\"student.*\"]\n[[sync]]\nfrom = \"legacy\"\nto = \"students\"\ntypes = [\"invoice.*\"]\n".into(), "sync[1].to", "declared twice"),
         ];
         for (extra, field, words) in cases {
@@ -1983,6 +2163,104 @@ to = { postgres = "postgres://db/shop", table = "inbox" }
         }
         let err = check("max_in_flight = 0\n").unwrap_err();
         assert_eq!(err.field, "services.students.max_in_flight", "{err}");
+    }
+
+    #[test]
+    fn schedules_are_read_and_checked_with_their_line() {
+        const LINKS: &str = "[[routes]]\nname = \"students\"\npaths = [\"/s\"]\nservice = \"students\"\n\
+             [[sync]]\nfrom = \"legacy\"\nto = \"students\"\ntypes = [\"student.*\"]\n";
+        let plan = check(&format!(
+            "{LINKS}[[schedule]]\nverify = \"legacy->students\"\nevery = \"1h\"\ntypes = [\"student\"]\nrate = \"200/s\"\n\
+             [[schedule]]\nverify = \"students\"\nevery = \"0 3 * * 1-5\"\nrate = 50\n"
+        ))
+        .unwrap();
+        assert_eq!(plan.schedules.len(), 2);
+        assert_eq!(plan.schedules[0].verify, "legacy->students");
+        assert_eq!(
+            plan.schedules[0].when,
+            When::Every(Duration::from_secs(3600))
+        );
+        assert_eq!(plan.schedules[0].types, ["student"]);
+        assert_eq!(plan.schedules[0].rate, Some(200));
+        assert!(matches!(plan.schedules[1].when, When::Cron(_)));
+        assert_eq!(plan.schedules[1].rate, Some(50));
+        // LINKS ends on line 19, so a schedule's `verify` is on line 24 and `every` on 25.
+        for (schedule, line, field, words) in [
+            (
+                "verify = \"nobody\"\nevery = \"1h\"",
+                24,
+                "schedule[0].verify",
+                "unknown link or route `nobody` (links: legacy->students; routes: students)",
+            ),
+            (
+                "verify = \"students->legacy\"\nevery = \"1h\"",
+                24,
+                "schedule[0].verify",
+                "unknown link",
+            ),
+            (
+                "verify = \"legacy->students\"\nevery = \"soon\"",
+                25,
+                "schedule[0].every",
+                "cron expression",
+            ),
+            (
+                "verify = \"legacy->students\"\nevery = \"500ms\"",
+                25,
+                "schedule[0].every",
+                "1s or more",
+            ),
+            (
+                "verify = \"legacy->students\"\nevery = \"61 * * * *\"",
+                25,
+                "schedule[0].every",
+                "minute field `61`",
+            ),
+            (
+                "verify = \"legacy->students\"\nevery = \"1h\"\ntypes = [\"Student\"]",
+                26,
+                "schedule[0].types[0]",
+                "entity kind",
+            ),
+            (
+                "verify = \"legacy->students\"\nevery = \"1h\"\nrate = 0",
+                26,
+                "schedule[0].rate",
+                "above zero",
+            ),
+            (
+                "verify = \"legacy->students\"\nevery = \"1h\"\nrate = \"fast\"",
+                26,
+                "schedule[0].rate",
+                "above zero",
+            ),
+            (
+                "verify = \"legacy->students\"\nevery = \"1h\"\nrepair = true",
+                26,
+                "",
+                "unknown field `repair`",
+            ),
+            ("every = \"1h\"", 23, "", "missing field `verify`"),
+        ] {
+            let err = check(&format!("{LINKS}\n\n\n[[schedule]]\n{schedule}\n")).unwrap_err();
+            assert_eq!(
+                (err.line, err.field.as_str()),
+                (line, field),
+                "{schedule} → {err}"
+            );
+            assert!(err.message.contains(words), "{schedule} → {err}");
+        }
+        let twice = "[[schedule]]\nverify = \"students\"\nevery = \"1h\"\n";
+        let err = check(&format!("{LINKS}{twice}{twice}")).unwrap_err();
+        assert_eq!(err.field, "schedule[1].verify", "{err}");
+        assert!(
+            err.message.contains("already scheduled by schedule[0]"),
+            "{err}"
+        );
+        let lonely = "[[routes]]\nname = \"alone\"\npaths = [\"/a\"]\nservice = \"students\"\n\
+             [[schedule]]\nverify = \"alone\"\nevery = \"1h\"\n";
+        let err = check(lonely).unwrap_err();
+        assert!(err.message.contains("no [[sync]] link"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!   every error names `file:line:col`, the field and the reason, then validated;
 //! - [`stage`]: a route's migration stages;
 //! - [`analysis`]: analysis budgets, rollout steps and webhooks;
+//! - [`schedule`]: `[[schedule]]`, verifies run by themselves, every interval or by cron;
 //! - [`path`]: request path normalization and path templates;
 //! - [`sync`]: `[[sync]]` links and their ends (a participant, or a PostgreSQL outbox or
 //!   inbox table).
@@ -17,6 +18,7 @@ pub mod analysis;
 pub mod file;
 pub mod location;
 pub mod path;
+pub mod schedule;
 pub mod stage;
 pub mod sync;
 
@@ -24,5 +26,6 @@ pub use analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
 pub use file::*;
 pub use location::StoreLocation;
 pub use path::PathTemplate;
+pub use schedule::{Cron, ScheduleSpec, When};
 pub use stage::Stage;
-pub use sync::{LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, SyncLink};
+pub use sync::{LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, SnapshotQueries, SyncLink};

@@ -39,6 +39,11 @@ impl SyncLink {
     pub fn name(&self) -> String {
         format!("{}->{}", self.from.name(), self.to.name())
     }
+
+    /// Whether `participant` is one of the link's ends (by name).
+    pub fn touches(&self, participant: &str) -> bool {
+        self.from.name() == participant || self.to.name() == participant
+    }
 }
 
 /// Where a link reads events.
@@ -145,7 +150,13 @@ pub struct PgOutbox {
     pub origin: String,
     /// The `NOTIFY` channel that wakes the relay (default: the table's unqualified name).
     pub channel: String,
+    /// Per entity kind, the query `strangler verify` reads the application's rows with.
+    pub snapshot: SnapshotQueries,
 }
+
+/// Per entity kind (`student`), a query answering `key`, `version` and `state` after `$1`,
+/// at most `$2` rows, in key byte order: how `strangler verify` reads a PostgreSQL side.
+pub type SnapshotQueries = std::collections::BTreeMap<String, String>;
 
 /// An inbox table: the relay inserts each event once (by id); the application applies
 /// them with its own code.
@@ -155,6 +166,8 @@ pub struct PgInbox {
     /// Who the inbox belongs to: events whose origin is this name are not sent to it (no
     /// echo); the target's name in the link's name. Default `pg:DATABASE/TABLE`.
     pub name: String,
+    /// Per entity kind, the query `strangler verify` reads the application's rows with.
+    pub snapshot: SnapshotQueries,
 }
 
 /// Whether `text` is a table name the relay may put into SQL unquoted: `table` or
@@ -208,7 +221,11 @@ pub(crate) struct RawOutbox {
     pub table: Spanned<String>,
     pub origin: Spanned<String>,
     pub notify: Option<Spanned<String>>,
+    pub snapshot: Option<RawSnapshot>,
 }
+
+/// `snapshot = { student = "SELECT ..." }`.
+pub(crate) type RawSnapshot = std::collections::BTreeMap<Spanned<String>, Spanned<String>>;
 
 /// `to = { postgres = "...", table = "inbox" }`.
 #[derive(Deserialize)]
@@ -217,6 +234,7 @@ pub(crate) struct RawInbox {
     pub postgres: Spanned<String>,
     pub table: Spanned<String>,
     pub name: Option<Spanned<String>>,
+    pub snapshot: Option<RawSnapshot>,
 }
 
 #[derive(Deserialize)]

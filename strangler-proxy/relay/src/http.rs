@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use strangler_feed::{Event, EventBatch, FeedPage};
-use strangler_plan::{Plan, SyncLink};
+use strangler_plan::Plan;
 
 use crate::{EventSink, EventSource, LONG_POLL, Pushed, RelayError};
 
@@ -45,25 +45,6 @@ impl Participant {
             client: client.clone(),
         })
     }
-}
-
-/// Both ends of `link` as participants (what `strangler verify` reads over HTTP); a link
-/// with a PostgreSQL table at either end is refused, naming it.
-pub fn participant_ends(
-    plan: &Plan,
-    link: &SyncLink,
-) -> Result<(Participant, Participant), RelayError> {
-    let client = client()?;
-    let (Some(from), Some(to)) = (link.from.service(), link.to.service()) else {
-        return Err(RelayError::Client(format!(
-            "link {}: verify reads participants over HTTP, and this link has a PostgreSQL table at one end",
-            link.name()
-        )));
-    };
-    Ok((
-        Participant::new(plan, from, &client)?,
-        Participant::new(plan, to, &client)?,
-    ))
 }
 
 impl EventSource for Participant {

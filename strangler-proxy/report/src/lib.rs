@@ -10,8 +10,11 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use strangler_control::rollout::GateVerdict;
+use strangler_control::schedule::{self, ScheduleStatus};
 use strangler_plan::Plan;
-use strangler_store::{AnalysisRun, ShadowMetric, ShadowSummary, Store, StoreError};
+use strangler_store::{
+    AnalysisRun, ShadowMetric, ShadowSummary, Store, StoreError, VerifyRecord, now_ms, timestamp,
+};
 
 /// One route's report.
 #[derive(Debug, Clone)]
@@ -23,6 +26,53 @@ pub struct RouteReport {
     pub runs: Vec<AnalysisRun>,
     /// The gate's judgement of the current run.
     pub gate: GateVerdict,
+    /// The newest verify of each sync link of the route's service.
+    pub verifies: Vec<VerifyRecord>,
+    /// The `[[schedule]]`s that verify the route or one of its links.
+    pub schedules: Vec<ScheduleStatus>,
+}
+
+/// The route's verifies and schedules in a few lines, for every format.
+fn verify_lines(r: &RouteReport) -> Vec<String> {
+    let mut lines: Vec<String> = r
+        .verifies
+        .iter()
+        .map(|v| {
+            let outcome = if v.passed {
+                format!("{} entities equal", v.compared)
+            } else {
+                let kinds: Vec<String> = v
+                    .by_kind
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect();
+                format!(
+                    "{} of {} differ ({} missing, {} extra, {} differing; {})",
+                    v.missing + v.extra + v.differing,
+                    v.compared,
+                    v.missing,
+                    v.extra,
+                    v.differing,
+                    kinds.join(", ")
+                )
+            };
+            format!(
+                "verify {} at {}: {outcome}",
+                v.link,
+                timestamp(v.finished_ms)
+            )
+        })
+        .collect();
+    for s in &r.schedules {
+        lines.push(format!(
+            "schedule {} {}: next due {}",
+            s.verify,
+            s.when,
+            timestamp(s.next_due_ms)
+        ));
+    }
+    lines
 }
 
 impl RouteReport {
@@ -66,6 +116,8 @@ pub fn gather(
     only: Option<&str>,
 ) -> Result<Vec<RouteReport>, StoreError> {
     let mut out = Vec::new();
+    let verifies = store.last_verifies()?;
+    let schedules = schedule::statuses(plan, &verifies, now_ms());
     for route in plan
         .routes
         .iter()
@@ -76,6 +128,28 @@ pub fn gather(
             gate: GateVerdict::judge(&store.run_summary(&route.name)?, &route.gate),
             summary: store.shadow_summary(&route.name)?,
             runs: store.runs(&route.name)?,
+            verifies: verifies
+                .iter()
+                .filter(|v| {
+                    plan.links_of(&route.name)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|l| l.name() == v.link)
+                })
+                .cloned()
+                .collect(),
+            schedules: schedules
+                .iter()
+                .filter(|s| {
+                    s.verify == route.name
+                        || plan
+                            .links_of(&route.name)
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|l| l.name() == s.verify)
+                })
+                .cloned()
+                .collect(),
         });
     }
     Ok(out)
@@ -188,6 +262,8 @@ pub fn json(reports: &[RouteReport]) -> Value {
                 "gate": match r.gate.refusal() { None => json!({ "open": true }), Some(why) => json!({ "open": false, "reason": why }) },
                 "current_run": r.current().map(run_json),
                 "runs": r.runs.iter().map(run_json).collect::<Vec<_>>(),
+                "verifies": r.verifies,
+                "schedules": r.schedules,
             })
         })
         .collect();
@@ -244,6 +320,9 @@ pub fn text(reports: &[RouteReport]) -> String {
             Some(why) => {
                 let _ = writeln!(out, "gate: closed: {why}");
             }
+        }
+        for line in verify_lines(r) {
+            let _ = writeln!(out, "{line}");
         }
         for (p, k, noisy, n) in &s.paths {
             let _ = writeln!(
@@ -303,6 +382,9 @@ pub fn markdown(reports: &[RouteReport]) -> String {
         let _ = writeln!(out, "\n## {}\n", r.route);
         if let Some(why) = r.gate.refusal() {
             let _ = writeln!(out, "Gate closed: {why}\n");
+        }
+        for line in verify_lines(r) {
+            let _ = writeln!(out, "- {}", cell(&line));
         }
         if let Some((a, b, c, d)) = latencies(s) {
             let _ = writeln!(
@@ -404,6 +486,9 @@ pub fn html(reports: &[RouteReport]) -> String {
                 let _ = writeln!(out, "<p class=\"closed\">Gate closed: {}</p>", escape(&why));
             }
         }
+        for line in verify_lines(r) {
+            let _ = writeln!(out, "<p class=\"verify\">{}</p>", escape(&line));
+        }
         if let Some(lat) = latencies(s) {
             out.push_str(&latency_svg(lat));
         }
@@ -478,6 +563,8 @@ mod tests {
             gate: GateVerdict::judge(&summary, &strangler_plan::GateSpec::default()),
             summary,
             runs: Vec::new(),
+            verifies: Vec::new(),
+            schedules: Vec::new(),
         }]
     }
 

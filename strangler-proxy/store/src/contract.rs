@@ -732,6 +732,11 @@ fn verify_record(link: &str, passed: bool) -> VerifyRecord {
         differing: i64::from(!passed),
         in_flight: 2,
         repaired: 0,
+        by_kind: [
+            ("student".to_string(), i64::from(!passed)),
+            ("invoice".to_string(), 0),
+        ]
+        .into(),
         passed,
         started_ms: now_ms() - 1500,
         finished_ms: now_ms(),

@@ -235,6 +235,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX shadow_captures_by_path ON shadow_captures (route, path, id);
 ",
+    "ALTER TABLE verify_results ADD COLUMN by_kind TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The store runtime: its workers drive every connection's I/O and timers.
@@ -1266,8 +1267,8 @@ impl Verifications for PgStore {
     fn record_verify(&self, v: &VerifyRecord) -> Result<(), StoreError> {
         self.execute(
             "INSERT INTO verify_results (link, kinds, complete, compared, missing, extra,
-                 differing, in_flight, repaired, passed, started_ms, finished_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 differing, in_flight, repaired, passed, started_ms, finished_ms, by_kind)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             &[
                 &v.link,
                 &v.kinds.join(","),
@@ -1281,6 +1282,7 @@ impl Verifications for PgStore {
                 &i64::from(v.passed),
                 &v.started_ms,
                 &v.finished_ms,
+                &crate::verifications::join_by_kind(&v.by_kind),
             ],
         )
     }
@@ -1291,7 +1293,7 @@ impl Verifications for PgStore {
             let rows = client
                 .query(
                     "SELECT link, kinds, complete, compared, missing, extra, differing, in_flight,
-                            repaired, passed, started_ms, finished_ms
+                            repaired, passed, started_ms, finished_ms, by_kind
                      FROM verify_results v
                      WHERE id = (SELECT MAX(id) FROM verify_results w WHERE w.link = v.link)
                      ORDER BY link COLLATE \"C\"",
@@ -1314,6 +1316,7 @@ impl Verifications for PgStore {
                     passed: r.try_get::<_, i64>(9)? != 0,
                     started_ms: r.try_get(10)?,
                     finished_ms: r.try_get(11)?,
+                    by_kind: crate::verifications::split_by_kind(&r.try_get::<_, String>(12)?),
                 });
             }
             Ok(out)

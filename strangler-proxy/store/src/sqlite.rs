@@ -213,6 +213,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX shadow_captures_by_path ON shadow_captures (route, path, id);
 ",
+    "ALTER TABLE verify_results ADD COLUMN by_kind TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The open analysis run of `route`, opened (at `stage`) if it has none.
@@ -972,8 +973,8 @@ impl Verifications for SqliteStore {
         self.conn
             .execute(
                 "INSERT INTO verify_results (link, kinds, complete, compared, missing, extra,
-                     differing, in_flight, repaired, passed, started_ms, finished_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     differing, in_flight, repaired, passed, started_ms, finished_ms, by_kind)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 rusqlite::params![
                     v.link,
                     v.kinds.join(","),
@@ -986,7 +987,8 @@ impl Verifications for SqliteStore {
                     v.repaired,
                     v.passed,
                     v.started_ms,
-                    v.finished_ms
+                    v.finished_ms,
+                    crate::verifications::join_by_kind(&v.by_kind)
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -996,7 +998,7 @@ impl Verifications for SqliteStore {
     fn last_verifies(&self) -> Result<Vec<VerifyRecord>, StoreError> {
         self.rows(
             "SELECT link, kinds, complete, compared, missing, extra, differing, in_flight,
-                    repaired, passed, started_ms, finished_ms
+                    repaired, passed, started_ms, finished_ms, by_kind
              FROM verify_results v
              WHERE id = (SELECT MAX(id) FROM verify_results w WHERE w.link = v.link)
              ORDER BY link",
@@ -1016,6 +1018,7 @@ impl Verifications for SqliteStore {
                     passed: r.get(9)?,
                     started_ms: r.get(10)?,
                     finished_ms: r.get(11)?,
+                    by_kind: crate::verifications::split_by_kind(&r.get::<_, String>(12)?),
                 })
             },
         )

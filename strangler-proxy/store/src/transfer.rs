@@ -237,6 +237,7 @@ pub const TABLES: &[TableSpec] = &[
             ("passed", Int),
             ("started_ms", Int),
             ("finished_ms", Int),
+            ("by_kind", Text),
         ],
         order_by: "id",
         generated_id: true,

@@ -2,6 +2,8 @@
 //! interrupted verify resumes where it stopped, and the result of every finished verify,
 //! which `sync status`, the admin API and the cutover gate (`gate.verify_within`) read.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::StoreError;
@@ -56,11 +58,33 @@ pub struct VerifyRecord {
     pub in_flight: i64,
     /// Entities `--repair` re-emitted.
     pub repaired: i64,
+    /// Per kind compared: its entities missing, extra or differing (what
+    /// `strangler_verify_differences{link,type}` shows).
+    pub by_kind: BTreeMap<String, i64>,
     /// No entity was missing, extra or differing.
     pub passed: bool,
     /// Unix ms.
     pub started_ms: i64,
     pub finished_ms: i64,
+}
+
+/// A result's differences per kind as both backends keep them: `student=3,invoice=0`.
+pub(crate) fn join_by_kind(by_kind: &BTreeMap<String, i64>) -> String {
+    by_kind
+        .iter()
+        .map(|(kind, n)| format!("{kind}={n}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The inverse of [`join_by_kind`]; a result stored before kinds were counted has none.
+pub(crate) fn split_by_kind(text: &str) -> BTreeMap<String, i64> {
+    text.split(',')
+        .filter_map(|pair| {
+            let (kind, n) = pair.split_once('=')?;
+            Some((kind.to_string(), n.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The kinds of a stored result: both backends keep them as `student,invoice`.

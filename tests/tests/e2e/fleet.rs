@@ -9,18 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::{EchoUpstream, Monolith, Service, demo_routes_and_sync, eventually};
+use e2e::{EchoUpstream, Monolith, Service, demo_routes_and_sync, eventually, free_port};
 use strangler_plan::StoreLocation;
 
 use crate::program::{TOKEN, cli};
-
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One replica: its own directory (plan copy, last-known table, log), address and process.
 struct Replica {
@@ -118,18 +110,8 @@ impl Replica {
 
     /// `strangler_store_up` from its `/metrics`.
     async fn store_up(&self, client: &reqwest::Client) -> Option<u64> {
-        let text = client
-            .get(format!("http://{}/metrics", self.admin))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("strangler_store_up "))
-            .and_then(|v| v.trim().parse().ok())
+        let up = e2e::metric(client, &self.admin, TOKEN, "strangler_store_up").await?;
+        Some(up as u64)
     }
 
     /// Waits until its `/metrics` says `strangler_store_up VALUE`.

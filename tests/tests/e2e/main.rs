@@ -15,6 +15,7 @@ mod proxy_control;
 mod proxy_edge;
 mod proxy_forwarding;
 mod proxy_routing;
+mod schedule;
 mod schemathesis;
 mod services;
 mod shadow;

@@ -550,3 +550,156 @@ async fn links_to_an_unreachable_server_or_a_bad_table_say_so_and_recover_when_t
     assert_eq!(link_status(&plan, "wrong->students")["applied"], 0);
     assert!(relay.running(), "{}", relay.log());
 }
+
+/// How verify reads the foreign monolith's students: key byte order in the comparison as in
+/// the ordering (`COLLATE "C"`), the state without the version column.
+const STUDENT_SNAPSHOT: &str = r#"SELECT id AS key, version, to_jsonb(s) - 'version' AS state FROM students s WHERE id COLLATE "C" > $1 ORDER BY id COLLATE "C" LIMIT $2"#;
+
+/// The first walk's first kind of a `verify --json` report.
+fn student_counts(report: &Value) -> [i64; 4] {
+    let kind = &report["walks"][0]["kinds"][0];
+    ["compared", "missing", "extra", "differing"].map(|c| kind[c].as_i64().unwrap_or(-1))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_compares_a_foreign_monoliths_rows_and_repairs_what_a_postgres_side_allows() {
+    let url = pg_fixture::server().fresh_database();
+    let pg = connect(&url).await;
+    pg.batch_execute(MONOLITH_SCHEMA).await.unwrap();
+    for i in 0..8 {
+        pg.execute(CREATE, &[&format!("pg{i}"), &format!("Student {i}")])
+            .await
+            .unwrap();
+    }
+    let students = Service::data(&students_service::SERVICE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan(
+        dir.path(),
+        &students,
+        &format!(
+            "[[sync]]\nfrom = {{ postgres = \"{url}\", table = \"outbox\", origin = \"legacy\", snapshot = {{ student = \"{}\" }} }}\nto = \"students\"\ntypes = [\"student.*\"]\n",
+            STUDENT_SNAPSHOT.replace('"', "\\\"")
+        ),
+    );
+    let relay = Program::start(&plan, &["sync"], &dir.path().join("relay.log"));
+    let expected = monolith_students(&pg).await;
+    eventually(
+        Duration::from_secs(30),
+        "the service to hold them",
+        || async { (service_students(&students).await == expected).then_some(()) },
+    )
+    .await;
+    let (code, report, err) = cli(&plan, &["verify", "legacy->students"]);
+    assert_eq!(
+        (code, &report["passed"]),
+        (0, &json!(true)),
+        "{report}{err}"
+    );
+    assert_eq!(student_counts(&report), [8, 0, 0, 0]);
+
+    // Behind the outbox's back, in plain SQL: a name changed (same version), a name changed
+    // with its version bumped, a row deleted, a row inserted.
+    pg.batch_execute(
+        "UPDATE students SET name = 'Changed Behind' WHERE id = 'pg3';
+         UPDATE students SET name = 'Ahead', version = version + 1 WHERE id = 'pg4';
+         DELETE FROM students WHERE id = 'pg5';
+         INSERT INTO students (id, email, name, status, created_at, updated_at, version)
+         VALUES ('pg8', 'pg8@example.edu', 'No Outbox', 'active',
+                 '2026-11-30T10:00:00Z', '2026-11-30T10:00:00Z', 1);",
+    )
+    .await
+    .unwrap();
+    let (code, report, err) = cli(&plan, &["verify", "legacy->students"]);
+    assert_eq!(code, 1, "{report}{err}");
+    // pg0..pg8 less pg5 on the monolith, pg0..pg7 on the service: 9 keys.
+    assert_eq!(student_counts(&report), [9, 1, 1, 2], "{report}");
+
+    // The monolith's outbox side takes no events: its state is copied where its version
+    // leads (pg4, pg8); a tie (pg3) and a row only the service has (pg5) are reported.
+    let (code, report, err) = cli(&plan, &["verify", "legacy->students", "--repair"]);
+    assert_eq!(code, 1, "{report}{err}");
+    let kind = &report["walks"][0]["kinds"][0];
+    assert_eq!(
+        (&kind["repaired"], &kind["not_repaired"]),
+        (&json!(2), &json!(2)),
+        "{kind}"
+    );
+    let note = |key: &str| {
+        kind["repairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["key"] == key)
+            .unwrap_or_else(|| panic!("no note for {key}: {kind}"))["what"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        note("pg4").contains("copied to students (legacy takes no events)"),
+        "{}",
+        note("pg4")
+    );
+    assert!(
+        note("pg3").contains("takes no events and its version 1 does not lead"),
+        "{}",
+        note("pg3")
+    );
+    assert!(note("pg5").contains("delete event"), "{}", note("pg5"));
+    // --prefer target would move the service's versions alone: refused.
+    let (_, report, err) = cli(
+        &plan,
+        &[
+            "verify",
+            "legacy->students",
+            "--repair",
+            "--prefer",
+            "target",
+        ],
+    );
+    let kind = &report["walks"][0]["kinds"][0];
+    assert_eq!(
+        (&kind["repaired"], &kind["not_repaired"]),
+        (&json!(0), &json!(2)),
+        "{kind}{err}"
+    );
+    assert!(
+        kind["repairs"][0]["what"]
+            .as_str()
+            .unwrap()
+            .contains("legacy takes no events"),
+        "{kind}"
+    );
+
+    // The tie fixed the way the application changes rows (a new version and outbox row).
+    pg.execute(RENAME, &[&"pg3", &"Renamed Properly"])
+        .await
+        .unwrap();
+    let report = eventually(
+        Duration::from_secs(30),
+        "only the extra row left",
+        || async {
+            let (_, report, _) = cli(&plan, &["verify", "legacy->students"]);
+            (student_counts(&report)[1..] == [0, 1, 0]).then_some(report)
+        },
+    )
+    .await;
+    assert_eq!(report["passed"], false);
+    drop(relay);
+
+    // A PostgreSQL end without snapshot queries cannot be read: said, exit 2.
+    let bare_dir = tempfile::tempdir().unwrap();
+    let bare = self::plan(
+        bare_dir.path(),
+        &students,
+        &format!(
+            "[[sync]]\nfrom = {{ postgres = \"{url}\", table = \"outbox\", origin = \"legacy\" }}\nto = \"students\"\n"
+        ),
+    );
+    let (code, report, err) = cli(&bare, &["verify", "legacy->students"]);
+    assert_eq!(code, 2, "{report}{err}");
+    assert!(
+        format!("{report}{err}").contains("its PostgreSQL end `legacy` has no snapshot queries"),
+        "{report}{err}"
+    );
+}

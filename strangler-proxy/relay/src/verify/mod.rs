@@ -9,7 +9,7 @@
 //! that the ordering and idempotency rules of the sync hold afterwards.
 //!
 //! Layout: [`SnapshotReader`] is one side ([`http`]: a participant's `GET /_snapshot`;
-//! [`postgres`]: a configured query per kind); [`walk`] compares one kind; [`repair`]
+//! [`postgres`]: a configured query per kind; [`ends`]: a link's two ends, whichever kind); [`walk`] compares one kind; [`repair`]
 //! decides and sends what a difference needs; this module plans the walks of a link or a
 //! route, keeps the cursors and results in the store, and paces the reads.
 //!
@@ -28,6 +28,7 @@ use strangler_store::{StoreError, VerifyCursor, VerifyRecord, now_ms};
 
 use crate::{SharedStore, link_name};
 
+pub mod ends;
 pub mod http;
 pub mod postgres;
 pub mod repair;
@@ -89,6 +90,11 @@ pub trait SnapshotReader: Send + Sync {
         after: &str,
         limit: u32,
     ) -> impl Future<Output = Result<SnapshotPage, VerifyError>> + Send;
+    /// Whether this side takes repair events at all (a PostgreSQL outbox does not: its
+    /// rows and versions belong to the application).
+    fn takes_events(&self) -> bool {
+        true
+    }
     /// Applies repair events through this side's event intake, idempotently by id and in
     /// version order; `None` when this side takes no events.
     fn apply(
@@ -198,22 +204,18 @@ pub fn check_types(patterns: &[String]) -> Result<(), VerifyError> {
 /// participants walked once per kind).
 pub fn plan_walks(plan: &Plan, what: &str, types: &[String]) -> Result<Vec<Walk>, VerifyError> {
     check_types(types)?;
-    let links: Vec<&SyncLink> = if let Some(link) = plan.sync.iter().find(|l| link_name(l) == what)
-    {
-        vec![link]
-    } else if let Some(route) = plan.routes.iter().find(|r| r.name == what) {
-        let of_route: Vec<&SyncLink> = plan
-            .sync
-            .iter()
-            .filter(|l| l.from.name() == route.service || l.to.name() == route.service)
-            .collect();
-        if of_route.is_empty() {
+    let links: Vec<&SyncLink> = if let Some(links) = plan.links_of(what) {
+        if links.is_empty() {
+            let service = plan
+                .routes
+                .iter()
+                .find(|r| r.name == what)
+                .map_or("", |r| r.service.as_str());
             return Err(VerifyError::Usage(format!(
-                "route `{what}`: no [[sync]] link goes to or from its service `{}`",
-                route.service
+                "route `{what}`: no [[sync]] link goes to or from its service `{service}`"
             )));
         }
-        of_route
+        links
     } else {
         let links: Vec<String> = plan.sync.iter().map(link_name).collect();
         let routes: Vec<&str> = plan.routes.iter().map(|r| r.name.as_str()).collect();
@@ -290,6 +292,29 @@ pub trait Observer: Send + Sync {
     fn resumed(&self, walk: &str, kind: &str, after: &str, compared: i64);
     /// A page was compared.
     fn progress(&self, progress: &Progress<'_>);
+    /// A walk finished (its results are stored).
+    fn walked(&self, report: &WalkReport) {
+        let _ = report;
+    }
+}
+
+/// Verifies `walks` of `plan` one after the other, each between its link's participants:
+/// what `strangler verify` and a `[[schedule]]` run.
+pub async fn run_walks(
+    plan: &Plan,
+    walks: &[Walk],
+    store: &SharedStore,
+    options: &Options,
+    observer: &dyn Observer,
+) -> Result<Vec<WalkReport>, VerifyError> {
+    let mut reports = Vec::with_capacity(walks.len());
+    for walk in walks {
+        let (source, target) = ends::ends(plan, walk.link())?;
+        let report = run_walk(walk, &source, &target, store, options, observer).await?;
+        observer.walked(&report);
+        reports.push(report);
+    }
+    Ok(reports)
 }
 
 /// What one walk found.
@@ -539,6 +564,10 @@ fn records(walk: &Walk, report: &WalkReport) -> Vec<VerifyRecord> {
                 differing: sum(|k| k.differing),
                 in_flight: sum(|k| k.in_flight),
                 repaired: sum(|k| k.repaired),
+                by_kind: covered
+                    .iter()
+                    .map(|k| (k.kind.clone(), k.differences()))
+                    .collect(),
                 passed: covered.iter().all(|k| k.passed()),
                 started_ms: report.started_ms,
                 finished_ms: report.finished_ms,

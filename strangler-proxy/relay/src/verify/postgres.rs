@@ -7,11 +7,12 @@
 //!
 //! ```sql
 //! SELECT id AS key, version, to_jsonb(s) - 'version' AS state FROM students s
-//! WHERE id > $1 ORDER BY id COLLATE "C" LIMIT $2
+//! WHERE id COLLATE "C" > $1 ORDER BY id COLLATE "C" LIMIT $2
 //! ```
 //!
 //! (`COLLATE "C"` is PostgreSQL's byte order, the order every side is walked in; the walk
-//! refuses a page that is not in it.)
+//! refuses a page that is not in it. The comparison with `$1` needs it too, or a database
+//! collation that orders keys otherwise skips or repeats rows between pages.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

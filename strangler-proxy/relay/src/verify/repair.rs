@@ -92,23 +92,57 @@ pub(crate) async fn repair<S: SnapshotReader, T: SnapshotReader>(
             format!("not repairable: {winner_name} has no state"),
         ));
     };
+    let (winner_takes, loser_takes) = match winner {
+        Side::Source => (source.takes_events(), target.takes_events()),
+        Side::Target => (target.takes_events(), source.takes_events()),
+    };
+    if !loser_takes {
+        // Moving the winner's version alone would leave the other side behind it for good.
+        return Ok(note(
+            false,
+            format!(
+                "not repairable: {loser_name} takes no events; change the row through its application (with a new outbox row) and the relay carries it"
+            ),
+        ));
+    }
+    let loser_version = match winner {
+        Side::Source => version(&found.target),
+        Side::Target => version(&found.source),
+    };
+    // A winner that takes no events keeps its version: its state can only be copied at that
+    // version, which the other side takes only when it is behind.
+    if !winner_takes && state.version <= loser_version {
+        return Ok(note(
+            false,
+            format!(
+                "not repairable: {winner_name} takes no events and its version {} does not lead {loser_name}'s {loser_version}; change the row through its application (with a new outbox row) and the relay carries it",
+                state.version
+            ),
+        ));
+    }
     let event = Event {
         id: uuid::Uuid::now_v7().to_string(),
         seq: 0,
         origin: winner_name.to_string(),
         event_type: format!("{kind}.repaired"),
         key: found.key.clone(),
-        version: version(&found.source).max(version(&found.target)) + 1,
+        version: if winner_takes {
+            version(&found.source).max(version(&found.target)) + 1
+        } else {
+            state.version
+        },
         at: timestamp(now_ms()),
         data: state.state.clone(),
     };
     let events = std::slice::from_ref(&event);
-    let on_winner = match winner {
-        Side::Source => source.apply(events).await?,
-        Side::Target => target.apply(events).await?,
-    };
-    if let Some(refused) = refusal(on_winner.as_ref(), winner_name) {
-        return Ok(note(false, refused));
+    if winner_takes {
+        let on_winner = match winner {
+            Side::Source => source.apply(events).await?,
+            Side::Target => target.apply(events).await?,
+        };
+        if let Some(refused) = refusal(on_winner.as_ref(), winner_name) {
+            return Ok(note(false, refused));
+        }
     }
     let on_loser = match winner {
         Side::Source => target.apply(events).await?,
@@ -119,10 +153,17 @@ pub(crate) async fn repair<S: SnapshotReader, T: SnapshotReader>(
     }
     Ok(note(
         true,
-        format!(
-            "{winner_name}'s state (version {}) re-emitted as version {} to {winner_name} and {loser_name}",
-            state.version, event.version
-        ),
+        if winner_takes {
+            format!(
+                "{winner_name}'s state (version {}) re-emitted as version {} to {winner_name} and {loser_name}",
+                state.version, event.version
+            )
+        } else {
+            format!(
+                "{winner_name}'s state (version {}) copied to {loser_name} ({winner_name} takes no events)",
+                state.version
+            )
+        },
     ))
 }
 

@@ -170,7 +170,8 @@ async fn a_foreign_monoliths_outbox_reaches_the_service_through_ten_relay_kills(
         dir.path(),
         &students,
         &format!(
-            "[[sync]]\nfrom = {{ postgres = \"{url}\", table = \"outbox\", origin = \"legacy\" }}\nto = \"students\"\ntypes = [\"student.*\"]\n"
+            "[[sync]]\nfrom = {{ postgres = \"{url}\", table = \"outbox\", origin = \"legacy\", snapshot = {{ student = \"{}\" }} }}\nto = \"students\"\ntypes = [\"student.*\"]\n",
+            STUDENT_SNAPSHOT.replace('"', "\\\"")
         ),
     );
     let log = dir.path().join("relay.log");
@@ -295,6 +296,14 @@ async fn a_foreign_monoliths_outbox_reaches_the_service_through_ten_relay_kills(
         rows.len()
     );
     assert!(!relay.log().contains("panicked"), "{}", relay.log());
+    // And verify, reading both sides entity by entity, says the same.
+    let (code, report, err) = cli(&plan, &["verify", "legacy->students"]);
+    assert_eq!(
+        (code, &report["passed"]),
+        (0, &json!(true)),
+        "{report}{err}"
+    );
+    assert_eq!(student_counts(&report)[1..], [0, 0, 0], "{report}");
     eprintln!(
         "{} outbox events through 10 relay kills: {} applied, {} acknowledged as stale, {} redelivered as duplicates",
         rows.len(),

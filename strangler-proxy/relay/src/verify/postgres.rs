@@ -18,9 +18,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use strangler_feed::{Entity, SnapshotPage};
+use strangler_store::pg_connect::PgConnector;
 use tokio::sync::Mutex;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use super::{SnapshotReader, VerifyError, one_line};
 
@@ -67,16 +68,14 @@ impl PgSnapshots {
     }
 
     async fn connect(&self) -> Result<Connection, VerifyError> {
-        let connecting = tokio_postgres::connect(&self.url, NoTls);
-        let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        // The store's connector: TLS when the URL asks (`sslmode=require`, `sslrootcert=`),
+        // as the relay reaches the same database.
+        let connector = PgConnector::from_url(&self.url).map_err(|message| self.failed(message))?;
+        let connecting = connector.connect(|_| {});
+        let (client, _driver) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| self.failed(format!("no connection within {CONNECT_TIMEOUT:?}")))?
             .map_err(|err| self.failed(one_line(&err)))?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "snapshot connection closed");
-            }
-        });
         Ok(Connection {
             client,
             statements: HashMap::new(),

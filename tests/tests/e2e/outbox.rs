@@ -154,13 +154,23 @@ async fn service_students(service: &Service) -> BTreeMap<String, Value> {
     .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_foreign_monoliths_outbox_reaches_the_service_through_ten_relay_kills() {
+/// A foreign monolith: a fresh PostgreSQL database with the monolith's schema and `n`
+/// students (`{key}{i}`, named `{name} {i}`) written by plain SQL, the real students-service,
+/// and a plan whose link carries the outbox to it (with verify's snapshot query).
+struct ForeignMonolith {
+    url: String,
+    pg: Client,
+    students: Service,
+    dir: tempfile::TempDir,
+    plan: PathBuf,
+}
+
+async fn foreign_monolith(key: &str, name: &str, n: usize) -> ForeignMonolith {
     let url = pg_fixture::server().fresh_database();
     let pg = connect(&url).await;
     pg.batch_execute(MONOLITH_SCHEMA).await.unwrap();
-    for i in 0..20 {
-        pg.execute(CREATE, &[&format!("seed{i}"), &format!("Seed {i}")])
+    for i in 0..n {
+        pg.execute(CREATE, &[&format!("{key}{i}"), &format!("{name} {i}")])
             .await
             .unwrap();
     }
@@ -174,6 +184,24 @@ async fn a_foreign_monoliths_outbox_reaches_the_service_through_ten_relay_kills(
             STUDENT_SNAPSHOT.replace('"', "\\\"")
         ),
     );
+    ForeignMonolith {
+        url,
+        pg,
+        students,
+        dir,
+        plan,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_foreign_monoliths_outbox_reaches_the_service_through_ten_relay_kills() {
+    let ForeignMonolith {
+        url,
+        pg,
+        students,
+        dir,
+        plan,
+    } = foreign_monolith("seed", "Seed", 20).await;
     let log = dir.path().join("relay.log");
 
     // Writers: plain SQL transactions that create and rename students, each held open for
@@ -572,24 +600,13 @@ fn student_counts(report: &Value) -> [i64; 4] {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_compares_a_foreign_monoliths_rows_and_repairs_what_a_postgres_side_allows() {
-    let url = pg_fixture::server().fresh_database();
-    let pg = connect(&url).await;
-    pg.batch_execute(MONOLITH_SCHEMA).await.unwrap();
-    for i in 0..8 {
-        pg.execute(CREATE, &[&format!("pg{i}"), &format!("Student {i}")])
-            .await
-            .unwrap();
-    }
-    let students = Service::data(&students_service::SERVICE).await;
-    let dir = tempfile::tempdir().unwrap();
-    let plan = plan(
-        dir.path(),
-        &students,
-        &format!(
-            "[[sync]]\nfrom = {{ postgres = \"{url}\", table = \"outbox\", origin = \"legacy\", snapshot = {{ student = \"{}\" }} }}\nto = \"students\"\ntypes = [\"student.*\"]\n",
-            STUDENT_SNAPSHOT.replace('"', "\\\"")
-        ),
-    );
+    let ForeignMonolith {
+        url,
+        pg,
+        students,
+        dir,
+        plan,
+    } = foreign_monolith("pg", "Student", 8).await;
     let relay = Program::start(&plan, &["sync"], &dir.path().join("relay.log"));
     let expected = monolith_students(&pg).await;
     eventually(

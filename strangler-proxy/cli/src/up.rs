@@ -299,6 +299,10 @@ fn print_ready(plan: &Plan, proxy: &Proxy, running: &[Running]) {
         proxy.admin,
         token_file.display()
     );
+    crate::say!(
+        "  dashboard  http://{}/   (sign in with that token)",
+        proxy.admin
+    );
     for service in plan.services.values() {
         let pid = running
             .iter()

@@ -103,6 +103,8 @@ pub struct AdminState {
     pub pressure: strangler_dataplane::pressure::Pressure,
     /// What this proxy's scheduler did with each `[[schedule]]`.
     pub schedules: crate::schedule::ScheduleBoard,
+    /// The last hour of each route's figures, for the dashboard's charts.
+    pub history: crate::history::History,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -112,6 +114,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/reload", post(reload))
         .route("/admin/refresh", post(refresh))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::actions::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -124,10 +127,11 @@ pub fn router(state: AdminState) -> Router {
             state.clone(),
             authorize,
         ))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::dashboard::router(state))
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         Json(json!({ "error": { "code": code, "message": message.into() } })),
@@ -136,7 +140,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -148,8 +152,17 @@ async fn authorize(State(state): State<AdminState>, request: Request, next: Next
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
+    // The dashboard's script is authorized by the session cookie; a change it asks for
+    // also carries its header, which a cross-site form cannot send.
+    let by_session = presented.is_none()
+        && crate::dashboard::session::has_token(request.headers(), &state.token)
+        && (request.method().is_safe()
+            || request
+                .headers()
+                .contains_key(crate::dashboard::session::DASHBOARD_HEADER));
     match presented {
         Some(token) if same(token.as_bytes(), state.token.as_bytes()) => next.run(request).await,
+        None if by_session => next.run(request).await,
         _ => {
             let mut response = error(
                 StatusCode::UNAUTHORIZED,

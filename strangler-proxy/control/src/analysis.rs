@@ -617,7 +617,8 @@ pub fn quantile(buckets: &[u64], q: f64) -> Option<f64> {
     bounds.last().copied()
 }
 
-fn delta(now: &[u64], then: &[u64]) -> Vec<u64> {
+/// Each bucket's count since `then` (a counter that went backwards counts from zero).
+pub(crate) fn delta(now: &[u64], then: &[u64]) -> Vec<u64> {
     now.iter()
         .enumerate()
         .map(|(i, n)| n.saturating_sub(then.get(i).copied().unwrap_or(0)))

@@ -17,6 +17,9 @@
 //!   ([`rollout::GateVerdict`]), and waiting until every live proxy serves a change;
 //! - [`status`]: [`status::RouteStatus`], one route's state as the admin API, the CLI and
 //!   the reports show it;
+//! - [`dashboard`]: the migration dashboard at the admin listener's `/` (pages, login,
+//!   the stage and rollback endpoints); [`history`]: the last hour of each route's
+//!   figures it charts;
 //! - [`admin`]: the admin API and its token; [`exposition`]: `/metrics`, written with
 //!   `prometheus-client` from the data plane's atomics and the store's fleet figures;
 //! - [`proxy`]: a running proxy (data plane, admin, control, recorder, relays) and its
@@ -29,7 +32,9 @@
 pub mod admin;
 pub mod analysis;
 pub mod control;
+pub mod dashboard;
 pub mod exposition;
+pub mod history;
 pub mod last_known;
 pub mod lease;
 pub mod notify;

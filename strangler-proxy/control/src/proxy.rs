@@ -154,7 +154,7 @@ impl Proxy {
         )?;
         // The workers hold the only senders now: the recorder ends when they do.
         drop(results);
-        let admin_router = admin::router(AdminState {
+        let admin_state = AdminState {
             token: Arc::from(token.as_str()),
             table,
             plan: current_plan,
@@ -165,12 +165,21 @@ impl Proxy {
             health: Arc::clone(&control.health),
             pressure: data_plane.pressure(),
             schedules: Arc::clone(&scheduler.board),
-        });
+            history: crate::history::History::default(),
+        };
+        // The dashboard's charts: sampled beside the admin listener, stopped with it.
+        let sampler = crate::history::sample(
+            admin_state.history.clone(),
+            Arc::clone(&admin_state.table),
+            Arc::clone(&admin_state.store),
+            stopping.clone(),
+        );
+        let admin_router = admin::router(admin_state);
         let admin_stop = stopping.clone();
         let admin_server = tokio::spawn(async move {
-            let result = axum::serve(admin_listener, admin_router)
-                .with_graceful_shutdown(until_stopped(admin_stop))
-                .await;
+            let serve = axum::serve(admin_listener, admin_router)
+                .with_graceful_shutdown(until_stopped(admin_stop));
+            let (result, ()) = tokio::join!(serve.into_future(), sampler);
             if let Err(err) = result {
                 tracing::warn!(error = %err, "admin listener failed");
             }

@@ -4,6 +4,8 @@
 
 mod analysis;
 mod capture;
+mod dashboard;
+mod dashboard_browser;
 mod fleet;
 mod monolith_api;
 mod monolith_enrollment;

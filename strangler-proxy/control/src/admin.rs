@@ -103,6 +103,8 @@ pub struct AdminState {
     pub pressure: strangler_dataplane::pressure::Pressure,
     /// What this proxy's scheduler did with each `[[schedule]]`.
     pub schedules: crate::schedule::ScheduleBoard,
+    /// What the span exporter did (`[telemetry]`; `None`: no export).
+    pub spans: Option<Arc<crate::telemetry::SpanCounts>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -400,6 +402,10 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone(),
+        spans: state
+            .spans
+            .as_deref()
+            .map(crate::telemetry::SpanCounts::read),
         ..fleet
     };
     (

@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::capture::{self, Capturing, Kept};
 use crate::routing::Service;
 pub use crate::tee::{Captured, TeeBody};
+use crate::trace::TRACEPARENT;
 use crate::upstream::Upstream;
 use strangler_diff::{self as diff, Answer, Difference};
 use strangler_plan::{ShadowSpec, ShadowWrites};
@@ -186,6 +187,21 @@ pub enum Outcome {
     },
     /// Paths seen to differ between two answers of the primary to the same request.
     Noise(Vec<String>),
+}
+
+impl Outcome {
+    /// What the leg came to, as its span says: `equal`, `different` (a difference that
+    /// counts), `error` (no answer from the candidate) or `not_compared`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Compared {
+                sample: Some(_), ..
+            } => "different",
+            Outcome::Compared { .. } => "equal",
+            Outcome::Error { .. } => "error",
+            Outcome::Unmirrored(_) | Outcome::Noise(_) => "not_compared",
+        }
+    }
 }
 
 /// Hands results to the control plane's recorder through a bounded channel; cheap to
@@ -413,6 +429,8 @@ pub struct Leg {
     pub capture: Option<Arc<Capturing>>,
     /// Whether the primary (the side that answered the client) is the monolith.
     pub primary_is_legacy: bool,
+    /// The leg's span, when the request's trace is sampled (`[telemetry]`).
+    pub trace: Option<crate::trace::LegTrace>,
 }
 
 /// The primary's answer, as the tee will deliver it.
@@ -509,11 +527,29 @@ async fn send(
 
 /// Runs one shadow leg to its result. Never touches the client's answer.
 pub async fn run(
-    leg: Leg,
+    mut leg: Leg,
     client: Client<HttpConnector, Full<Bytes>>,
     recorder: ResultSender,
     roll: u64,
 ) {
+    let trace = leg.trace.take().map(|trace| {
+        leg.headers.insert(TRACEPARENT, trace.traceparent());
+        (trace, leg.candidate.upstream.name.clone())
+    });
+    let (route, outcome) = mirror(leg, client, &recorder, roll).await;
+    if let Some((trace, candidate)) = trace {
+        trace.finish(&route, &candidate, outcome.label());
+    }
+    recorder.send(&route, outcome);
+}
+
+/// The leg's request to the candidate and what it came to, with the route's name.
+async fn mirror(
+    leg: Leg,
+    client: Client<HttpConnector, Full<Bytes>>,
+    recorder: &ResultSender,
+    roll: u64,
+) -> (String, Outcome) {
     let Leg {
         route,
         spec,
@@ -530,6 +566,7 @@ pub async fn run(
         permit,
         capture,
         primary_is_legacy,
+        trace: _,
     } = leg;
     let body = match request_body {
         None => Bytes::new(),
@@ -538,13 +575,13 @@ pub async fn run(
             .unwrap_or(Ok(Captured::Incomplete))
         {
             Ok(Captured::Incomplete) => {
-                return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Incomplete));
+                return (route, Outcome::Unmirrored(Unmirrored::Incomplete));
             }
             Ok(Captured::Complete(bytes)) => bytes,
             Ok(Captured::TooLarge) => {
-                return recorder.send(&route, Outcome::Unmirrored(Unmirrored::TooLarge));
+                return (route, Outcome::Unmirrored(Unmirrored::TooLarge));
             }
-            Err(_) => return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Incomplete)),
+            Err(_) => return (route, Outcome::Unmirrored(Unmirrored::Incomplete)),
         },
     };
     headers.insert(SHADOW_HEADER, HeaderValue::from_static("1"));
@@ -576,13 +613,13 @@ pub async fn run(
         .unwrap_or(Ok(Captured::Incomplete))
     {
         Ok(Captured::Incomplete) => {
-            return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Incomplete));
+            return (route, Outcome::Unmirrored(Unmirrored::Incomplete));
         }
         Ok(Captured::Complete(bytes)) => bytes,
         Ok(Captured::TooLarge) => {
-            return recorder.send(&route, Outcome::Unmirrored(Unmirrored::TooLarge));
+            return (route, Outcome::Unmirrored(Unmirrored::TooLarge));
         }
-        Err(_) => return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Incomplete)),
+        Err(_) => return (route, Outcome::Unmirrored(Unmirrored::Incomplete)),
     };
     let primary_answer = Answer {
         status: primary_answer.status,
@@ -598,7 +635,7 @@ pub async fn run(
                 "uri": path_and_query,
                 "error": { "reason": error.reason.as_str(), "detail": error.detail },
             });
-            return recorder.send(&route, Outcome::Error { error, sample });
+            return (route, Outcome::Error { error, sample });
         }
     };
     // Noise: the primary asked the same safe question twice; what differs is not a bug.
@@ -652,7 +689,7 @@ pub async fn run(
         match compare(primary_answer, candidate_answer, &rules, to_capture).await {
             Compared::Done(differences, a, b, case) => (differences, a, b, case),
             Compared::Shed => {
-                return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Shed));
+                return (route, Outcome::Unmirrored(Unmirrored::Shed));
             }
         };
     // Which differing paths are noise: learned just now, or known for the route (looked up
@@ -684,8 +721,8 @@ pub async fn run(
     {
         *slot = case.map(|c| *c);
     }
-    recorder.send(&route, outcome);
     drop(permit);
+    (route, outcome)
 }
 
 /// The mirrored request, as a sample shows it.

@@ -85,6 +85,7 @@ struct RawPlan {
     notify: Vec<Spanned<RawNotify>>,
     #[serde(default)]
     schedule: Vec<Spanned<RawSchedule>>,
+    telemetry: Option<Spanned<crate::telemetry::RawTelemetry>>,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +246,8 @@ pub struct Plan {
     pub notify: Vec<NotifySpec>,
     /// Verifies the fleet's controller runs by itself (`[[schedule]]`).
     pub schedules: Vec<ScheduleSpec>,
+    /// Where request spans are exported (`[telemetry]`; `None`: nowhere).
+    pub telemetry: Option<crate::TelemetrySpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -694,6 +697,11 @@ impl Ctx<'_> {
         )?;
         let notify = self.notify(&raw.notify)?;
         let sync = self.sync(&raw.sync, &services)?;
+        let telemetry = raw
+            .telemetry
+            .as_ref()
+            .map(|t| self.telemetry(t.get_ref()))
+            .transpose()?;
         let dir = self.file.parent().unwrap_or(Path::new("."));
         let state = proxy.state.clone().relative_to(dir);
         let last_known = if proxy.last_known.as_os_str().is_empty() {
@@ -714,9 +722,35 @@ impl Ctx<'_> {
             sync,
             notify,
             schedules: Vec::new(),
+            telemetry,
         };
         plan.schedules = self.schedules(&raw.schedule, &plan)?;
         Ok(plan)
+    }
+
+    fn telemetry(
+        &self,
+        raw: &crate::telemetry::RawTelemetry,
+    ) -> Result<crate::TelemetrySpec, PlanError> {
+        use crate::telemetry::{DEFAULT_SERVICE_NAME, parse_endpoint, parse_sample};
+        let otlp_endpoint = parse_endpoint(raw.otlp_endpoint.get_ref())
+            .map_err(|m| self.at(&raw.otlp_endpoint, "telemetry.otlp_endpoint", m))?;
+        let sample = match &raw.sample {
+            Some(s) => parse_sample(s.get_ref()).map_err(|m| self.at(s, "telemetry.sample", m))?,
+            None => 1.0,
+        };
+        let service_name = match &raw.service_name {
+            Some(n) if n.get_ref().trim().is_empty() => {
+                return Err(self.at(n, "telemetry.service_name", "must not be empty"));
+            }
+            Some(n) => n.get_ref().clone(),
+            None => DEFAULT_SERVICE_NAME.to_string(),
+        };
+        Ok(crate::TelemetrySpec {
+            otlp_endpoint,
+            sample,
+            service_name,
+        })
     }
 
     fn schedules(
@@ -2073,6 +2107,42 @@ to = { postgres = "postgres://db/shop", table = "inbox" }
             assert_eq!(err.field, field, "{extra}\n→ {err}");
             assert!(err.message.contains(words), "{extra}\n→ {err}");
             assert!(!err.to_string().contains("secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn telemetry_is_read_and_bad_values_name_their_line() {
+        assert_eq!(check("").unwrap().telemetry, None);
+        let plan = check(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318/\"\nsample = \"10%\"\n\
+             service_name = \"edge\"\n",
+        )
+        .unwrap();
+        let spec = plan.telemetry.unwrap();
+        assert_eq!(spec.traces_url(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!((spec.sample, spec.service_name.as_str()), (0.1, "edge"));
+        let lines = BASE.lines().count();
+        for (body, field, words) in [
+            (
+                "otlp_endpoint = \"localhost:4318\"",
+                "telemetry.otlp_endpoint",
+                "collector URL",
+            ),
+            (
+                "otlp_endpoint = \"http://c:4318\"\nsample = \"150%\"",
+                "telemetry.sample",
+                "0% to 100%",
+            ),
+            (
+                "otlp_endpoint = \"http://c:4318\"\nservice_name = \" \"",
+                "telemetry.service_name",
+                "empty",
+            ),
+        ] {
+            let err = check(&format!("[telemetry]\n{body}\n")).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert_eq!(err.line, lines + 1 + body.lines().count(), "{err}");
+            assert!(err.message.contains(words), "{err}");
         }
     }
 

@@ -6,6 +6,7 @@
 //! - [`stage`]: a route's migration stages;
 //! - [`analysis`]: analysis budgets, rollout steps and webhooks;
 //! - [`schedule`]: `[[schedule]]`, verifies run by themselves, every interval or by cron;
+//! - [`telemetry`]: `[telemetry]`, where request spans are exported (OTLP/HTTP);
 //! - [`path`]: request path normalization and path templates;
 //! - [`sync`]: `[[sync]]` links and their ends (a participant, or a PostgreSQL outbox or
 //!   inbox table).
@@ -21,6 +22,7 @@ pub mod path;
 pub mod schedule;
 pub mod stage;
 pub mod sync;
+pub mod telemetry;
 
 pub use analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
 pub use file::*;
@@ -29,3 +31,4 @@ pub use path::PathTemplate;
 pub use schedule::{Cron, ScheduleSpec, When};
 pub use stage::Stage;
 pub use sync::{LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, SnapshotQueries, SyncLink};
+pub use telemetry::TelemetrySpec;

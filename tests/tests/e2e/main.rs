@@ -20,4 +20,5 @@ mod schemathesis;
 mod services;
 mod shadow;
 mod sync_relay;
+mod traces;
 mod verify;

@@ -37,6 +37,7 @@ use crate::inbound::{self, Inbound, InboundState};
 use crate::metrics::{Cause, Side};
 use crate::routing::{self, RouteTable, Service, Slot};
 use crate::shadow::{self, Captured, Leg, ResponseCapture, ResultSender, TeeBody, Unmirrored};
+use crate::trace::Trace;
 use crate::upstream::Upstream;
 
 /// The request as the forward phase takes it.
@@ -50,12 +51,16 @@ pub struct Exchange<'r, B> {
     pub declared: Option<u64>,
     pub upgrade: Option<HeaderValue>,
     pub request_id: &'r HeaderValue,
+    /// The request's trace (`[telemetry]`), for its shadow leg's span.
+    pub trace: Option<&'r Trace>,
 }
 
 /// The answer, and whether legacy gave it in the new service's place.
 pub struct Forwarded {
     pub answer: Answer,
     pub fell_back: bool,
+    /// A shadow leg was started with a copy.
+    pub mirrored: bool,
 }
 
 /// What the checks before sending granted.
@@ -85,6 +90,7 @@ pub async fn forward<'t>(
         declared,
         upgrade,
         request_id,
+        trace,
     } = exchange;
     let ready = match prepare(
         &forwarder.recorder,
@@ -102,6 +108,7 @@ pub async fn forward<'t>(
             return Forwarded {
                 answer,
                 fell_back: false,
+                mirrored: false,
             };
         }
     };
@@ -216,6 +223,7 @@ pub async fn forward<'t>(
         }
     }
 
+    let mut mirrored = false;
     let answer = match result {
         Ok((mut response, _, slot)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let upstream_io = hyper::upgrade::on(&mut response);
@@ -276,7 +284,9 @@ pub async fn forward<'t>(
                         permit,
                         capture: route.capture.clone(),
                         primary_is_legacy: side == Side::Legacy,
+                        trace: trace.filter(|t| t.sampled).map(Trace::leg),
                     };
+                    mirrored = true;
                     tokio::spawn(shadow::run(
                         leg,
                         forwarder.shadow_client.clone(),
@@ -319,7 +329,11 @@ pub async fn forward<'t>(
             err.into()
         }
     };
-    Forwarded { answer, fell_back }
+    Forwarded {
+        answer,
+        fell_back,
+        mirrored,
+    }
 }
 
 /// What a shadow leg takes from the request: its grant, the headers as the primary got

@@ -168,6 +168,14 @@ impl Collector for Scrape {
         )?;
         counter(
             &mut enc,
+            "strangler_route_untranslated",
+            "Bodies the route's translate section would have edited that were not JSON, passed untouched.",
+            routes
+                .iter()
+                .map(|(r, _, m)| (route(r), load(&m.untranslated))),
+        )?;
+        counter(
+            &mut enc,
             "strangler_route_served",
             "Requests per route by the side that answered.",
             routes.iter().flat_map(|(r, _, m)| {

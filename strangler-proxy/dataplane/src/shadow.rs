@@ -431,6 +431,9 @@ pub struct Leg {
     pub primary_is_legacy: bool,
     /// The leg's span, when the request's trace is sampled (`[telemetry]`).
     pub trace: Option<crate::trace::LegTrace>,
+    /// The route's `translate` section, when the candidate is the new service: its request
+    /// and answer are translated as the client's would be.
+    pub translate: Option<crate::translate::Translation>,
 }
 
 /// The primary's answer, as the tee will deliver it.
@@ -475,6 +478,11 @@ async fn send(
     })?;
     let uri = Upstream::uri(instance, path_and_query)
         .map_err(|e| LegError::new(Failure::Connect, e.to_string()))?;
+    let mut headers = headers;
+    // The body is whole: its length is known (the client's may have been translated).
+    if headers.contains_key(http::header::CONTENT_LENGTH) {
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
@@ -567,6 +575,7 @@ async fn mirror(
         capture,
         primary_is_legacy,
         trace: _,
+        translate,
     } = leg;
     let body = match request_body {
         None => Bytes::new(),
@@ -584,6 +593,11 @@ async fn mirror(
             Err(_) => return (route, Outcome::Unmirrored(Unmirrored::Incomplete)),
         },
     };
+    // The candidate is the new service: it is sent the request in its contract.
+    let candidate_body = translate
+        .as_ref()
+        .and_then(|t| t.request(&headers, &body))
+        .unwrap_or_else(|| body.clone());
     headers.insert(SHADOW_HEADER, HeaderValue::from_static("1"));
     let safe = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     if !safe && spec.writes == ShadowWrites::DryRun {
@@ -604,7 +618,7 @@ async fn mirror(
         &method,
         &path_and_query,
         headers,
-        body.clone(),
+        candidate_body,
         &spec,
     )
     .await;
@@ -626,7 +640,7 @@ async fn mirror(
         headers: header_pairs(&primary_answer.headers),
         body: primary_body,
     };
-    let (candidate_answer, candidate_ms) = match candidate_result {
+    let (mut candidate_answer, candidate_ms) = match candidate_result {
         Ok(answer) => answer,
         Err(error) => {
             let sample = json!({
@@ -638,6 +652,10 @@ async fn mirror(
             return (route, Outcome::Error { error, sample });
         }
     };
+    // Compared as a client would get it.
+    if let Some(t) = &translate {
+        t.shadow_answer(&mut candidate_answer);
+    }
     // Noise: the primary asked the same safe question twice; what differs is not a bug.
     let mut learned: Vec<String> = Vec::new();
     if let Some(again) = probe_headers

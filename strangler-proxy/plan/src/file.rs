@@ -222,6 +222,7 @@ struct RawRoute {
     buffer_body_up_to: Option<Spanned<String>>,
     analysis: Option<Spanned<RawAnalysis>>,
     steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
+    translate: Option<Spanned<crate::translate::RawTranslate>>,
 }
 
 #[derive(Deserialize)]
@@ -441,6 +442,8 @@ pub struct RouteSpec {
     pub analysis: AnalysisSpec,
     /// Its progressive rollout (`strangler rollout start`); empty: none.
     pub steps: Vec<Step>,
+    /// How the new service's requests and answers are translated (`None`: they are not).
+    pub translate: Option<crate::TranslateSpec>,
 }
 
 /// How a route's answers are compared (its `compare` section), for the diff engine.
@@ -1377,6 +1380,12 @@ impl Ctx<'_> {
                 None => Vec::new(),
                 Some(steps) => self.steps(steps, &field("steps"))?,
             };
+            let translate = match &r.translate {
+                None => None,
+                Some(raw) => Some(crate::translate::read(raw.get_ref()).map_err(
+                    |(span, f, m)| self.error(&span, &field(&format!("translate.{f}")), m),
+                )?),
+            };
             routes.push(RouteSpec {
                 name,
                 paths,
@@ -1394,6 +1403,7 @@ impl Ctx<'_> {
                 buffer_body_up_to,
                 analysis,
                 steps,
+                translate,
             });
         }
         Ok(routes)
@@ -1962,6 +1972,73 @@ canary = { percent = 25, sticky = "path:id" }
         assert_eq!(r.methods.as_deref(), Some(&[Method::GET, Method::POST][..]));
         assert_eq!(r.sticky, Some(Sticky::PathParam("id".into())));
         assert_eq!(plan.services["students"].urls.len(), 2);
+    }
+
+    #[test]
+    fn translations_are_read_and_bad_ones_name_line_and_field() {
+        let route = "[[routes]]\nname = \"students\"\npaths = [\"/s\"]\nservice = \"students\"\n[routes.translate]\n";
+        let plan = check(&format!(
+            "{route}request = [{{ rename = {{ from = \"/full_name\", to = \"/name\" }} }}]\n\
+             response = [{{ drop = \"/internal\" }}, {{ set = {{ path = \"/v\", value = 1 }} }}]\n\
+             status = {{ 201 = 200 }}\n"
+        ))
+        .unwrap();
+        let spec = plan.routes[0].translate.as_ref().unwrap();
+        assert_eq!((spec.request.len(), spec.response.len()), (1, 2));
+        assert_eq!((spec.status(201), spec.status(404)), (200, 404));
+        let first = BASE.lines().count() + route.lines().count() + 1;
+        for (body, line, field, words) in [
+            (
+                "response = [{ drop = \"name\" }]",
+                first,
+                "routes[0].translate.response[0].drop",
+                "JSON Pointer",
+            ),
+            (
+                "response = [{ rename = { from = \"/a/b\", to = \"/c\" } }]",
+                first,
+                "routes[0].translate.response[0].rename.to",
+                "use move",
+            ),
+            (
+                "response = [\n  { drop = \"/a\" },\n  { rename = { from = \"/a\", to = \"/b\" } },\n]",
+                first + 2,
+                "routes[0].translate.response[1]",
+                "already taken away by response[0]",
+            ),
+            (
+                "request = [\n  { set = { path = \"/v\", value = 1 } },\n  { move = { from = \"/x\", to = \"/v\" } },\n]",
+                first + 2,
+                "routes[0].translate.request[1]",
+                "already written by request[0]",
+            ),
+            (
+                "request = [{ move = { from = \"/a\", to = \"/a/b\" } }]",
+                first,
+                "routes[0].translate.request[0].move.to",
+                "into itself",
+            ),
+            (
+                "response = [{ drop = \"/a\", set = { path = \"/b\", value = 1 } }]",
+                first,
+                "routes[0].translate.response[0]",
+                "an edit is one of",
+            ),
+            (
+                "status = { 201 = 999 }",
+                first,
+                "routes[0].translate.status.201",
+                "HTTP status",
+            ),
+        ] {
+            let err = check(&format!("{route}{body}\n")).unwrap_err();
+            assert_eq!(
+                (err.line, err.field.as_str()),
+                (line, field),
+                "{body} → {err}"
+            );
+            assert!(err.message.contains(words), "{body} → {err}");
+        }
     }
 
     /// Each bad plan and the (line, field, words in the message) its error must name.

@@ -7,6 +7,8 @@
 //! - [`analysis`]: analysis budgets, rollout steps and webhooks;
 //! - [`schedule`]: `[[schedule]]`, verifies run by themselves, every interval or by cron;
 //! - [`telemetry`]: `[telemetry]`, where request spans are exported (OTLP/HTTP);
+//! - [`translate`]: a route's `translate` section, JSON edits of what the new service is
+//!   sent and answers (the anti-corruption layer), and how they apply;
 //! - [`path`]: request path normalization and path templates;
 //! - [`sync`]: `[[sync]]` links and their ends (a participant, or a PostgreSQL outbox or
 //!   inbox table).
@@ -23,6 +25,7 @@ pub mod schedule;
 pub mod stage;
 pub mod sync;
 pub mod telemetry;
+pub mod translate;
 
 pub use analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
 pub use file::*;
@@ -32,3 +35,4 @@ pub use schedule::{Cron, ScheduleSpec, When};
 pub use stage::Stage;
 pub use sync::{LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, SnapshotQueries, SyncLink};
 pub use telemetry::TelemetrySpec;
+pub use translate::{Pointer, Transform, TranslateSpec};

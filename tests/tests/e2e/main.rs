@@ -21,4 +21,5 @@ mod services;
 mod shadow;
 mod sync_relay;
 mod traces;
+mod translate;
 mod verify;

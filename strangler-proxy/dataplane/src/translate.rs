@@ -46,14 +46,7 @@ impl Translation {
         if self.spec.request.is_empty() || body.is_empty() {
             return None;
         }
-        let json = is_json(
-            headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok()),
-            headers
-                .get(header::CONTENT_ENCODING)
-                .and_then(|v| v.to_str().ok()),
-        );
+        let json = headers_say_json(headers);
         let edited = json.then(|| edit(&self.spec.request, body)).flatten();
         if edited.is_none() {
             self.untranslated();
@@ -76,15 +69,7 @@ impl Translation {
         if self.spec.response.is_empty() || body.is_end_stream() {
             return Ok(AnswerBody::Stream(body));
         }
-        let headers = &head.headers;
-        let json = is_json(
-            headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok()),
-            headers
-                .get(header::CONTENT_ENCODING)
-                .and_then(|v| v.to_str().ok()),
-        );
+        let json = headers_say_json(&head.headers);
         if !json || body.size_hint().lower() > cap {
             self.untranslated();
             return Ok(AnswerBody::Stream(body));
@@ -128,6 +113,15 @@ impl Translation {
             None => self.untranslated(),
         }
     }
+}
+
+fn headers_say_json(headers: &HeaderMap) -> bool {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    is_json(text(header::CONTENT_TYPE), text(header::CONTENT_ENCODING))
 }
 
 /// Whether a body with these headers is JSON the proxy can read: a JSON media type

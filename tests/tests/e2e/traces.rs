@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use e2e::{EchoUpstream, TestProxy, eventually, plan_toml};
+use e2e::{EchoUpstream, TestProxy, eventually};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -84,20 +84,10 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
 /// A proxy with `legacy` and `new` echo upstreams, route `students` in shadow, and `extra`
 /// appended to the plan.
 async fn proxy(legacy: &EchoUpstream, new: &EchoUpstream, extra: &str) -> TestProxy {
-    let dir = tempfile::tempdir().unwrap();
-    let mut plan = plan_toml(
-        dir.path(),
-        &[
-            ("legacy", format!("\"{}\"", legacy.url())),
-            ("new", format!("\"{}\"", new.url())),
-        ],
-        "",
+    let routes = format!(
+        "[[routes]]\nname = \"students\"\npaths = [\"/students/{{id}}\"]\nservice = \"new\"\nstage = \"shadow\"\n{extra}"
     );
-    plan.push_str(
-        "[[routes]]\nname = \"students\"\npaths = [\"/students/{id}\"]\nservice = \"new\"\nstage = \"shadow\"\n",
-    );
-    plan.push_str(extra);
-    TestProxy::start(dir, &plan).await
+    e2e::two_sided_proxy(legacy, &format!("\"{}\"", new.url()), "", &routes).await
 }
 
 /// The `traceparent` the upstream received, as its echo shows it.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{ScriptedUpstream, TestProxy, json_answer, plan_toml};
+use e2e::{ScriptedUpstream, TestProxy, json_answer};
 use serde_json::{Value, json};
 
 use crate::shadow::settled;
@@ -70,19 +70,10 @@ async fn proxy(
     stage: &str,
     extra: &str,
 ) -> TestProxy {
-    let dir = tempfile::tempdir().unwrap();
-    let mut plan = plan_toml(
-        dir.path(),
-        &[
-            ("legacy", format!("\"{}\"", legacy.url())),
-            ("new", format!("\"{}\"", new.url())),
-        ],
-        "",
-    );
-    plan.push_str(&format!(
+    let routes = format!(
         "[[routes]]\nname = \"students\"\npaths = [\"/students\", \"/students/{{id}}\"]\nservice = \"new\"\nstage = \"{stage}\"\n[routes.shadow]\nwrites = \"dry-run\"\n{extra}"
-    ));
-    TestProxy::start(dir, &plan).await
+    );
+    e2e::two_sided_proxy_at(&legacy.url(), &format!("\"{}\"", new.url()), "", &routes).await
 }
 
 /// Sends a read and a create through `p`; answers (status, body) of each.

@@ -11,7 +11,8 @@ pub const DEFAULT_SERVICE_NAME: &str = "strangler";
 /// Where and how request spans are exported.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetrySpec {
-    /// The collector's base URL (`http://127.0.0.1:4318`); spans go to `/v1/traces` under it.
+    /// The collector's base URL (`http://127.0.0.1:4318`, plain http); spans go to
+    /// `/v1/traces` under it.
     pub otlp_endpoint: String,
     /// Share of traces started here that are sampled (0.0 to 1.0). A request that brings a
     /// `traceparent` follows its sampled flag instead.
@@ -35,11 +36,17 @@ pub(crate) struct RawTelemetry {
     pub service_name: Option<Spanned<String>>,
 }
 
-/// Reads `otlp_endpoint`: an `http://` or `https://` URL with a host and no query.
+/// Reads `otlp_endpoint`: an `http://` URL with a host and no query. Spans go in the clear,
+/// to a collector or agent beside the proxy (the exporter is built without TLS).
 pub(crate) fn parse_endpoint(raw: &str) -> Result<String, String> {
     let bad = || format!("`{raw}` is not a collector URL like http://127.0.0.1:4318");
     let uri: http::Uri = raw.parse().map_err(|_| bad())?;
-    if !matches!(uri.scheme_str(), Some("http" | "https"))
+    if uri.scheme_str() == Some("https") {
+        return Err(format!(
+            "`{raw}`: spans are sent over plain http; run a collector or agent beside the proxy (http://127.0.0.1:4318) that forwards them over TLS"
+        ));
+    }
+    if uri.scheme_str() != Some("http")
         || uri.host().is_none_or(str::is_empty)
         || uri.query().is_some()
     {

@@ -280,85 +280,83 @@ fn ops(raw: &[Spanned<RawOp>], list: &str) -> Result<Vec<Transform>, TranslateEr
             Pointer::parse(s.get_ref()).map_err(|m| (s.span(), field(f), m))
         };
         let r = op.get_ref();
-        let kinds = [
-            r.rename.is_some(),
-            r.move_to.is_some(),
-            r.drop.is_some(),
-            r.set.is_some(),
-        ];
-        if kinds.iter().filter(|k| **k).count() != 1 {
+        let one_of = || {
             let m = "an edit is one of { rename = {...} }, { move = {...} }, { drop = \"/path\" }, { set = {...} }";
-            return Err((op.span(), field(""), m.to_string()));
-        }
-        let (transform, source, target, span) = if let Some(ft) = &r.rename {
-            let (from, to) = (at(&ft.from, ".rename.from")?, at(&ft.to, ".rename.to")?);
-            if from.split().0 != to.split().0 || to.split().1 == "*" {
-                let m = format!(
-                    "rename keeps a field in its object (`{}` and `{}` differ before the last token); use move",
-                    from.text, to.text
-                );
-                return Err((ft.to.span(), field(".rename.to"), m));
-            }
-            if from == to {
-                let m = "renames a field to itself".to_string();
-                return Err((ft.to.span(), field(".rename.to"), m));
-            }
-            let span = ft.from.span();
-            (
-                Transform::Rename {
-                    from: from.clone(),
-                    to: to.clone(),
-                },
-                Some(from),
-                Some(to),
-                span,
-            )
-        } else if let Some(ft) = &r.move_to {
-            let (from, to) = (at(&ft.from, ".move.from")?, at(&ft.to, ".move.to")?);
-            if from.has_wildcard() || to.has_wildcard() {
-                let m = "move takes one value: no `*` (rename and drop take them)".to_string();
-                return Err((ft.from.span(), field(".move"), m));
-            }
-            if to.within(&from) {
-                let m = format!(
-                    "`{}` is inside `{}`: a value cannot move into itself",
-                    to.text, from.text
-                );
-                return Err((ft.to.span(), field(".move.to"), m));
-            }
-            let span = ft.from.span();
-            (
-                Transform::Move {
-                    from: from.clone(),
-                    to: to.clone(),
-                },
-                Some(from),
-                Some(to),
-                span,
-            )
-        } else if let Some(path) = &r.drop {
-            let p = at(path, ".drop")?;
-            (Transform::Drop(p.clone()), Some(p), None, path.span())
-        } else if let Some(set) = &r.set {
-            let p = at(&set.path, ".set.path")?;
-            let value = serde_json::to_value(&set.value).map_err(|err| {
+            Err((op.span(), field(""), m.to_string()))
+        };
+        let (transform, source, target, span) = match (&r.rename, &r.move_to, &r.drop, &r.set) {
+            (Some(ft), None, None, None) => {
+                let (from, to) = (at(&ft.from, ".rename.from")?, at(&ft.to, ".rename.to")?);
+                if from.split().0 != to.split().0 || to.split().1 == "*" {
+                    let m = format!(
+                        "rename keeps a field in its object (`{}` and `{}` differ before the last token); use move",
+                        from.text, to.text
+                    );
+                    return Err((ft.to.span(), field(".rename.to"), m));
+                }
+                if from == to {
+                    let m = "renames a field to itself".to_string();
+                    return Err((ft.to.span(), field(".rename.to"), m));
+                }
+                let span = ft.from.span();
                 (
-                    set.path.span(),
-                    field(".set.value"),
-                    format!("cannot be JSON: {err}"),
+                    Transform::Rename {
+                        from: from.clone(),
+                        to: to.clone(),
+                    },
+                    Some(from),
+                    Some(to),
+                    span,
                 )
-            })?;
-            (
-                Transform::Set {
-                    path: p.clone(),
-                    value,
-                },
-                None,
-                Some(p),
-                set.path.span(),
-            )
-        } else {
-            unreachable!("exactly one kind was checked above")
+            }
+            (None, Some(ft), None, None) => {
+                let (from, to) = (at(&ft.from, ".move.from")?, at(&ft.to, ".move.to")?);
+                if from.has_wildcard() || to.has_wildcard() {
+                    let m = "move takes one value: no `*` (rename and drop take them)".to_string();
+                    return Err((ft.from.span(), field(".move"), m));
+                }
+                if to.within(&from) {
+                    let m = format!(
+                        "`{}` is inside `{}`: a value cannot move into itself",
+                        to.text, from.text
+                    );
+                    return Err((ft.to.span(), field(".move.to"), m));
+                }
+                let span = ft.from.span();
+                (
+                    Transform::Move {
+                        from: from.clone(),
+                        to: to.clone(),
+                    },
+                    Some(from),
+                    Some(to),
+                    span,
+                )
+            }
+            (None, None, Some(path), None) => {
+                let p = at(path, ".drop")?;
+                (Transform::Drop(p.clone()), Some(p), None, path.span())
+            }
+            (None, None, None, Some(set)) => {
+                let p = at(&set.path, ".set.path")?;
+                let value = serde_json::to_value(&set.value).map_err(|err| {
+                    (
+                        set.path.span(),
+                        field(".set.value"),
+                        format!("cannot be JSON: {err}"),
+                    )
+                })?;
+                (
+                    Transform::Set {
+                        path: p.clone(),
+                        value,
+                    },
+                    None,
+                    Some(p),
+                    set.path.span(),
+                )
+            }
+            _ => return one_of(),
         };
         // Conflicts: reading what an earlier edit took away, writing twice to one place.
         if let Some(source) = &source

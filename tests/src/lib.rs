@@ -387,11 +387,21 @@ pub async fn two_sided_proxy(
     proxy_extra: &str,
     routes: &str,
 ) -> TestProxy {
+    two_sided_proxy_at(&legacy.url(), new_urls, proxy_extra, routes).await
+}
+
+/// [`two_sided_proxy`] with legacy at `legacy_url` (any stand-in).
+pub async fn two_sided_proxy_at(
+    legacy_url: &str,
+    new_urls: &str,
+    proxy_extra: &str,
+    routes: &str,
+) -> TestProxy {
     let dir = tempfile::tempdir().unwrap();
     let mut plan = plan_toml(
         dir.path(),
         &[
-            ("legacy", format!("\"{}\"", legacy.url())),
+            ("legacy", format!("\"{legacy_url}\"")),
             ("new", new_urls.to_string()),
         ],
         proxy_extra,

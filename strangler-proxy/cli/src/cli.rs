@@ -189,6 +189,10 @@ pub enum Command {
         b: PathBuf,
         #[arg(long, value_enum, default_value = "text")]
         format: DiffFormat,
+        /// Translate B (the new service's answer) with this route's `translate` section
+        /// (from the plan) before comparing, as shadow does.
+        #[arg(long)]
+        route: Option<String>,
     },
     /// Print a shell completion script: `strangler completions bash > /etc/bash_completion.d/strangler`.
     Completions {
@@ -445,7 +449,22 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Diff { a, b, format } => diff_files(&a, &b, format),
+        Command::Diff {
+            a,
+            b,
+            format,
+            route,
+        } => {
+            let plan = match &route {
+                Some(_) => Some(load(&cli.plan)?),
+                None => None,
+            };
+            let translate = match (&plan, &route) {
+                (Some(plan), Some(route)) => Some(translation_of(plan, route)?),
+                _ => None,
+            };
+            diff_files(&a, &b, format, translate)
+        }
         Command::Capture {
             command: CaptureCommand::Export { route, out },
         } => {
@@ -639,10 +658,25 @@ fn shadow_report(
     }
 }
 
+/// A route's `translate` section, for `strangler diff --route`.
+fn translation_of<'p>(
+    plan: &'p Plan,
+    route: &str,
+) -> Result<&'p strangler_plan::TranslateSpec, CliError> {
+    known_route(plan, route)?
+        .translate
+        .as_ref()
+        .ok_or_else(|| CliError {
+            code: 2,
+            message: format!("route {route} has no `translate` section to apply"),
+        })
+}
+
 fn diff_files(
     a: &std::path::Path,
     b: &std::path::Path,
     format: DiffFormat,
+    translate: Option<&strangler_plan::TranslateSpec>,
 ) -> Result<(), CliError> {
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|err| CliError {
@@ -650,7 +684,18 @@ fn diff_files(
             message: format!("cannot read {}: {err}", p.display()),
         })
     };
-    let (x, y) = (read(a)?, read(b)?);
+    let (x, mut y) = (read(a)?, read(b)?);
+    if let Some(spec) = translate {
+        y = strangler_dataplane::translate::edit(&spec.response, &y)
+            .ok_or_else(|| CliError {
+                code: 2,
+                message: format!(
+                    "{} is not JSON: the route's translations cannot apply",
+                    b.display()
+                ),
+            })?
+            .to_vec();
+    }
     let same = match format {
         DiffFormat::JsonPatch => {
             let parse = |bytes: &[u8], p: &std::path::Path| {

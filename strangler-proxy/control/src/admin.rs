@@ -105,6 +105,8 @@ pub struct AdminState {
     pub schedules: crate::schedule::ScheduleBoard,
     /// The last hour of each route's figures, for the dashboard's charts.
     pub history: crate::history::History,
+    /// What the span exporter did (`[telemetry]`; `None`: no export).
+    pub spans: Option<Arc<crate::telemetry::SpanCounts>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -413,6 +415,10 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone(),
+        spans: state
+            .spans
+            .as_deref()
+            .map(crate::telemetry::SpanCounts::read),
         ..fleet
     };
     (

@@ -38,6 +38,8 @@ pub struct Fleet {
     pub verifies: Vec<VerifyRecord>,
     /// This proxy's scheduled verifies, by `verify`.
     pub schedules: BTreeMap<String, ScheduleCounts>,
+    /// Spans exported, failed and dropped (`[telemetry]`; `None`: no export).
+    pub spans: Option<(u64, u64, u64)>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -166,6 +168,14 @@ impl Collector for Scrape {
         )?;
         counter(
             &mut enc,
+            "strangler_route_untranslated",
+            "Bodies the route's translate section would have edited that were not JSON, passed untouched.",
+            routes
+                .iter()
+                .map(|(r, _, m)| (route(r), load(&m.untranslated))),
+        )?;
+        counter(
+            &mut enc,
             "strangler_route_served",
             "Requests per route by the side that answered.",
             routes.iter().flat_map(|(r, _, m)| {
@@ -282,6 +292,18 @@ impl Collector for Scrape {
             "Whether this proxy reaches the state store (1) or not (0: it serves its last route table, and the store's figures are missing).",
             [(Vec::new(), i64::from(fleet.store_up))],
         )?;
+        if let Some((exported, failed, dropped)) = fleet.spans {
+            counter(
+                &mut enc,
+                "strangler_spans",
+                "Request spans by what became of them: exported to the collector, failed (refused or unanswered), dropped (the export queue was full).",
+                [
+                    (vec![("outcome", "exported".to_string())], exported),
+                    (vec![("outcome", "failed".to_string())], failed),
+                    (vec![("outcome", "dropped".to_string())], dropped),
+                ],
+            )?;
+        }
         counter(
             &mut enc,
             "strangler_store_held_dropped",

@@ -12,6 +12,8 @@
 //!   checks, walks progressive rollouts; [`notify`]: the webhooks it tells;
 //! - [`schedule`]: the `[[schedule]]` verifies, run by one proxy per store (a lease),
 //!   never twice at once, telling the webhooks when a difference appears;
+//! - [`telemetry`]: the span exporter (`[telemetry]`), batches of the data plane's spans
+//!   posted as OTLP/HTTP protobuf off the request path;
 //! - [`lease`]: what the controllers acting under a store lease share;
 //! - [`rollout`]: stage changes as an operator makes them, the cutover gate
 //!   ([`rollout::GateVerdict`]), and waiting until every live proxy serves a change;
@@ -43,5 +45,6 @@ pub mod recorder;
 pub mod rollout;
 pub mod schedule;
 pub mod status;
+pub mod telemetry;
 
 pub use proxy::{Proxy, ServeError};

@@ -50,6 +50,8 @@ pub enum ServeError {
     NoLastKnown { error: StoreError, path: PathBuf },
     #[error(transparent)]
     LastKnown(#[from] crate::last_known::LastKnownError),
+    #[error("cannot start exporting spans: {0}")]
+    Telemetry(#[from] opentelemetry_otlp::ExporterBuildError),
 }
 
 /// A proxy serving a plan.
@@ -75,6 +77,8 @@ pub struct Proxy {
     /// Runs the plan's `[[schedule]]` verifies while this proxy holds their lease.
     scheduler: Scheduler,
     control: ControlPlane,
+    /// The span exporter (`[telemetry]`).
+    spans: Option<crate::telemetry::SpanExport>,
 }
 
 impl Proxy {
@@ -122,6 +126,11 @@ impl Proxy {
         // The control plane first: it refuses to start without the store or a last-known
         // table, before anything else is running.
         let relays_plan = plan.clone();
+        let spans = plan
+            .telemetry
+            .as_ref()
+            .map(crate::telemetry::SpanExport::start)
+            .transpose()?;
         let (control, table, current_plan) = ControlPlane::start(plan, record, stopping.clone())?;
         let relays = Relays::start(&relays_plan, &stopping)?;
         let analysis = AnalysisController::start(Arc::clone(&current_plan), stopping.clone())?;
@@ -147,6 +156,7 @@ impl Proxy {
                 proxy_id: id.clone(),
                 header_read_timeout,
                 shadow_max_busy,
+                spans: spans.as_ref().map(|s| s.sink.clone()),
             },
             &table,
             &results,
@@ -166,6 +176,7 @@ impl Proxy {
             pressure: data_plane.pressure(),
             schedules: Arc::clone(&scheduler.board),
             history: crate::history::History::default(),
+            spans: spans.as_ref().map(|s| Arc::clone(&s.counts)),
         };
         // The dashboard's charts: sampled beside the admin listener, stopped with it.
         let sampler = crate::history::sample(
@@ -198,6 +209,7 @@ impl Proxy {
             analysis,
             scheduler,
             control,
+            spans,
         })
     }
 
@@ -206,6 +218,9 @@ impl Proxy {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         self.data_plane.join().await;
+        if let Some(spans) = self.spans {
+            spans.join().await;
+        }
         let _ = self.recorder.await;
         self.relays.join().await;
         self.analysis.join().await;

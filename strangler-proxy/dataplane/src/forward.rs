@@ -37,6 +37,7 @@ use crate::phase::record::{self, Trail};
 use crate::phase::{Answer, Step, route, side};
 use crate::routing::{RouteTable, Slot};
 use crate::shadow::{ResultSender, TeeBody};
+use crate::trace::{SpanSink, Trace};
 
 pub use crate::headers::{REQUEST_ID_HEADER, rewrite_request_headers, strip_hop_by_hop};
 pub use crate::phase::accept::is_internal;
@@ -262,6 +263,8 @@ pub struct Forwarder {
     pub(crate) recorder: ResultSender,
     /// Whether this thread has time for shadow legs.
     pub(crate) governor: Arc<Governor>,
+    /// Where request spans go (`[telemetry]`; `None`: no trace header is read or written).
+    spans: Option<SpanSink>,
     /// Prefix of generated request ids (unique per proxy process).
     id_prefix: String,
     next_id: AtomicU64,
@@ -294,6 +297,7 @@ impl Forwarder {
             shadow_client: builder.build(connector),
             recorder,
             governor,
+            spans: None,
             id_prefix: format!(
                 "{}{worker}",
                 proxy_id
@@ -304,6 +308,11 @@ impl Forwarder {
             ),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// Continues or starts a trace per request and exports its span to `spans`.
+    pub fn with_spans(self, spans: Option<SpanSink>) -> Self {
+        Self { spans, ..self }
     }
 
     fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
@@ -330,16 +339,21 @@ impl Forwarder {
     ) -> Result<Response<ClientBody>, Infallible> {
         let started = Instant::now();
         let table = self.table.load_full();
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let request_id = self.request_id(&parts.headers);
-        let (answer, trail) = self.phases(&table, peer, parts, body, &request_id).await;
-        Ok(record::record(
-            answer,
-            trail,
-            started,
-            &request_id,
-            table.served_by_headers,
-        ))
+        let trace = self.spans.as_ref().map(|s| s.begin(&mut parts.headers));
+        let (answer, trail) = self
+            .phases(&table, peer, parts, body, &request_id, trace.as_ref())
+            .await;
+        let response = record::record(answer, trail, started, &request_id, table.served_by_headers);
+        if let Some(trace) = trace {
+            trace.finish(record::span_attributes(
+                &table,
+                &trail,
+                response.status().as_u16(),
+            ));
+        }
+        Ok(response)
     }
 
     /// Accept, route, admit, cache, side, forward: the answer of the first phase that
@@ -351,6 +365,7 @@ impl Forwarder {
         parts: Parts,
         body: Incoming,
         request_id: &HeaderValue,
+        trace: Option<&Trace>,
     ) -> (Answer, Trail<'t>) {
         /// The state a phase continued with, or the answer it gave with the trail so far.
         macro_rules! next {
@@ -408,14 +423,16 @@ impl Forwarder {
                 declared,
                 upgrade,
                 request_id,
+                trace,
             },
         )
         .await;
-        let trail = if forwarded.fell_back {
+        let mut trail = if forwarded.fell_back {
             trail.fell_back(&table.legacy)
         } else {
             trail
         };
+        trail.mirrored = forwarded.mirrored;
         (forwarded.answer, trail)
     }
 }

@@ -132,6 +132,35 @@ where
         result
     }
 
+    /// Reads the whole body (with what is already buffered) and hands it out, to be edited
+    /// and given back with [`Inbound::put_back`]; `None` when it runs over `limit` (what
+    /// was read stays to be sent).
+    pub async fn take_whole(&mut self, limit: u64) -> Result<Option<Bytes>, InboundError> {
+        let before = self.prefix.take();
+        let ended = self.buffer(limit).await?;
+        let whole = match (before, self.prefix.take()) {
+            (Some(a), Some(b)) => {
+                let mut joined = BytesMut::with_capacity(a.len() + b.len());
+                joined.extend_from_slice(&a);
+                joined.extend_from_slice(&b);
+                joined.freeze()
+            }
+            (a, b) => a.or(b).unwrap_or_default(),
+        };
+        if ended {
+            Ok(Some(whole))
+        } else {
+            self.put_back(whole);
+            Ok(None)
+        }
+    }
+
+    /// Sends `bytes` before the rest of the body (after [`Inbound::take_whole`]: instead of
+    /// the body).
+    pub fn put_back(&mut self, bytes: Bytes) {
+        self.prefix = (!bytes.is_empty()).then_some(bytes);
+    }
+
     fn poll_inner(
         &mut self,
         cx: &mut Context<'_>,

@@ -19,6 +19,10 @@
 //! - [`shadow`]: the shadow leg (mirror, compare) and the channel its results leave by;
 //! - [`capture`]: a mismatching exchange kept whole (redacted) for `strangler replay`, built
 //!   on the comparer thread for routes with a `capture` section;
+//! - [`trace`]: the W3C trace context continued per request and the spans handed to the
+//!   exporter's bounded queue (`[telemetry]`);
+//! - [`translate`]: a route's `translate` section applied where the new service is called
+//!   (its request, its answer, its shadow answer before the diff);
 //! - [`pressure`]: per thread, how busy it is and the share of shadow legs it admits
 //!   (shadow yields when the proxy is busy);
 //! - [`metrics`]: lock-free counters and histograms, Prometheus text;
@@ -41,4 +45,6 @@ pub mod pressure;
 pub mod routing;
 pub mod shadow;
 pub mod tee;
+pub mod trace;
+pub mod translate;
 pub mod upstream;

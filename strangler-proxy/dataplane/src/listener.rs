@@ -46,6 +46,8 @@ pub struct DataPlaneConfig {
     pub header_read_timeout: Duration,
     /// Busy share (0 to 1) above which a thread sheds shadow legs (`None`: never).
     pub shadow_max_busy: Option<f64>,
+    /// Where request spans go (`[telemetry]`; `None`: no tracing).
+    pub spans: Option<crate::trace::SpanSink>,
 }
 
 /// The running data-plane threads.
@@ -115,18 +117,20 @@ fn start_workers(
         proxy_id: id,
         header_read_timeout,
         shadow_max_busy,
+        spans,
     } = config;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
     let mut handles = Vec::with_capacity(n);
     for worker in 0..n {
         let governor = Arc::new(Governor::new(shadow_max_busy, 0x9e37_79b9 + worker as u64));
         pressure.add(Arc::clone(&governor));
-        let (table, id, recorder, stopped, ready) = (
+        let (table, id, recorder, stopped, ready, spans) = (
             Arc::clone(table),
             id.to_string(),
             recorder.clone(),
             stopped.clone(),
             ready_tx.clone(),
+            spans.clone(),
         );
         let handle = std::thread::Builder::new()
             .name(format!("strangler-data-{worker}"))
@@ -153,8 +157,9 @@ fn start_workers(
                         }
                     };
                     tokio::spawn(Arc::clone(&governor).measure(stopped.clone()));
-                    let forwarder =
-                        Arc::new(Forwarder::new(table, &id, worker, recorder, governor));
+                    let forwarder = Arc::new(
+                        Forwarder::new(table, &id, worker, recorder, governor).with_spans(spans),
+                    );
                     accept_loop(listener, forwarder, header_read_timeout, stopped).await;
                 });
             })

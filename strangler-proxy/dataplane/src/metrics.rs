@@ -88,6 +88,9 @@ pub struct RouteMetrics {
     /// Requests that would have matched this route but for a trailing slash or letter case
     /// (they went to legacy as unmatched).
     pub near_misses: AtomicU64,
+    /// Bodies its `translate` section should have edited that were not JSON (passed
+    /// untouched).
+    pub untranslated: AtomicU64,
     /// Time to answer requests answered before a side was chosen (see
     /// [`RouteMetrics::latency_buckets`] for the route's whole latency).
     pub latency: Histogram,

@@ -140,6 +140,8 @@ pub struct ActiveRoute {
     pub rules: Arc<strangler_diff::Rules>,
     /// Its `capture` section, compiled (`None`: it captures nothing).
     pub capture: Option<Arc<crate::capture::Capturing>>,
+    /// Its `translate` section (`None`: the new service speaks the clients' contract).
+    pub translate: Option<crate::translate::Translation>,
 }
 
 #[derive(Debug)]
@@ -202,6 +204,13 @@ impl RouteTable {
                 header: header_value(&spec.name),
                 rules: Arc::new(compile_rules(&spec.compare)),
                 capture: spec.capture.as_ref().map(crate::capture::Capturing::new),
+                translate: spec
+                    .translate
+                    .as_ref()
+                    .map(|t| crate::translate::Translation {
+                        spec: Arc::new(t.clone()),
+                        metrics: registry.route(&spec.name),
+                    }),
                 target,
                 spec: spec.clone(),
             });

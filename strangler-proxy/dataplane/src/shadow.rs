@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::capture::{self, Capturing, Kept};
 use crate::routing::Service;
 pub use crate::tee::{Captured, TeeBody};
+use crate::trace::TRACEPARENT;
 use crate::upstream::Upstream;
 use strangler_diff::{self as diff, Answer, Difference};
 use strangler_plan::{ShadowSpec, ShadowWrites};
@@ -186,6 +187,21 @@ pub enum Outcome {
     },
     /// Paths seen to differ between two answers of the primary to the same request.
     Noise(Vec<String>),
+}
+
+impl Outcome {
+    /// What the leg came to, as its span says: `equal`, `different` (a difference that
+    /// counts), `error` (no answer from the candidate) or `not_compared`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Compared {
+                sample: Some(_), ..
+            } => "different",
+            Outcome::Compared { .. } => "equal",
+            Outcome::Error { .. } => "error",
+            Outcome::Unmirrored(_) | Outcome::Noise(_) => "not_compared",
+        }
+    }
 }
 
 /// Hands results to the control plane's recorder through a bounded channel; cheap to
@@ -413,6 +429,11 @@ pub struct Leg {
     pub capture: Option<Arc<Capturing>>,
     /// Whether the primary (the side that answered the client) is the monolith.
     pub primary_is_legacy: bool,
+    /// The leg's span, when the request's trace is sampled (`[telemetry]`).
+    pub trace: Option<crate::trace::LegTrace>,
+    /// The route's `translate` section, when the candidate is the new service: its request
+    /// and answer are translated as the client's would be.
+    pub translate: Option<crate::translate::Translation>,
 }
 
 /// The primary's answer, as the tee will deliver it.
@@ -457,6 +478,11 @@ async fn send(
     })?;
     let uri = Upstream::uri(instance, path_and_query)
         .map_err(|e| LegError::new(Failure::Connect, e.to_string()))?;
+    let mut headers = headers;
+    // The body is whole: its length is known (the client's may have been translated).
+    if headers.contains_key(http::header::CONTENT_LENGTH) {
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
@@ -509,11 +535,29 @@ async fn send(
 
 /// Runs one shadow leg to its result. Never touches the client's answer.
 pub async fn run(
-    leg: Leg,
+    mut leg: Leg,
     client: Client<HttpConnector, Full<Bytes>>,
     recorder: ResultSender,
     roll: u64,
 ) {
+    let trace = leg.trace.take().map(|trace| {
+        leg.headers.insert(TRACEPARENT, trace.traceparent());
+        (trace, leg.candidate.upstream.name.clone())
+    });
+    let (route, outcome) = mirror(leg, client, &recorder, roll).await;
+    if let Some((trace, candidate)) = trace {
+        trace.finish(&route, &candidate, outcome.label());
+    }
+    recorder.send(&route, outcome);
+}
+
+/// The leg's request to the candidate and what it came to, with the route's name.
+async fn mirror(
+    leg: Leg,
+    client: Client<HttpConnector, Full<Bytes>>,
+    recorder: &ResultSender,
+    roll: u64,
+) -> (String, Outcome) {
     let Leg {
         route,
         spec,
@@ -530,6 +574,8 @@ pub async fn run(
         permit,
         capture,
         primary_is_legacy,
+        trace: _,
+        translate,
     } = leg;
     let body = match request_body {
         None => Bytes::new(),
@@ -538,15 +584,20 @@ pub async fn run(
             .unwrap_or(Ok(Captured::Incomplete))
         {
             Ok(Captured::Incomplete) => {
-                return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Incomplete));
+                return (route, Outcome::Unmirrored(Unmirrored::Incomplete));
             }
             Ok(Captured::Complete(bytes)) => bytes,
             Ok(Captured::TooLarge) => {
-                return recorder.send(&route, Outcome::Unmirrored(Unmirrored::TooLarge));
+                return (route, Outcome::Unmirrored(Unmirrored::TooLarge));
             }
-            Err(_) => return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Incomplete)),
+            Err(_) => return (route, Outcome::Unmirrored(Unmirrored::Incomplete)),
         },
     };
+    // The candidate is the new service: it is sent the request in its contract.
+    let candidate_body = translate
+        .as_ref()
+        .and_then(|t| t.request(&headers, &body))
+        .unwrap_or_else(|| body.clone());
     headers.insert(SHADOW_HEADER, HeaderValue::from_static("1"));
     let safe = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     if !safe && spec.writes == ShadowWrites::DryRun {
@@ -567,7 +618,7 @@ pub async fn run(
         &method,
         &path_and_query,
         headers,
-        body.clone(),
+        candidate_body,
         &spec,
     )
     .await;
@@ -576,20 +627,20 @@ pub async fn run(
         .unwrap_or(Ok(Captured::Incomplete))
     {
         Ok(Captured::Incomplete) => {
-            return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Incomplete));
+            return (route, Outcome::Unmirrored(Unmirrored::Incomplete));
         }
         Ok(Captured::Complete(bytes)) => bytes,
         Ok(Captured::TooLarge) => {
-            return recorder.send(&route, Outcome::Unmirrored(Unmirrored::TooLarge));
+            return (route, Outcome::Unmirrored(Unmirrored::TooLarge));
         }
-        Err(_) => return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Incomplete)),
+        Err(_) => return (route, Outcome::Unmirrored(Unmirrored::Incomplete)),
     };
     let primary_answer = Answer {
         status: primary_answer.status,
         headers: header_pairs(&primary_answer.headers),
         body: primary_body,
     };
-    let (candidate_answer, candidate_ms) = match candidate_result {
+    let (mut candidate_answer, candidate_ms) = match candidate_result {
         Ok(answer) => answer,
         Err(error) => {
             let sample = json!({
@@ -598,9 +649,13 @@ pub async fn run(
                 "uri": path_and_query,
                 "error": { "reason": error.reason.as_str(), "detail": error.detail },
             });
-            return recorder.send(&route, Outcome::Error { error, sample });
+            return (route, Outcome::Error { error, sample });
         }
     };
+    // Compared as a client would get it.
+    if let Some(t) = &translate {
+        t.shadow_answer(&mut candidate_answer);
+    }
     // Noise: the primary asked the same safe question twice; what differs is not a bug.
     let mut learned: Vec<String> = Vec::new();
     if let Some(again) = probe_headers
@@ -652,7 +707,7 @@ pub async fn run(
         match compare(primary_answer, candidate_answer, &rules, to_capture).await {
             Compared::Done(differences, a, b, case) => (differences, a, b, case),
             Compared::Shed => {
-                return recorder.send(&route, Outcome::Unmirrored(Unmirrored::Shed));
+                return (route, Outcome::Unmirrored(Unmirrored::Shed));
             }
         };
     // Which differing paths are noise: learned just now, or known for the route (looked up
@@ -684,8 +739,8 @@ pub async fn run(
     {
         *slot = case.map(|c| *c);
     }
-    recorder.send(&route, outcome);
     drop(permit);
+    (route, outcome)
 }
 
 /// The mirrored request, as a sample shows it.

@@ -85,6 +85,7 @@ struct RawPlan {
     notify: Vec<Spanned<RawNotify>>,
     #[serde(default)]
     schedule: Vec<Spanned<RawSchedule>>,
+    telemetry: Option<Spanned<crate::telemetry::RawTelemetry>>,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +222,7 @@ struct RawRoute {
     buffer_body_up_to: Option<Spanned<String>>,
     analysis: Option<Spanned<RawAnalysis>>,
     steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
+    translate: Option<Spanned<crate::translate::RawTranslate>>,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +247,8 @@ pub struct Plan {
     pub notify: Vec<NotifySpec>,
     /// Verifies the fleet's controller runs by itself (`[[schedule]]`).
     pub schedules: Vec<ScheduleSpec>,
+    /// Where request spans are exported (`[telemetry]`; `None`: nowhere).
+    pub telemetry: Option<crate::TelemetrySpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -438,6 +442,8 @@ pub struct RouteSpec {
     pub analysis: AnalysisSpec,
     /// Its progressive rollout (`strangler rollout start`); empty: none.
     pub steps: Vec<Step>,
+    /// How the new service's requests and answers are translated (`None`: they are not).
+    pub translate: Option<crate::TranslateSpec>,
 }
 
 /// How a route's answers are compared (its `compare` section), for the diff engine.
@@ -694,6 +700,11 @@ impl Ctx<'_> {
         )?;
         let notify = self.notify(&raw.notify)?;
         let sync = self.sync(&raw.sync, &services)?;
+        let telemetry = raw
+            .telemetry
+            .as_ref()
+            .map(|t| self.telemetry(t.get_ref()))
+            .transpose()?;
         let dir = self.file.parent().unwrap_or(Path::new("."));
         let state = proxy.state.clone().relative_to(dir);
         let last_known = if proxy.last_known.as_os_str().is_empty() {
@@ -714,9 +725,35 @@ impl Ctx<'_> {
             sync,
             notify,
             schedules: Vec::new(),
+            telemetry,
         };
         plan.schedules = self.schedules(&raw.schedule, &plan)?;
         Ok(plan)
+    }
+
+    fn telemetry(
+        &self,
+        raw: &crate::telemetry::RawTelemetry,
+    ) -> Result<crate::TelemetrySpec, PlanError> {
+        use crate::telemetry::{DEFAULT_SERVICE_NAME, parse_endpoint, parse_sample};
+        let otlp_endpoint = parse_endpoint(raw.otlp_endpoint.get_ref())
+            .map_err(|m| self.at(&raw.otlp_endpoint, "telemetry.otlp_endpoint", m))?;
+        let sample = match &raw.sample {
+            Some(s) => parse_sample(s.get_ref()).map_err(|m| self.at(s, "telemetry.sample", m))?,
+            None => 1.0,
+        };
+        let service_name = match &raw.service_name {
+            Some(n) if n.get_ref().trim().is_empty() => {
+                return Err(self.at(n, "telemetry.service_name", "must not be empty"));
+            }
+            Some(n) => n.get_ref().clone(),
+            None => DEFAULT_SERVICE_NAME.to_string(),
+        };
+        Ok(crate::TelemetrySpec {
+            otlp_endpoint,
+            sample,
+            service_name,
+        })
     }
 
     fn schedules(
@@ -1343,6 +1380,12 @@ impl Ctx<'_> {
                 None => Vec::new(),
                 Some(steps) => self.steps(steps, &field("steps"))?,
             };
+            let translate = match &r.translate {
+                None => None,
+                Some(raw) => Some(crate::translate::read(raw.get_ref()).map_err(
+                    |(span, f, m)| self.error(&span, &field(&format!("translate.{f}")), m),
+                )?),
+            };
             routes.push(RouteSpec {
                 name,
                 paths,
@@ -1360,6 +1403,7 @@ impl Ctx<'_> {
                 buffer_body_up_to,
                 analysis,
                 steps,
+                translate,
             });
         }
         Ok(routes)
@@ -1930,6 +1974,73 @@ canary = { percent = 25, sticky = "path:id" }
         assert_eq!(plan.services["students"].urls.len(), 2);
     }
 
+    #[test]
+    fn translations_are_read_and_bad_ones_name_line_and_field() {
+        let route = "[[routes]]\nname = \"students\"\npaths = [\"/s\"]\nservice = \"students\"\n[routes.translate]\n";
+        let plan = check(&format!(
+            "{route}request = [{{ rename = {{ from = \"/full_name\", to = \"/name\" }} }}]\n\
+             response = [{{ drop = \"/internal\" }}, {{ set = {{ path = \"/v\", value = 1 }} }}]\n\
+             status = {{ 201 = 200 }}\n"
+        ))
+        .unwrap();
+        let spec = plan.routes[0].translate.as_ref().unwrap();
+        assert_eq!((spec.request.len(), spec.response.len()), (1, 2));
+        assert_eq!((spec.status(201), spec.status(404)), (200, 404));
+        let first = BASE.lines().count() + route.lines().count() + 1;
+        for (body, line, field, words) in [
+            (
+                "response = [{ drop = \"name\" }]",
+                first,
+                "routes[0].translate.response[0].drop",
+                "JSON Pointer",
+            ),
+            (
+                "response = [{ rename = { from = \"/a/b\", to = \"/c\" } }]",
+                first,
+                "routes[0].translate.response[0].rename.to",
+                "use move",
+            ),
+            (
+                "response = [\n  { drop = \"/a\" },\n  { rename = { from = \"/a\", to = \"/b\" } },\n]",
+                first + 2,
+                "routes[0].translate.response[1]",
+                "already taken away by response[0]",
+            ),
+            (
+                "request = [\n  { set = { path = \"/v\", value = 1 } },\n  { move = { from = \"/x\", to = \"/v\" } },\n]",
+                first + 2,
+                "routes[0].translate.request[1]",
+                "already written by request[0]",
+            ),
+            (
+                "request = [{ move = { from = \"/a\", to = \"/a/b\" } }]",
+                first,
+                "routes[0].translate.request[0].move.to",
+                "into itself",
+            ),
+            (
+                "response = [{ drop = \"/a\", set = { path = \"/b\", value = 1 } }]",
+                first,
+                "routes[0].translate.response[0]",
+                "an edit is one of",
+            ),
+            (
+                "status = { 201 = 999 }",
+                first,
+                "routes[0].translate.status.201",
+                "HTTP status",
+            ),
+        ] {
+            let err = check(&format!("{route}{body}\n")).unwrap_err();
+            assert_eq!(
+                (err.line, err.field.as_str()),
+                (line, field),
+                "{body} → {err}"
+            );
+            assert!(err.message.contains(words), "{body} → {err}");
+        }
+    }
+
     /// Each bad plan and the (line, field, words in the message) its error must name.
     #[test]
     fn bad_plans_name_line_and_field() {
@@ -2073,6 +2184,42 @@ to = { postgres = "postgres://db/shop", table = "inbox" }
             assert_eq!(err.field, field, "{extra}\n→ {err}");
             assert!(err.message.contains(words), "{extra}\n→ {err}");
             assert!(!err.to_string().contains("secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn telemetry_is_read_and_bad_values_name_their_line() {
+        assert_eq!(check("").unwrap().telemetry, None);
+        let plan = check(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318/\"\nsample = \"10%\"\n\
+             service_name = \"edge\"\n",
+        )
+        .unwrap();
+        let spec = plan.telemetry.unwrap();
+        assert_eq!(spec.traces_url(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!((spec.sample, spec.service_name.as_str()), (0.1, "edge"));
+        let lines = BASE.lines().count();
+        for (body, field, words) in [
+            (
+                "otlp_endpoint = \"localhost:4318\"",
+                "telemetry.otlp_endpoint",
+                "collector URL",
+            ),
+            (
+                "otlp_endpoint = \"http://c:4318\"\nsample = \"150%\"",
+                "telemetry.sample",
+                "0% to 100%",
+            ),
+            (
+                "otlp_endpoint = \"http://c:4318\"\nservice_name = \" \"",
+                "telemetry.service_name",
+                "empty",
+            ),
+        ] {
+            let err = check(&format!("[telemetry]\n{body}\n")).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert_eq!(err.line, lines + 1 + body.lines().count(), "{err}");
+            assert!(err.message.contains(words), "{err}");
         }
     }
 

@@ -6,6 +6,9 @@
 //! - [`stage`]: a route's migration stages;
 //! - [`analysis`]: analysis budgets, rollout steps and webhooks;
 //! - [`schedule`]: `[[schedule]]`, verifies run by themselves, every interval or by cron;
+//! - [`telemetry`]: `[telemetry]`, where request spans are exported (OTLP/HTTP);
+//! - [`translate`]: a route's `translate` section, JSON edits of what the new service is
+//!   sent and answers (the anti-corruption layer), and how they apply;
 //! - [`path`]: request path normalization and path templates;
 //! - [`sync`]: `[[sync]]` links and their ends (a participant, or a PostgreSQL outbox or
 //!   inbox table).
@@ -21,6 +24,8 @@ pub mod path;
 pub mod schedule;
 pub mod stage;
 pub mod sync;
+pub mod telemetry;
+pub mod translate;
 
 pub use analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
 pub use file::*;
@@ -29,3 +34,5 @@ pub use path::PathTemplate;
 pub use schedule::{Cron, ScheduleSpec, When};
 pub use stage::Stage;
 pub use sync::{LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, SnapshotQueries, SyncLink};
+pub use telemetry::TelemetrySpec;
+pub use translate::{Pointer, Transform, TranslateSpec};

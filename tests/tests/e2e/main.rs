@@ -22,4 +22,6 @@ mod schemathesis;
 mod services;
 mod shadow;
 mod sync_relay;
+mod traces;
+mod translate;
 mod verify;

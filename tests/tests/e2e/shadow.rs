@@ -45,7 +45,7 @@ async fn shadow_proxy(legacy: &str, candidates: &[(&str, String, &str)], gate: &
     TestProxy::start(dir, &plan).await
 }
 
-fn report(p: &TestProxy, route: &str) -> Value {
+pub(crate) fn report(p: &TestProxy, route: &str) -> Value {
     let store = strangler_store::open(&strangler_plan::StoreLocation::File(
         p.dir.path().join("strangler.db"),
     ))
@@ -56,7 +56,7 @@ fn report(p: &TestProxy, route: &str) -> Value {
 }
 
 /// Waits until `route` has `n` results of any kind recorded.
-async fn settled(p: &TestProxy, route: &str, n: i64) -> Value {
+pub(crate) async fn settled(p: &TestProxy, route: &str, n: i64) -> Value {
     eventually(
         Duration::from_secs(30),
         "shadow results recorded",

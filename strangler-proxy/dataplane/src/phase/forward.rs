@@ -37,6 +37,8 @@ use crate::inbound::{self, Inbound, InboundState};
 use crate::metrics::{Cause, Side};
 use crate::routing::{self, RouteTable, Service, Slot};
 use crate::shadow::{self, Captured, Leg, ResponseCapture, ResultSender, TeeBody, Unmirrored};
+use crate::trace::Trace;
+use crate::translate::AnswerBody;
 use crate::upstream::Upstream;
 
 /// The request as the forward phase takes it.
@@ -50,12 +52,16 @@ pub struct Exchange<'r, B> {
     pub declared: Option<u64>,
     pub upgrade: Option<HeaderValue>,
     pub request_id: &'r HeaderValue,
+    /// The request's trace (`[telemetry]`), for its shadow leg's span.
+    pub trace: Option<&'r Trace>,
 }
 
 /// The answer, and whether legacy gave it in the new service's place.
 pub struct Forwarded {
     pub answer: Answer,
     pub fell_back: bool,
+    /// A shadow leg was started with a copy.
+    pub mirrored: bool,
 }
 
 /// What the checks before sending granted.
@@ -67,6 +73,9 @@ pub struct Ready<B> {
     pub slot: Slot,
     /// The client's end of a protocol switch.
     pub client_upgrade: Option<OnUpgrade>,
+    /// The client's body as it sent it, when the request was translated for the new
+    /// service (a shadow leg to legacy takes this one).
+    pub untranslated: Option<Bytes>,
 }
 
 /// Sends the request to the chosen side and streams its answer back.
@@ -85,6 +94,7 @@ pub async fn forward<'t>(
         declared,
         upgrade,
         request_id,
+        trace,
     } = exchange;
     let ready = match prepare(
         &forwarder.recorder,
@@ -102,6 +112,7 @@ pub async fn forward<'t>(
             return Forwarded {
                 answer,
                 fell_back: false,
+                mirrored: false,
             };
         }
     };
@@ -109,6 +120,7 @@ pub async fn forward<'t>(
         inbound,
         slot,
         client_upgrade,
+        untranslated,
     } = ready;
     let Chosen {
         route,
@@ -118,6 +130,10 @@ pub async fn forward<'t>(
         timeout,
         mirror,
     } = chosen;
+    // The new service's answers are translated for the client (route `translate`).
+    let translation = route
+        .and_then(|r| r.translate.as_ref())
+        .filter(|_| side == Side::New);
 
     headers::rewrite_request_headers(
         &mut parts.headers,
@@ -140,6 +156,11 @@ pub async fn forward<'t>(
     let body = match inbound {
         None => Either::Right(Empty::new()),
         Some(inbound) => match &mirror {
+            // The body was translated: the leg gets it as the client sent it.
+            Some(_) if untranslated.is_some() => {
+                request_capture = untranslated.map(captured);
+                Either::Left(TeeBody::passthrough(inbound))
+            }
             Some(mirror) => {
                 let (tee, rx) = TeeBody::capture(inbound, mirror.route.spec.shadow.max_body_bytes);
                 request_capture = Some(rx);
@@ -216,6 +237,7 @@ pub async fn forward<'t>(
         }
     }
 
+    let mut mirrored = false;
     let answer = match result {
         Ok((mut response, _, slot)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let upstream_io = hyper::upgrade::on(&mut response);
@@ -242,8 +264,57 @@ pub async fn forward<'t>(
         }
         Ok((mut response, primary_elapsed, slot)) => {
             strip_hop_by_hop(response.headers_mut());
-            let (head, body) = response.into_parts();
-            let body = match shadow {
+            let (mut head, body) = response.into_parts();
+            let body = match translation.filter(|_| !fell_back) {
+                None => Ok(AnswerBody::Stream(body)),
+                Some(t) => {
+                    t.answer(&mut head, body, table.max_body_bytes, timeout)
+                        .await
+                }
+            };
+            // The client's body, and the shadow leg's copy of it.
+            let (client_body, primary_copy) = match (body, &shadow) {
+                (Err(detail), _) => {
+                    if let Some(copy) = shadow {
+                        copy.mirror
+                            .give_up(&forwarder.recorder, Unmirrored::Incomplete);
+                    }
+                    let name_of = &service.upstream.name;
+                    let err = ForwardError::new(
+                        ForwardErrorKind::UpstreamFailed,
+                        format!("service {name_of} broke off an answer being translated"),
+                        name,
+                        Some(name_of),
+                    )
+                    .with_detail(detail);
+                    return Forwarded {
+                        answer: err.into(),
+                        fell_back,
+                        mirrored,
+                    };
+                }
+                (Ok(AnswerBody::Whole(bytes)), copy) => (
+                    Either::Right(Full::new(bytes.clone())),
+                    copy.is_some().then(|| captured(bytes)),
+                ),
+                (Ok(AnswerBody::Stream(body)), Some(copy)) => {
+                    let cap = copy.mirror.route.spec.shadow.max_body_bytes;
+                    let (tee, body_rx) = TeeBody::capture(body, cap);
+                    let streamed = Streamed {
+                        body: tee,
+                        _slot: Some(slot),
+                    };
+                    (Either::Left(streamed), Some(body_rx))
+                }
+                (Ok(AnswerBody::Stream(body)), None) => {
+                    let streamed = Streamed {
+                        body: TeeBody::passthrough(body),
+                        _slot: Some(slot),
+                    };
+                    (Either::Left(streamed), None)
+                }
+            };
+            if let (
                 Some(ShadowCopy {
                     mirror:
                         Mirror {
@@ -253,48 +324,44 @@ pub async fn forward<'t>(
                         },
                     headers,
                     request_body,
-                }) => {
-                    let spec = route.spec.shadow.clone();
-                    let (tee, body_rx) = TeeBody::capture(body, spec.max_body_bytes);
-                    let leg = Leg {
-                        route: route.spec.name.clone(),
-                        rules: route.rules.clone(),
-                        spec,
-                        method: parts.method.clone(),
-                        path_and_query: path_and_query.clone(),
-                        headers,
-                        request_body,
-                        primary: service.clone(),
-                        candidate,
-                        primary_answer: ResponseCapture {
-                            status: head.status.as_u16(),
-                            headers: head.headers.clone(),
-                            body: body_rx,
-                        },
-                        primary_ms: primary_elapsed.as_secs_f64() * 1000.0,
-                        request_id: request_id.to_str().unwrap_or_default().to_string(),
-                        permit,
-                        capture: route.capture.clone(),
-                        primary_is_legacy: side == Side::Legacy,
-                    };
-                    tokio::spawn(shadow::run(
-                        leg,
-                        forwarder.shadow_client.clone(),
-                        forwarder.recorder.clone(),
-                        routing::roll(),
-                    ));
-                    tee
-                }
-                None => TeeBody::passthrough(body),
-            };
+                }),
+                Some(body_rx),
+            ) = (shadow, primary_copy)
+            {
+                let leg = Leg {
+                    route: route.spec.name.clone(),
+                    rules: route.rules.clone(),
+                    spec: route.spec.shadow.clone(),
+                    method: parts.method.clone(),
+                    path_and_query: path_and_query.clone(),
+                    headers,
+                    request_body,
+                    primary: service.clone(),
+                    candidate,
+                    primary_answer: ResponseCapture {
+                        status: head.status.as_u16(),
+                        headers: head.headers.clone(),
+                        body: body_rx,
+                    },
+                    primary_ms: primary_elapsed.as_secs_f64() * 1000.0,
+                    request_id: request_id.to_str().unwrap_or_default().to_string(),
+                    permit,
+                    capture: route.capture.clone(),
+                    primary_is_legacy: side == Side::Legacy,
+                    trace: trace.filter(|t| t.sampled).map(Trace::leg),
+                    // The candidate is the new service: its exchange is translated.
+                    translate: route.translate.clone().filter(|_| side == Side::Legacy),
+                };
+                mirrored = true;
+                tokio::spawn(shadow::run(
+                    leg,
+                    forwarder.shadow_client.clone(),
+                    forwarder.recorder.clone(),
+                    routing::roll(),
+                ));
+            }
             Answer {
-                response: Response::from_parts(
-                    head,
-                    Either::Left(Streamed {
-                        body,
-                        _slot: Some(slot),
-                    }),
-                ),
+                response: Response::from_parts(head, client_body),
                 cause: None,
             }
         }
@@ -319,7 +386,18 @@ pub async fn forward<'t>(
             err.into()
         }
     };
-    Forwarded { answer, fell_back }
+    Forwarded {
+        answer,
+        fell_back,
+        mirrored,
+    }
+}
+
+/// A copy already complete (a body read whole), as a tee would deliver it.
+fn captured(bytes: Bytes) -> oneshot::Receiver<Captured> {
+    let (tx, rx) = oneshot::channel();
+    let _ = tx.send(Captured::Complete(bytes));
+    rx
 }
 
 /// What a shadow leg takes from the request: its grant, the headers as the primary got
@@ -387,6 +465,36 @@ where
         }
         inbound = Some((body, state));
     }
+    // The new service's request, in its contract (route `translate`).
+    let mut untranslated = None;
+    if let Some(t) = chosen
+        .route
+        .and_then(|route| route.translate.as_ref())
+        .filter(|t| chosen.side == Side::New && !t.spec.request.is_empty())
+        && let Some((body, _)) = &mut inbound
+    {
+        match body.take_whole(table.max_body_bytes).await {
+            Err(err) => {
+                if let Some(mirror) = chosen.mirror.take() {
+                    mirror.give_up(recorder, Unmirrored::Incomplete);
+                }
+                let service = &chosen.service.upstream.name;
+                return ForwardError::from_inbound(&err, chosen.name, service).into();
+            }
+            Ok(None) => {}
+            Ok(Some(whole)) => match t.request(&parts.headers, &whole) {
+                Some(edited) => {
+                    parts.headers.remove(header::TRANSFER_ENCODING);
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(edited.len()));
+                    body.put_back(edited);
+                    untranslated = Some(whole);
+                }
+                None => body.put_back(whole),
+            },
+        }
+    }
     // A slot among the service's requests in flight, held until its answer is passed on.
     let Some(slot) = chosen.service.in_flight.try_take() else {
         chosen
@@ -410,6 +518,7 @@ where
         inbound,
         slot,
         client_upgrade,
+        untranslated,
     })
 }
 

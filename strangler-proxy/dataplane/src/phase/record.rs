@@ -15,6 +15,7 @@ use crate::forward::{
 };
 use crate::metrics::{RouteMetrics, Side};
 use crate::routing::{RouteTable, Service, UNMATCHED};
+use strangler_plan::Stage;
 
 static UNMATCHED_HEADER: HeaderValue = HeaderValue::from_static(UNMATCHED);
 
@@ -32,6 +33,8 @@ pub struct Trail<'t> {
     pub served_by: Option<&'t HeaderValue>,
     /// Legacy answered because the new service failed (route `fallback = true`).
     pub fell_back: bool,
+    /// A shadow leg got a copy of the exchange.
+    pub mirrored: bool,
 }
 
 impl<'t> Trail<'t> {
@@ -48,6 +51,7 @@ impl<'t> Trail<'t> {
             side: None,
             served_by: None,
             fell_back: false,
+            mirrored: false,
         }
     }
 
@@ -102,6 +106,40 @@ pub fn record(
         }
     }
     response
+}
+
+/// The attributes of a request's span (`[telemetry]`): where `trail` says it went, and
+/// the status it was answered with.
+pub fn span_attributes(
+    table: &RouteTable,
+    trail: &Trail<'_>,
+    status: u16,
+) -> Vec<(&'static str, String)> {
+    let route = trail.route.to_str().unwrap_or_default();
+    let stage = table
+        .route(route)
+        .map_or(Stage::Legacy.name(), |r| r.stage.name());
+    let mut attributes = vec![
+        ("strangler.route", route.to_string()),
+        ("strangler.stage", stage.to_string()),
+        ("http.response.status_code", status.to_string()),
+    ];
+    if let Some(side) = trail.side {
+        let side = match side {
+            Side::Legacy => "legacy",
+            Side::New => "new",
+        };
+        attributes.push(("strangler.side", side.to_string()));
+    }
+    if let Some(service) = trail.served_by.and_then(|v| v.to_str().ok()) {
+        attributes.push(("strangler.service", service.to_string()));
+    }
+    let shadow = if trail.mirrored { "mirrored" } else { "none" };
+    attributes.push(("strangler.shadow", shadow.to_string()));
+    if trail.fell_back {
+        attributes.push(("strangler.fallback", "true".to_string()));
+    }
+    attributes
 }
 
 #[cfg(test)]

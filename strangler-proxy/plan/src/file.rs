@@ -85,6 +85,10 @@ struct RawPlan {
     notify: Vec<Spanned<RawNotify>>,
     #[serde(default)]
     schedule: Vec<Spanned<RawSchedule>>,
+    /// Defaults of the edge policies (`[edge.cache]`).
+    edge: Option<Spanned<crate::edge::RawEdge>>,
+    #[serde(default)]
+    aggregates: Vec<Spanned<crate::edge::RawAggregate>>,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +225,7 @@ struct RawRoute {
     buffer_body_up_to: Option<Spanned<String>>,
     analysis: Option<Spanned<RawAnalysis>>,
     steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
+    cache: Option<Spanned<crate::edge::RawRouteCache>>,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +250,10 @@ pub struct Plan {
     pub notify: Vec<NotifySpec>,
     /// Verifies the fleet's controller runs by itself (`[[schedule]]`).
     pub schedules: Vec<ScheduleSpec>,
+    /// The proxy's response cache (`[edge.cache]`).
+    pub cache: crate::edge::CacheSettings,
+    /// Routes answered by fanning out to other routes (`[[aggregates]]`).
+    pub aggregates: Vec<crate::edge::AggregateSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -438,6 +447,8 @@ pub struct RouteSpec {
     pub analysis: AnalysisSpec,
     /// Its progressive rollout (`strangler rollout start`); empty: none.
     pub steps: Vec<Step>,
+    /// Its answers kept in the proxy's response cache (`None`: not cached).
+    pub cache: Option<crate::edge::RouteCache>,
 }
 
 /// How a route's answers are compared (its `compare` section), for the diff engine.
@@ -633,7 +644,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Plan, PlanError> {
     ctx.validate(raw)
 }
 
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     file: &'a Path,
     text: &'a str,
 }
@@ -653,11 +664,20 @@ impl Ctx<'_> {
         }
     }
 
-    fn at<T>(&self, value: &Spanned<T>, field: &str, message: impl Into<String>) -> PlanError {
+    pub(crate) fn at<T>(
+        &self,
+        value: &Spanned<T>,
+        field: &str,
+        message: impl Into<String>,
+    ) -> PlanError {
         self.error(&value.span(), field, message)
     }
 
-    fn duration(&self, value: &Spanned<String>, field: &str) -> Result<Duration, PlanError> {
+    pub(crate) fn duration(
+        &self,
+        value: &Spanned<String>,
+        field: &str,
+    ) -> Result<Duration, PlanError> {
         parse_duration(value.get_ref()).ok_or_else(|| {
             self.at(
                 value,
@@ -685,13 +705,20 @@ impl Ctx<'_> {
             AnalysisSpec::default(),
             "analysis",
         )?;
-        let routes = self.routes(
+        let mut routes = self.routes(
             &raw.routes,
             &services,
             &legacy,
             proxy.default_timeout,
             (default_gate, default_analysis),
         )?;
+        let cache = self.cache_settings(raw.edge.as_ref().map(Spanned::get_ref))?;
+        for (i, (route, r)) in routes.iter_mut().zip(&raw.routes).enumerate() {
+            if let Some(section) = &r.get_ref().cache {
+                route.cache = Some(self.route_cache(section, route, i, &cache)?);
+            }
+        }
+        let aggregates = self.aggregates(&raw.aggregates, &routes)?;
         let notify = self.notify(&raw.notify)?;
         let sync = self.sync(&raw.sync, &services)?;
         let dir = self.file.parent().unwrap_or(Path::new("."));
@@ -714,6 +741,8 @@ impl Ctx<'_> {
             sync,
             notify,
             schedules: Vec::new(),
+            cache,
+            aggregates,
         };
         plan.schedules = self.schedules(&raw.schedule, &plan)?;
         Ok(plan)
@@ -1360,6 +1389,7 @@ impl Ctx<'_> {
                 buffer_body_up_to,
                 analysis,
                 steps,
+                cache: None,
             });
         }
         Ok(routes)
@@ -1744,7 +1774,7 @@ fn methods_overlap(a: Option<&[Method]>, b: Option<&[Method]>) -> bool {
     }
 }
 
-fn is_name(s: &str) -> bool {
+pub(crate) fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')

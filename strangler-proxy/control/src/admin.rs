@@ -111,6 +111,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/routes", get(routes))
         .route("/admin/reload", post(reload))
         .route("/admin/refresh", post(refresh))
+        .route("/admin/cache/purge", post(crate::purge::purge))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -127,7 +128,7 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         Json(json!({ "error": { "code": code, "message": message.into() } })),

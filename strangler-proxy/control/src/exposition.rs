@@ -158,6 +158,22 @@ impl Collector for Scrape {
         )?;
         counter(
             &mut enc,
+            "strangler_route_cache_hits",
+            "Requests per route answered from the response cache (no service was asked).",
+            routes
+                .iter()
+                .map(|(r, _, m)| (route(r), load(&m.cache_hits))),
+        )?;
+        if let Some(cache) = &table.cache {
+            gauge(
+                &mut enc,
+                "strangler_cache_bytes",
+                "Bytes the response cache holds.",
+                [(Vec::new(), cache.weight() as i64)],
+            )?;
+        }
+        counter(
+            &mut enc,
             "strangler_route_near_misses",
             "Requests that matched the route only without a trailing slash or ignoring letter case, and went to legacy.",
             routes

@@ -17,7 +17,7 @@
 //!   ([`rollout::GateVerdict`]), and waiting until every live proxy serves a change;
 //! - [`status`]: [`status::RouteStatus`], one route's state as the admin API, the CLI and
 //!   the reports show it;
-//! - [`admin`]: the admin API and its token; [`exposition`]: `/metrics`, written with
+//! - [`admin`]: the admin API and its token; [`purge`]: its response-cache purge; [`exposition`]: `/metrics`, written with
 //!   `prometheus-client` from the data plane's atomics and the store's fleet figures;
 //! - [`proxy`]: a running proxy (data plane, admin, control, recorder, relays) and its
 //!   one way to stop.
@@ -34,6 +34,7 @@ pub mod last_known;
 pub mod lease;
 pub mod notify;
 pub mod proxy;
+pub mod purge;
 pub mod recorder;
 pub mod rollout;
 pub mod schedule;

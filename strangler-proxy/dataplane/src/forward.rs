@@ -31,7 +31,7 @@ use crate::inbound::{Inbound, InboundError};
 use crate::metrics::Cause;
 use crate::phase::accept::{self, Accepted};
 use crate::phase::admit::{self, Admitted};
-use crate::phase::cache::{self, Miss};
+use crate::phase::cache;
 use crate::phase::forward::{self, Exchange};
 use crate::phase::record::{self, Trail};
 use crate::phase::{Answer, Step, route, side};
@@ -68,6 +68,37 @@ const MAX_REQUEST_ID: usize = 200;
 pub struct Streamed {
     pub(crate) body: TeeBody<Incoming>,
     pub(crate) _slot: Option<Slot>,
+    /// The response cache's copy, being collected (`None`: not stored).
+    pub(crate) fill: Option<crate::cache::Fill>,
+}
+
+impl Streamed {
+    /// Hands what the body gave to the cache's fill: stored when the body ended whole,
+    /// given up on an error, trailers or an answer over the cap.
+    fn collect(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) {
+        let whole = match polled {
+            Poll::Pending => return,
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(frame))) => {
+                let kept = match (frame.data_ref(), self.fill.as_mut()) {
+                    (Some(data), Some(fill)) => fill.push(data),
+                    _ => false,
+                };
+                if !kept {
+                    self.fill = None;
+                    return;
+                }
+                self.body.is_end_stream()
+            }
+            Poll::Ready(Some(Err(_))) => {
+                self.fill = None;
+                return;
+            }
+        };
+        if whole && let Some(fill) = self.fill.take() {
+            fill.finish();
+        }
+    }
 }
 
 impl Body for Streamed {
@@ -78,7 +109,11 @@ impl Body for Streamed {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if self.fill.is_some() {
+            self.collect(&polled);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -375,9 +410,9 @@ impl Forwarder {
             trail
         );
         let trail = matched.trail(table);
-        // Admit (authentication, rate limits), then the cache: seams that pass on today.
+        // Admit (authentication, rate limits: a seam that passes on today), then the cache.
         let Admitted = next!(admit::admit(matched.route(), &parts), trail);
-        let Miss = next!(cache::lookup(matched.route(), &parts), trail);
+        let lookup = next!(cache::lookup(table, &matched, &parts), trail);
         // Choose the side, and whether a shadow leg gets a copy.
         let chosen = side::choose(
             &self.recorder,
@@ -387,15 +422,22 @@ impl Forwarder {
             &parts,
             upgrade.is_some(),
             declared,
+            lookup.side(),
         );
         let trail = trail.sided(chosen.side, chosen.service);
+        let cached = (!matches!(lookup, cache::Lookup::Uncached)).then(|| {
+            (
+                parts.headers.clone(),
+                chosen.route.and_then(|r| r.spec.cache).map(|c| c.ttl),
+            )
+        });
         drop(matched);
         // Forward.
         let path_and_query = match parts.uri.query() {
             Some(q) => format!("{path}?{q}"),
             None => path,
         };
-        let forwarded = forward::forward(
+        let mut forwarded = forward::forward(
             self,
             table,
             chosen,
@@ -416,6 +458,22 @@ impl Forwarder {
         } else {
             trail
         };
+        // A cached route's answer is marked, and a miss stored on its way back (never one
+        // legacy gave in the new service's place: its key names the new side).
+        if let Some((request_headers, ttl)) = cached {
+            let lookup = if forwarded.fell_back {
+                cache::Lookup::Bypass
+            } else {
+                lookup
+            };
+            cache::store(
+                table,
+                lookup,
+                &request_headers,
+                ttl,
+                &mut forwarded.answer.response,
+            );
+        }
         (forwarded.answer, trail)
     }
 }

@@ -15,6 +15,8 @@
 //!   rate limits and caching, passing every request on today), choose the side, forward
 //!   (with the shadow tee, fallback, upgrade), respond & record (every answer, early or
 //!   not);
+//! - [`cache`]: the response cache, one per proxy (moka, bounded by weight), keyed by
+//!   route, side, path and varied headers, filled as answers stream back;
 //! - [`tee`]: `TeeBody`, the copy of a body taken while it streams;
 //! - [`shadow`]: the shadow leg (mirror, compare) and the channel its results leave by;
 //! - [`capture`]: a mismatching exchange kept whole (redacted) for `strangler replay`, built
@@ -30,6 +32,7 @@
 //! drains.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod capture;
 pub mod forward;
 pub mod headers;

@@ -293,6 +293,7 @@ pub async fn forward<'t>(
                     Either::Left(Streamed {
                         body,
                         _slot: Some(slot),
+                        fill: None,
                     }),
                 ),
                 cause: None,

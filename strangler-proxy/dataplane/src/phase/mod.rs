@@ -5,7 +5,7 @@
 //! 2. [`route`]: the trailing-slash rule (308), the route match, near misses counted;
 //! 3. [`admit`]: the seam for authentication and rate limits (today it admits every
 //!    request);
-//! 4. [`cache`]: the seam for a response cache (today every lookup misses);
+//! 4. [`cache`]: the response cache: a hit answers here, a miss is stored on its way back;
 //! 5. [`side`]: which side answers (stage, canary split), whether a shadow leg gets a copy;
 //! 6. [`forward`]: the upgrade, body and in-flight checks (403, 413, 408, 400, 503), the
 //!    header rewrite, the send with its retry, the fallback to legacy, the tunnel of an
@@ -150,6 +150,7 @@ pub(crate) mod testing {
             parts,
             accepted.upgrade.is_some(),
             accepted.declared,
+            None,
         )
     }
 }

@@ -124,6 +124,12 @@ impl Collector for Scrape {
             .map(|r| (r.spec.name.as_str(), r.stage.name(), &*r.metrics))
             .collect();
         routes.push((UNMATCHED, "legacy", &table.unmatched));
+        routes.extend(
+            table
+                .aggregates
+                .iter()
+                .map(|a| (a.spec.name.as_str(), "aggregate", &*a.metrics)),
+        );
         let mut services: BTreeMap<&str, &ServiceMetrics> = BTreeMap::new();
         services.insert(table.legacy.upstream.name.as_str(), &*table.legacy.metrics);
         for r in &table.routes {

@@ -31,10 +31,10 @@ use crate::inbound::{Inbound, InboundError};
 use crate::metrics::Cause;
 use crate::phase::accept::{self, Accepted};
 use crate::phase::admit::{self, Admitted};
-use crate::phase::cache;
 use crate::phase::forward::{self, Exchange};
 use crate::phase::record::{self, Trail};
 use crate::phase::{Answer, Step, route, side};
+use crate::phase::{aggregate, cache};
 use crate::routing::{RouteTable, Slot};
 use crate::shadow::{ResultSender, TeeBody};
 
@@ -300,6 +300,8 @@ pub struct Forwarder {
     /// Prefix of generated request ids (unique per proxy process).
     id_prefix: String,
     next_id: AtomicU64,
+    /// Where this proxy's listener is reached, for the parts of an aggregate.
+    own_address: Option<SocketAddr>,
 }
 
 impl Forwarder {
@@ -338,7 +340,14 @@ impl Forwarder {
                     .collect::<String>()
             ),
             next_id: AtomicU64::new(1),
+            own_address: None,
         }
+    }
+
+    /// This forwarder's proxy listens on `listen` (aggregates ask their parts there).
+    pub fn with_own_address(mut self, listen: SocketAddr) -> Self {
+        self.own_address = Some(aggregate::own_address(listen));
+        self
     }
 
     fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
@@ -404,6 +413,20 @@ impl Forwarder {
             declared,
             upgrade,
         } = next!(accept::accept(&parts), trail);
+        // An aggregate: its parts are asked of this proxy, each a request of its own.
+        if let Some(aggregate) = aggregate::find(table, &parts.method, &path) {
+            let trail = Trail::routed(&aggregate.metrics, &aggregate.header);
+            let answer = aggregate::answer(
+                &self.client,
+                self.own_address,
+                aggregate,
+                &parts,
+                &path,
+                request_id,
+            )
+            .await;
+            return (answer, trail);
+        }
         // Match the route.
         let matched = next!(
             route::route(table, &parts.method, &mut path, parts.uri.query()),

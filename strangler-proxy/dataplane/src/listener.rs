@@ -153,8 +153,10 @@ fn start_workers(
                         }
                     };
                     tokio::spawn(Arc::clone(&governor).measure(stopped.clone()));
-                    let forwarder =
-                        Arc::new(Forwarder::new(table, &id, worker, recorder, governor));
+                    let forwarder = Arc::new(
+                        Forwarder::new(table, &id, worker, recorder, governor)
+                            .with_own_address(listen),
+                    );
                     accept_loop(listener, forwarder, header_read_timeout, stopped).await;
                 });
             })

@@ -183,6 +183,8 @@ pub struct RouteTable {
     pub trusted_proxies: Vec<strangler_plan::Cidr>,
     /// How paths meet templates (trailing slash, letter case).
     pub matching: strangler_plan::PathMatching,
+    /// Aggregate routes (`[[aggregates]]`), answered before routes are matched.
+    pub aggregates: Vec<crate::phase::aggregate::ActiveAggregate>,
     /// The response cache (`None`: no route caches).
     pub cache: Option<Arc<crate::cache::ResponseCache>>,
 }
@@ -242,6 +244,15 @@ impl RouteTable {
             body_read_timeout: plan.proxy.body_read_timeout,
             trusted_proxies: plan.proxy.trusted_proxies.clone(),
             matching: plan.proxy.matching,
+            aggregates: plan
+                .aggregates
+                .iter()
+                .map(|spec| crate::phase::aggregate::ActiveAggregate {
+                    metrics: registry.route(&spec.name),
+                    header: header_value(&spec.name),
+                    spec: spec.clone(),
+                })
+                .collect(),
             cache: plan
                 .routes
                 .iter()

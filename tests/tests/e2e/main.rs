@@ -4,6 +4,7 @@
 
 mod analysis;
 mod capture;
+mod edge_aggregate;
 mod edge_cache;
 mod fleet;
 mod monolith_api;

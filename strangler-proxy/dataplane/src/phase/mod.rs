@@ -2,6 +2,8 @@
 //!
 //! 1. [`accept`]: the head checked, the path normalized, internal paths refused (400, 501,
 //!    404);
+//!    Then an aggregate route's `GET` ([`aggregate`]) is answered by asking its parts of the
+//!    proxy itself (each part meets every phase below as a request of its own);
 //! 2. [`route`]: the trailing-slash rule (308), the route match, near misses counted;
 //! 3. [`admit`]: the seam for authentication and rate limits (today it admits every
 //!    request);
@@ -27,6 +29,7 @@ use crate::metrics::Cause;
 
 pub mod accept;
 pub mod admit;
+pub mod aggregate;
 pub mod cache;
 pub mod forward;
 pub mod record;

@@ -68,8 +68,9 @@ const MAX_REQUEST_ID: usize = 200;
 pub struct Streamed {
     pub(crate) body: TeeBody<Incoming>,
     pub(crate) _slot: Option<Slot>,
-    /// The response cache's copy, being collected (`None`: not stored).
-    pub(crate) fill: Option<crate::cache::Fill>,
+    /// The response cache's copy, being collected (`None`: not stored). Boxed, so an
+    /// answer no cache stores carries one pointer for it.
+    pub(crate) fill: Option<Box<crate::cache::Fill>>,
 }
 
 impl Streamed {

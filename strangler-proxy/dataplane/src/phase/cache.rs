@@ -111,7 +111,7 @@ pub fn store(
                     ttl,
                 );
                 if let Either::Left(streamed) = response.body_mut() {
-                    streamed.fill = fill;
+                    streamed.fill = fill.map(Box::new);
                 }
             }
             &MISS

@@ -253,11 +253,13 @@ impl RouteTable {
                     spec: spec.clone(),
                 })
                 .collect(),
-            cache: plan
-                .routes
-                .iter()
-                .any(|r| r.cache.is_some())
-                .then(|| registry.cache(&plan.cache)),
+            cache: if plan.routes.iter().any(|r| r.cache.is_some()) {
+                Some(registry.cache(&plan.cache))
+            } else {
+                // A reload that caches nothing lets the entries go.
+                registry.cache = None;
+                None
+            },
         }
     }
 

@@ -351,19 +351,9 @@ mod tests {
     use std::path::Path;
 
     use crate::file::parse;
+    use crate::file::tests::BASE;
 
-    const BASE: &str = r#"[proxy]
-listen = "127.0.0.1:8080"
-admin_listen = "127.0.0.1:8081"
-state = "s.db"
-
-[services.legacy]
-urls = ["http://127.0.0.1:7000"]
-legacy = true
-
-[services.students]
-urls = ["http://127.0.0.1:7101"]
-
+    const ROUTES: &str = r#"
 [[routes]]
 name = "students"
 paths = ["/students/{id}"]
@@ -377,7 +367,14 @@ service = "students"
 "#;
 
     fn check(extra: &str) -> Result<crate::Plan, crate::PlanError> {
-        parse(Path::new("plan.toml"), &format!("{BASE}{extra}"))
+        crate::file::tests::check(&format!("{ROUTES}{extra}"))
+    }
+
+    /// The 1-based line of `extra` (added after the routes) that holds `needle`.
+    fn line_of(extra: &str, needle: &str) -> usize {
+        let text = format!("{BASE}{ROUTES}{extra}");
+        let at = text.find(needle).unwrap();
+        text[..at].matches('\n').count() + 1
     }
 
     #[test]
@@ -397,21 +394,26 @@ service = "students"
 
     #[test]
     fn bad_cache_settings_name_their_line_and_field() {
-        for (extra, line, field) in [
-            ("cache = { ttl = \"soon\" }\n", 23, "routes[1].cache.ttl"),
-            ("cache = { size = 1 }\n", 23, ""),
+        for (extra, at, field) in [
+            (
+                "cache = { ttl = \"soon\" }\n",
+                "cache",
+                "routes[1].cache.ttl",
+            ),
+            ("cache = { size = 1 }\n", "cache", ""),
             (
                 "[edge.cache]\nmax_memory = \"lots\"\n",
-                24,
+                "max_memory",
                 "edge.cache.max_memory",
             ),
             (
                 "[edge.cache]\nmax_memory = \"1MiB\"\nmax_entry = \"2MiB\"\n",
-                25,
+                "max_entry",
                 "edge.cache.max_entry",
             ),
         ] {
             let err = check(extra).unwrap_err();
+            let line = line_of(extra, at);
             assert_eq!(
                 (err.line, err.field.as_str()),
                 (line, field),
@@ -420,7 +422,8 @@ service = "students"
         }
         let err = parse(
             Path::new("plan.toml"),
-            &BASE.replace("methods = [\"GET\"]", "methods = [\"POST\"]\ncache = {}"),
+            &format!("{BASE}{ROUTES}")
+                .replace("methods = [\"GET\"]", "methods = [\"POST\"]\ncache = {}"),
         )
         .unwrap_err();
         assert_eq!(err.field, "routes[1].cache");
@@ -489,7 +492,10 @@ parts = { student = "/students/{id}", invoices = "/invoices?student_id={id}" }
         ] {
             let err = check(&OVERVIEW.replace(from, to)).unwrap_err();
             assert_eq!(err.field, field, "{err}");
-            assert!(err.line > 20, "{err}");
+            assert!(
+                err.line > BASE.lines().count() + ROUTES.lines().count(),
+                "{err}"
+            );
             assert!(err.message.contains(says), "{err}");
         }
     }

@@ -1895,10 +1895,11 @@ pub fn route_names(plan: &Plan) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const BASE: &str = r#"[proxy]
+    /// A plan's proxy and services (`legacy`, `students`), for tests to add routes to.
+    pub(crate) const BASE: &str = r#"[proxy]
 listen = "127.0.0.1:8080"
 admin_listen = "127.0.0.1:8081"
 state = "data/strangler.db"
@@ -1911,7 +1912,8 @@ legacy = true
 urls = ["http://127.0.0.1:7101", "http://127.0.0.1:7201"]
 "#;
 
-    fn check(extra: &str) -> Result<Plan, PlanError> {
+    /// [`BASE`] and `extra`, parsed.
+    pub(crate) fn check(extra: &str) -> Result<Plan, PlanError> {
         parse(Path::new("plan.toml"), &format!("{BASE}{extra}"))
     }
 

@@ -14,25 +14,11 @@ const PARTS: [(&str, &str); 4] = [
     ("enrollments", "/enrollments"),
 ];
 
-/// A stack with a student who is enrolled (which bills an invoice) and has a reward, synced
-/// to every service; the student's id.
+/// The services tests' seeded stack (a student enrolled, billed, paid, rewarded, synced to
+/// every service) and the student's id.
 async fn seeded() -> (Stack, String) {
-    let s = Stack::start().await;
-    let c = &s.legacy.client;
-    let student = c.new_student("overview@example.org").await;
-    c.post(
-        "/enrollments",
-        json!({ "student_id": student, "course": "CS101", "term": "2026-fall" }),
-    )
-    .await
-    .expect(201);
-    c.post(
-        "/gamification/rewards",
-        json!({ "student_id": student, "points": 120, "reason": "quiz", "term": "2026-fall", "idempotency_key": "quiz-1" }),
-    )
-    .await
-    .expect(201);
-    s.synced().await;
+    let (s, ids) = crate::services::seeded().await;
+    let student = ids["student"].as_str().unwrap().to_string();
     (s, student)
 }
 

@@ -449,7 +449,8 @@ impl Forwarder {
             lookup.side(),
         );
         let trail = trail.sided(chosen.side, chosen.service);
-        let cached = (!matches!(lookup, cache::Lookup::Uncached)).then(|| {
+        // What storing a miss needs of the request (its varied headers are read then).
+        let stored = matches!(lookup, cache::Lookup::Miss { store: true, .. }).then(|| {
             (
                 parts.headers.clone(),
                 chosen.route.and_then(|r| r.spec.cache).map(|c| c.ttl),
@@ -484,19 +485,13 @@ impl Forwarder {
         };
         // A cached route's answer is marked, and a miss stored on its way back (never one
         // legacy gave in the new service's place: its key names the new side).
-        if let Some((request_headers, ttl)) = cached {
+        if !matches!(lookup, cache::Lookup::Uncached) {
             let lookup = if forwarded.fell_back {
                 cache::Lookup::Bypass
             } else {
                 lookup
             };
-            cache::store(
-                table,
-                lookup,
-                &request_headers,
-                ttl,
-                &mut forwarded.answer.response,
-            );
+            cache::store(table, lookup, stored, &mut forwarded.answer.response);
         }
         (forwarded.answer, trail)
     }

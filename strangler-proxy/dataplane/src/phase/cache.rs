@@ -88,24 +88,25 @@ pub fn lookup(table: &RouteTable, matched: &Matched<'_, '_>, parts: &Parts) -> S
 }
 
 /// On the way back: marks the answer of a cached route (`miss` or `bypass`) and, for a miss
-/// the upstream allows storing, collects its body to store it once it ended whole.
+/// the upstream allows storing, collects its body to store it once it ended whole; `stored`
+/// is what that needs of the request: its headers and the route's ttl.
 pub fn store(
     table: &RouteTable,
     lookup: Lookup,
-    parts_headers: &http::HeaderMap,
-    route_ttl: Option<std::time::Duration>,
+    stored: Option<(http::HeaderMap, Option<std::time::Duration>)>,
     response: &mut Response<ClientBody>,
 ) {
     let mark = match lookup {
         Lookup::Uncached => return,
         Lookup::Bypass => &BYPASS,
         Lookup::Miss { key, store, .. } => {
-            if let (true, Some(cache), Some(ttl)) = (store, &table.cache, route_ttl)
+            if let (true, Some(cache), Some((request_headers, Some(ttl)))) =
+                (store, &table.cache, stored)
                 && matches!(response.body(), Either::Left(_))
             {
                 let fill = cache.fill(
                     key,
-                    parts_headers,
+                    &request_headers,
                     response.status(),
                     response.headers(),
                     ttl,

@@ -11,8 +11,9 @@
 //!   a request through the phases and records the answer; the proxy's own errors, answered
 //!   as JSON naming who caused them;
 //! - [`phase`]: the request path as named phases, in the order a request meets them:
-//!   accept & normalize, match the route, admit and cache lookup (seams for authentication,
-//!   rate limits and caching, passing every request on today), choose the side, forward
+//!   accept & normalize, an aggregate's fan-out, match the route, admit (the seam for
+//!   authentication and rate limits, passing every request on today), the cache lookup,
+//!   choose the side, forward
 //!   (with the shadow tee, fallback, upgrade), respond & record (every answer, early or
 //!   not);
 //! - [`cache`]: the response cache, one per proxy (moka, bounded by weight), keyed by

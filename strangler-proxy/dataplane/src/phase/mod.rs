@@ -1,9 +1,8 @@
 //! The request path as named phases, in the order a request meets them:
 //!
 //! 1. [`accept`]: the head checked, the path normalized, internal paths refused (400, 501,
-//!    404);
-//!    Then an aggregate route's `GET` ([`aggregate`]) is answered by asking its parts of the
-//!    proxy itself (each part meets every phase below as a request of its own);
+//!    404); then an aggregate route's `GET` ([`aggregate`]) is answered by asking its
+//!    parts of the proxy itself (each part meets every phase below as a request of its own);
 //! 2. [`route`]: the trailing-slash rule (308), the route match, near misses counted;
 //! 3. [`admit`]: the seam for authentication and rate limits (today it admits every
 //!    request);
@@ -19,8 +18,8 @@
 //! passes its state on to the next phase ([`Step::Continue`]) or answers the request itself
 //! ([`Step::Answer`]). [`crate::forward::Forwarder::handle`] runs them in order and hands
 //! whatever answered, with the [`record::Trail`] of how far the request got, to
-//! [`record::record`]. A gateway policy is a phase of its own (or fills one of the two
-//! seams), with its section of the plan; nothing else changes.
+//! [`record::record`]. A gateway policy is a phase of its own (or fills the admit seam),
+//! with its section of the plan; nothing else changes.
 
 use http::Response;
 

@@ -115,6 +115,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/routes", get(routes))
         .route("/admin/reload", post(reload))
         .route("/admin/refresh", post(refresh))
+        .route("/admin/cache/purge", post(crate::purge::purge))
         .route("/metrics", get(metrics))
         .merge(crate::dashboard::actions::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint") })

@@ -126,6 +126,12 @@ impl Collector for Scrape {
             .map(|r| (r.spec.name.as_str(), r.stage.name(), &*r.metrics))
             .collect();
         routes.push((UNMATCHED, "legacy", &table.unmatched));
+        routes.extend(
+            table
+                .aggregates
+                .iter()
+                .map(|a| (a.spec.name.as_str(), "aggregate", &*a.metrics)),
+        );
         let mut services: BTreeMap<&str, &ServiceMetrics> = BTreeMap::new();
         services.insert(table.legacy.upstream.name.as_str(), &*table.legacy.metrics);
         for r in &table.routes {
@@ -158,6 +164,22 @@ impl Collector for Scrape {
                 })
             }),
         )?;
+        counter(
+            &mut enc,
+            "strangler_route_cache_hits",
+            "Requests per route answered from the response cache (no service was asked).",
+            routes
+                .iter()
+                .map(|(r, _, m)| (route(r), load(&m.cache_hits))),
+        )?;
+        if let Some(cache) = &table.cache {
+            gauge(
+                &mut enc,
+                "strangler_cache_bytes",
+                "Bytes the response cache holds.",
+                [(Vec::new(), cache.weight() as i64)],
+            )?;
+        }
         counter(
             &mut enc,
             "strangler_route_near_misses",

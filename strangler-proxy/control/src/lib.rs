@@ -22,7 +22,7 @@
 //! - [`dashboard`]: the migration dashboard at the admin listener's `/` (pages, login,
 //!   the stage and rollback endpoints); [`history`]: the last hour of each route's
 //!   figures it charts;
-//! - [`admin`]: the admin API and its token; [`exposition`]: `/metrics`, written with
+//! - [`admin`]: the admin API and its token; [`purge`]: its response-cache purge; [`exposition`]: `/metrics`, written with
 //!   `prometheus-client` from the data plane's atomics and the store's fleet figures;
 //! - [`proxy`]: a running proxy (data plane, admin, control, recorder, relays) and its
 //!   one way to stop.
@@ -41,6 +41,7 @@ pub mod last_known;
 pub mod lease;
 pub mod notify;
 pub mod proxy;
+pub mod purge;
 pub mod recorder;
 pub mod rollout;
 pub mod schedule;

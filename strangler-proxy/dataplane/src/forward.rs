@@ -31,10 +31,10 @@ use crate::inbound::{Inbound, InboundError};
 use crate::metrics::Cause;
 use crate::phase::accept::{self, Accepted};
 use crate::phase::admit::{self, Admitted};
-use crate::phase::cache::{self, Miss};
 use crate::phase::forward::{self, Exchange};
 use crate::phase::record::{self, Trail};
 use crate::phase::{Answer, Step, route, side};
+use crate::phase::{aggregate, cache};
 use crate::routing::{RouteTable, Slot};
 use crate::shadow::{ResultSender, TeeBody};
 use crate::trace::{SpanSink, Trace};
@@ -69,6 +69,38 @@ const MAX_REQUEST_ID: usize = 200;
 pub struct Streamed {
     pub(crate) body: TeeBody<Incoming>,
     pub(crate) _slot: Option<Slot>,
+    /// The response cache's copy, being collected (`None`: not stored). Boxed, so an
+    /// answer no cache stores carries one pointer for it.
+    pub(crate) fill: Option<Box<crate::cache::Fill>>,
+}
+
+impl Streamed {
+    /// Hands what the body gave to the cache's fill: stored when the body ended whole,
+    /// given up on an error, trailers or an answer over the cap.
+    fn collect(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) {
+        let whole = match polled {
+            Poll::Pending => return,
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(frame))) => {
+                let kept = match (frame.data_ref(), self.fill.as_mut()) {
+                    (Some(data), Some(fill)) => fill.push(data),
+                    _ => false,
+                };
+                if !kept {
+                    self.fill = None;
+                    return;
+                }
+                self.body.is_end_stream()
+            }
+            Poll::Ready(Some(Err(_))) => {
+                self.fill = None;
+                return;
+            }
+        };
+        if whole && let Some(fill) = self.fill.take() {
+            fill.finish();
+        }
+    }
 }
 
 impl Body for Streamed {
@@ -79,7 +111,11 @@ impl Body for Streamed {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if self.fill.is_some() {
+            self.collect(&polled);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -268,6 +304,8 @@ pub struct Forwarder {
     /// Prefix of generated request ids (unique per proxy process).
     id_prefix: String,
     next_id: AtomicU64,
+    /// Where this proxy's listener is reached, for the parts of an aggregate.
+    own_address: Option<SocketAddr>,
 }
 
 impl Forwarder {
@@ -307,12 +345,19 @@ impl Forwarder {
                     .collect::<String>()
             ),
             next_id: AtomicU64::new(1),
+            own_address: None,
         }
     }
 
     /// Continues or starts a trace per request and exports its span to `spans`.
     pub fn with_spans(self, spans: Option<SpanSink>) -> Self {
         Self { spans, ..self }
+    }
+
+    /// This forwarder's proxy listens on `listen` (aggregates ask their parts there).
+    pub fn with_own_address(mut self, listen: SocketAddr) -> Self {
+        self.own_address = Some(aggregate::own_address(listen));
+        self
     }
 
     fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
@@ -384,15 +429,29 @@ impl Forwarder {
             declared,
             upgrade,
         } = next!(accept::accept(&parts), trail);
+        // An aggregate: its parts are asked of this proxy, each a request of its own.
+        if let Some(aggregate) = aggregate::find(table, &parts.method, &path) {
+            let trail = Trail::routed(&aggregate.metrics, &aggregate.header);
+            let answer = aggregate::answer(
+                &self.client,
+                self.own_address,
+                aggregate,
+                &parts,
+                &path,
+                request_id,
+            )
+            .await;
+            return (answer, trail);
+        }
         // Match the route.
         let matched = next!(
             route::route(table, &parts.method, &mut path, parts.uri.query()),
             trail
         );
         let trail = matched.trail(table);
-        // Admit (authentication, rate limits), then the cache: seams that pass on today.
+        // Admit (authentication, rate limits: a seam that passes on today), then the cache.
         let Admitted = next!(admit::admit(matched.route(), &parts), trail);
-        let Miss = next!(cache::lookup(matched.route(), &parts), trail);
+        let lookup = next!(cache::lookup(table, &matched, &parts), trail);
         // Choose the side, and whether a shadow leg gets a copy.
         let chosen = side::choose(
             &self.recorder,
@@ -402,15 +461,23 @@ impl Forwarder {
             &parts,
             upgrade.is_some(),
             declared,
+            lookup.side(),
         );
         let trail = trail.sided(chosen.side, chosen.service);
+        // What storing a miss needs of the request (its varied headers are read then).
+        let stored = matches!(lookup, cache::Lookup::Miss { store: true, .. }).then(|| {
+            (
+                parts.headers.clone(),
+                chosen.route.and_then(|r| r.spec.cache).map(|c| c.ttl),
+            )
+        });
         drop(matched);
         // Forward.
         let path_and_query = match parts.uri.query() {
             Some(q) => format!("{path}?{q}"),
             None => path,
         };
-        let forwarded = forward::forward(
+        let mut forwarded = forward::forward(
             self,
             table,
             chosen,
@@ -433,6 +500,16 @@ impl Forwarder {
             trail
         };
         trail.mirrored = forwarded.mirrored;
+        // A cached route's answer is marked, and a miss stored on its way back (never one
+        // legacy gave in the new service's place: its key names the new side).
+        if !matches!(lookup, cache::Lookup::Uncached) {
+            let lookup = if forwarded.fell_back {
+                cache::Lookup::Bypass
+            } else {
+                lookup
+            };
+            cache::store(table, lookup, stored, &mut forwarded.answer.response);
+        }
         (forwarded.answer, trail)
     }
 }

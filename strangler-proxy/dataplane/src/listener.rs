@@ -158,7 +158,9 @@ fn start_workers(
                     };
                     tokio::spawn(Arc::clone(&governor).measure(stopped.clone()));
                     let forwarder = Arc::new(
-                        Forwarder::new(table, &id, worker, recorder, governor).with_spans(spans),
+                        Forwarder::new(table, &id, worker, recorder, governor)
+                            .with_spans(spans)
+                            .with_own_address(listen),
                     );
                     accept_loop(listener, forwarder, header_read_timeout, stopped).await;
                 });

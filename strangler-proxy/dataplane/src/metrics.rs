@@ -46,7 +46,7 @@ impl Histogram {
 }
 
 /// Which side answered a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
     Legacy,
     New,
@@ -98,6 +98,8 @@ pub struct RouteMetrics {
     pub side_errors: [AtomicU64; 2],
     /// Time to answer, by side (legacy, new).
     pub side_latency: [Histogram; 2],
+    /// Requests answered from the response cache (no service was asked).
+    pub cache_hits: AtomicU64,
 }
 
 /// Counters of one upstream service.

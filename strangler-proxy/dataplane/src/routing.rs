@@ -83,6 +83,8 @@ pub struct Registry {
     routes: HashMap<String, Arc<RouteMetrics>>,
     /// Per route: its shadow leg's in-flight slots, and how many there are.
     shadow_slots: HashMap<String, (usize, Arc<tokio::sync::Semaphore>)>,
+    /// The response cache, kept across rebuilds while `[edge.cache]` stays the same.
+    cache: Option<Arc<crate::cache::ResponseCache>>,
 }
 
 impl Registry {
@@ -105,6 +107,20 @@ impl Registry {
         self.services
             .insert(spec.name.clone(), (spec.clone(), service.clone()));
         service
+    }
+
+    /// The response cache for `settings`, made when first needed or when they changed.
+    fn cache(
+        &mut self,
+        settings: &strangler_plan::CacheSettings,
+    ) -> Arc<crate::cache::ResponseCache> {
+        match &self.cache {
+            Some(cache) if cache.settings == *settings => Arc::clone(cache),
+            _ => Arc::clone(
+                self.cache
+                    .insert(Arc::new(crate::cache::ResponseCache::new(settings.clone()))),
+            ),
+        }
     }
 
     fn route(&mut self, name: &str) -> Arc<RouteMetrics> {
@@ -169,6 +185,10 @@ pub struct RouteTable {
     pub trusted_proxies: Vec<strangler_plan::Cidr>,
     /// How paths meet templates (trailing slash, letter case).
     pub matching: strangler_plan::PathMatching,
+    /// Aggregate routes (`[[aggregates]]`), answered before routes are matched.
+    pub aggregates: Vec<crate::phase::aggregate::ActiveAggregate>,
+    /// The response cache (`None`: no route caches).
+    pub cache: Option<Arc<crate::cache::ResponseCache>>,
 }
 
 impl RouteTable {
@@ -233,6 +253,22 @@ impl RouteTable {
             body_read_timeout: plan.proxy.body_read_timeout,
             trusted_proxies: plan.proxy.trusted_proxies.clone(),
             matching: plan.proxy.matching,
+            aggregates: plan
+                .aggregates
+                .iter()
+                .map(|spec| crate::phase::aggregate::ActiveAggregate {
+                    metrics: registry.route(&spec.name),
+                    header: header_value(&spec.name),
+                    spec: spec.clone(),
+                })
+                .collect(),
+            cache: if plan.routes.iter().any(|r| r.cache.is_some()) {
+                Some(registry.cache(&plan.cache))
+            } else {
+                // A reload that caches nothing lets the entries go.
+                registry.cache = None;
+                None
+            },
         }
     }
 

@@ -86,6 +86,10 @@ struct RawPlan {
     #[serde(default)]
     schedule: Vec<Spanned<RawSchedule>>,
     telemetry: Option<Spanned<crate::telemetry::RawTelemetry>>,
+    /// Defaults of the edge policies (`[edge.cache]`).
+    edge: Option<Spanned<crate::edge::RawEdge>>,
+    #[serde(default)]
+    aggregates: Vec<Spanned<crate::edge::RawAggregate>>,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +227,7 @@ struct RawRoute {
     analysis: Option<Spanned<RawAnalysis>>,
     steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
     translate: Option<Spanned<crate::translate::RawTranslate>>,
+    cache: Option<Spanned<crate::edge::RawRouteCache>>,
 }
 
 #[derive(Deserialize)]
@@ -249,6 +254,10 @@ pub struct Plan {
     pub schedules: Vec<ScheduleSpec>,
     /// Where request spans are exported (`[telemetry]`; `None`: nowhere).
     pub telemetry: Option<crate::TelemetrySpec>,
+    /// The proxy's response cache (`[edge.cache]`).
+    pub cache: crate::edge::CacheSettings,
+    /// Routes answered by fanning out to other routes (`[[aggregates]]`).
+    pub aggregates: Vec<crate::edge::AggregateSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -444,6 +453,8 @@ pub struct RouteSpec {
     pub steps: Vec<Step>,
     /// How the new service's requests and answers are translated (`None`: they are not).
     pub translate: Option<crate::TranslateSpec>,
+    /// Its answers kept in the proxy's response cache (`None`: not cached).
+    pub cache: Option<crate::edge::RouteCache>,
 }
 
 /// How a route's answers are compared (its `compare` section), for the diff engine.
@@ -639,7 +650,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Plan, PlanError> {
     ctx.validate(raw)
 }
 
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     file: &'a Path,
     text: &'a str,
 }
@@ -659,11 +670,20 @@ impl Ctx<'_> {
         }
     }
 
-    fn at<T>(&self, value: &Spanned<T>, field: &str, message: impl Into<String>) -> PlanError {
+    pub(crate) fn at<T>(
+        &self,
+        value: &Spanned<T>,
+        field: &str,
+        message: impl Into<String>,
+    ) -> PlanError {
         self.error(&value.span(), field, message)
     }
 
-    fn duration(&self, value: &Spanned<String>, field: &str) -> Result<Duration, PlanError> {
+    pub(crate) fn duration(
+        &self,
+        value: &Spanned<String>,
+        field: &str,
+    ) -> Result<Duration, PlanError> {
         parse_duration(value.get_ref()).ok_or_else(|| {
             self.at(
                 value,
@@ -691,13 +711,20 @@ impl Ctx<'_> {
             AnalysisSpec::default(),
             "analysis",
         )?;
-        let routes = self.routes(
+        let mut routes = self.routes(
             &raw.routes,
             &services,
             &legacy,
             proxy.default_timeout,
             (default_gate, default_analysis),
         )?;
+        let cache = self.cache_settings(raw.edge.as_ref().map(Spanned::get_ref))?;
+        for (i, (route, r)) in routes.iter_mut().zip(&raw.routes).enumerate() {
+            if let Some(section) = &r.get_ref().cache {
+                route.cache = Some(self.route_cache(section, route, i, &cache)?);
+            }
+        }
+        let aggregates = self.aggregates(&raw.aggregates, &routes)?;
         let notify = self.notify(&raw.notify)?;
         let sync = self.sync(&raw.sync, &services)?;
         let telemetry = raw
@@ -726,6 +753,8 @@ impl Ctx<'_> {
             notify,
             schedules: Vec::new(),
             telemetry,
+            cache,
+            aggregates,
         };
         plan.schedules = self.schedules(&raw.schedule, &plan)?;
         Ok(plan)
@@ -1404,6 +1433,7 @@ impl Ctx<'_> {
                 analysis,
                 steps,
                 translate,
+                cache: None,
             });
         }
         Ok(routes)
@@ -1788,7 +1818,7 @@ fn methods_overlap(a: Option<&[Method]>, b: Option<&[Method]>) -> bool {
     }
 }
 
-fn is_name(s: &str) -> bool {
+pub(crate) fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
@@ -1909,10 +1939,11 @@ pub fn route_names(plan: &Plan) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const BASE: &str = r#"[proxy]
+    /// A plan's proxy and services (`legacy`, `students`), for tests to add routes to.
+    pub(crate) const BASE: &str = r#"[proxy]
 listen = "127.0.0.1:8080"
 admin_listen = "127.0.0.1:8081"
 state = "data/strangler.db"
@@ -1925,7 +1956,8 @@ legacy = true
 urls = ["http://127.0.0.1:7101", "http://127.0.0.1:7201"]
 "#;
 
-    fn check(extra: &str) -> Result<Plan, PlanError> {
+    /// [`BASE`] and `extra`, parsed.
+    pub(crate) fn check(extra: &str) -> Result<Plan, PlanError> {
         parse(Path::new("plan.toml"), &format!("{BASE}{extra}"))
     }
 

@@ -4,6 +4,7 @@
 //! - [`file`] (re-exported at the root): the plan file, deserialized with spans so that
 //!   every error names `file:line:col`, the field and the reason, then validated;
 //! - [`stage`]: a route's migration stages;
+//! - [`edge`]: the edge policies it owns: response caching and aggregate routes;
 //! - [`analysis`]: analysis budgets, rollout steps and webhooks;
 //! - [`schedule`]: `[[schedule]]`, verifies run by themselves, every interval or by cron;
 //! - [`telemetry`]: `[telemetry]`, where request spans are exported (OTLP/HTTP);
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analysis;
+pub mod edge;
 pub mod file;
 pub mod location;
 pub mod path;
@@ -28,6 +30,7 @@ pub mod telemetry;
 pub mod translate;
 
 pub use analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
+pub use edge::{AggregateSpec, CacheSettings, RouteCache};
 pub use file::*;
 pub use location::StoreLocation;
 pub use path::PathTemplate;

@@ -6,6 +6,8 @@ mod analysis;
 mod capture;
 mod dashboard;
 mod dashboard_browser;
+mod edge_aggregate;
+mod edge_cache;
 mod fleet;
 mod monolith_api;
 mod monolith_enrollment;

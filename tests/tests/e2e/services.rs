@@ -47,7 +47,7 @@ async fn call(
 
 /// Seeds the monolith with a student who has an enrollment, a paid invoice, a cancelled
 /// one and a reward, plus an inactive student, and waits until every service has them.
-async fn seeded() -> (Stack, Value) {
+pub(crate) async fn seeded() -> (Stack, Value) {
     let s = Stack::start().await;
     let c = &s.legacy.client;
     let student = c.new_student("parity@example.org").await;

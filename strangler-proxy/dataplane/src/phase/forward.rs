@@ -303,6 +303,7 @@ pub async fn forward<'t>(
                     let streamed = Streamed {
                         body: tee,
                         _slot: Some(slot),
+                        fill: None,
                     };
                     (Either::Left(streamed), Some(body_rx))
                 }
@@ -310,6 +311,7 @@ pub async fn forward<'t>(
                     let streamed = Streamed {
                         body: TeeBody::passthrough(body),
                         _slot: Some(slot),
+                        fill: None,
                     };
                     (Either::Left(streamed), None)
                 }

@@ -1,11 +1,12 @@
 //! The request path as named phases, in the order a request meets them:
 //!
 //! 1. [`accept`]: the head checked, the path normalized, internal paths refused (400, 501,
-//!    404);
+//!    404); then an aggregate route's `GET` ([`aggregate`]) is answered by asking its
+//!    parts of the proxy itself (each part meets every phase below as a request of its own);
 //! 2. [`route`]: the trailing-slash rule (308), the route match, near misses counted;
 //! 3. [`admit`]: the seam for authentication and rate limits (today it admits every
 //!    request);
-//! 4. [`cache`]: the seam for a response cache (today every lookup misses);
+//! 4. [`cache`]: the response cache: a hit answers here, a miss is stored on its way back;
 //! 5. [`side`]: which side answers (stage, canary split), whether a shadow leg gets a copy;
 //! 6. [`forward`]: the upgrade, body and in-flight checks (403, 413, 408, 400, 503), the
 //!    header rewrite, the send with its retry, the fallback to legacy, the tunnel of an
@@ -17,8 +18,8 @@
 //! passes its state on to the next phase ([`Step::Continue`]) or answers the request itself
 //! ([`Step::Answer`]). [`crate::forward::Forwarder::handle`] runs them in order and hands
 //! whatever answered, with the [`record::Trail`] of how far the request got, to
-//! [`record::record`]. A gateway policy is a phase of its own (or fills one of the two
-//! seams), with its section of the plan; nothing else changes.
+//! [`record::record`]. A gateway policy is a phase of its own (or fills the admit seam),
+//! with its section of the plan; nothing else changes.
 
 use http::Response;
 
@@ -27,6 +28,7 @@ use crate::metrics::Cause;
 
 pub mod accept;
 pub mod admit;
+pub mod aggregate;
 pub mod cache;
 pub mod forward;
 pub mod record;
@@ -150,6 +152,7 @@ pub(crate) mod testing {
             parts,
             accepted.upgrade.is_some(),
             accepted.declared,
+            None,
         )
     }
 }

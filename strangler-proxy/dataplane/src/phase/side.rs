@@ -50,7 +50,9 @@ impl Mirror<'_> {
 
 /// Chooses the side for the request `matched`, and its shadow leg (none for a request that
 /// asks to switch protocols, `upgrade`: it is tunnelled); `declared` is its body's length;
-/// `governor` says whether this thread has time for a shadow leg.
+/// `governor` says whether this thread has time for a shadow leg; `preset` is a side an
+/// earlier phase already chose (the cache lookup, whose key names it).
+#[allow(clippy::too_many_arguments)]
 pub fn choose<'t>(
     recorder: &ResultSender,
     governor: &Governor,
@@ -59,6 +61,7 @@ pub fn choose<'t>(
     parts: &Parts,
     upgrade: bool,
     declared: Option<u64>,
+    preset: Option<Side>,
 ) -> Chosen<'t> {
     let Some((route, template)) = matched.found else {
         return Chosen {
@@ -70,7 +73,8 @@ pub fn choose<'t>(
             mirror: None,
         };
     };
-    let side = choose_side(route, template, &matched.segments, &parts.headers);
+    let side =
+        preset.unwrap_or_else(|| choose_side(route, template, &matched.segments, &parts.headers));
     let service = match side {
         Side::Legacy => &table.legacy,
         Side::New => &route.target,

@@ -12,7 +12,12 @@ use http::{HeaderName, Method, Uri};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod edge;
+
+pub use edge::{load_policy, parse_policy};
+
 use crate::analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
+use crate::edge::{EdgeSpec, RouteEdge};
 use crate::location::{self, StoreLocation};
 use crate::path::PathTemplate;
 use crate::schedule::{Cron, ScheduleSpec, When};
@@ -85,6 +90,8 @@ struct RawPlan {
     notify: Vec<Spanned<RawNotify>>,
     #[serde(default)]
     schedule: Vec<Spanned<RawSchedule>>,
+    /// Authentication and rate limits, before any service is called.
+    edge: Option<Spanned<edge::RawEdge>>,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +228,9 @@ struct RawRoute {
     buffer_body_up_to: Option<Spanned<String>>,
     analysis: Option<Spanned<RawAnalysis>>,
     steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
+    #[serde(default)]
+    public: bool,
+    rate_limit: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +255,8 @@ pub struct Plan {
     pub notify: Vec<NotifySpec>,
     /// Verifies the fleet's controller runs by itself (`[[schedule]]`).
     pub schedules: Vec<ScheduleSpec>,
+    /// Authentication and rate limits every route gets unless it says otherwise.
+    pub edge: EdgeSpec,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -438,6 +450,8 @@ pub struct RouteSpec {
     pub analysis: AnalysisSpec,
     /// Its progressive rollout (`strangler rollout start`); empty: none.
     pub steps: Vec<Step>,
+    /// Whether it is public, and its own rate limit.
+    pub edge: RouteEdge,
 }
 
 /// How a route's answers are compared (its `compare` section), for the diff engine.
@@ -714,6 +728,10 @@ impl Ctx<'_> {
             sync,
             notify,
             schedules: Vec::new(),
+            edge: match &raw.edge {
+                None => EdgeSpec::default(),
+                Some(edge) => self.edge(edge.get_ref())?,
+            },
         };
         plan.schedules = self.schedules(&raw.schedule, &plan)?;
         Ok(plan)
@@ -1343,6 +1361,7 @@ impl Ctx<'_> {
                 None => Vec::new(),
                 Some(steps) => self.steps(steps, &field("steps"))?,
             };
+            let edge = self.route_edge(r.public, r.rate_limit.as_ref(), &format!("routes[{i}]"))?;
             routes.push(RouteSpec {
                 name,
                 paths,
@@ -1360,6 +1379,7 @@ impl Ctx<'_> {
                 buffer_body_up_to,
                 analysis,
                 steps,
+                edge,
             });
         }
         Ok(routes)

@@ -6,6 +6,7 @@
 //! - [`stage`]: a route's migration stages;
 //! - [`analysis`]: analysis budgets, rollout steps and webhooks;
 //! - [`schedule`]: `[[schedule]]`, verifies run by themselves, every interval or by cron;
+//! - [`edge`]: `[edge]`, authentication and rate limits (a sidecar's policy file too);
 //! - [`path`]: request path normalization and path templates;
 //! - [`sync`]: `[[sync]]` links and their ends (a participant, or a PostgreSQL outbox or
 //!   inbox table).
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analysis;
+pub mod edge;
 pub mod file;
 pub mod location;
 pub mod path;

@@ -348,7 +348,7 @@ impl Forwarder {
         &self,
         table: &'t RouteTable,
         peer: SocketAddr,
-        parts: Parts,
+        mut parts: Parts,
         body: Incoming,
         request_id: &HeaderValue,
     ) -> (Answer, Trail<'t>) {
@@ -375,8 +375,11 @@ impl Forwarder {
             trail
         );
         let trail = matched.trail(table);
-        // Admit (authentication, rate limits), then the cache: seams that pass on today.
-        let Admitted = next!(admit::admit(matched.route(), &parts), trail);
+        // Admit (authentication, rate limits), then the cache (a seam that passes on today).
+        let Admitted = next!(
+            admit::admit(table, matched.route(), peer, &mut parts),
+            trail
+        );
         let Miss = next!(cache::lookup(matched.route(), &parts), trail);
         // Choose the side, and whether a shadow leg gets a copy.
         let chosen = side::choose(

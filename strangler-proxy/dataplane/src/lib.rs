@@ -11,10 +11,12 @@
 //!   a request through the phases and records the answer; the proxy's own errors, answered
 //!   as JSON naming who caused them;
 //! - [`phase`]: the request path as named phases, in the order a request meets them:
-//!   accept & normalize, match the route, admit and cache lookup (seams for authentication,
-//!   rate limits and caching, passing every request on today), choose the side, forward
+//!   accept & normalize, match the route, admit (the [`edge`] policies), cache lookup (a
+//!   seam for caching, passing every request on today), choose the side, forward
 //!   (with the shadow tee, fallback, upgrade), respond & record (every answer, early or
 //!   not);
+//! - [`edge`]: the policies the admit phase applies: JWT authentication (keys from files
+//!   or a JWKS fetched off the request path) and per-key token buckets;
 //! - [`tee`]: `TeeBody`, the copy of a body taken while it streams;
 //! - [`shadow`]: the shadow leg (mirror, compare) and the channel its results leave by;
 //! - [`capture`]: a mismatching exchange kept whole (redacted) for `strangler replay`, built
@@ -31,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod capture;
+pub mod edge;
 pub mod forward;
 pub mod headers;
 pub mod inbound;

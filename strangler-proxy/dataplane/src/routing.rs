@@ -83,6 +83,8 @@ pub struct Registry {
     routes: HashMap<String, Arc<RouteMetrics>>,
     /// Per route: its shadow leg's in-flight slots, and how many there are.
     shadow_slots: HashMap<String, (usize, Arc<tokio::sync::Semaphore>)>,
+    /// The JWT verifier, rate-limit buckets and refusal counters.
+    edge: crate::edge::EdgeRegistry,
 }
 
 impl Registry {
@@ -140,6 +142,8 @@ pub struct ActiveRoute {
     pub rules: Arc<strangler_diff::Rules>,
     /// Its `capture` section, compiled (`None`: it captures nothing).
     pub capture: Option<Arc<crate::capture::Capturing>>,
+    /// Its edge policies, compiled (`None`: none applies, admitted without a look).
+    pub admission: Option<Arc<crate::edge::Admission>>,
 }
 
 #[derive(Debug)]
@@ -167,6 +171,8 @@ pub struct RouteTable {
     pub trusted_proxies: Vec<strangler_plan::Cidr>,
     /// How paths meet templates (trailing slash, letter case).
     pub matching: strangler_plan::PathMatching,
+    /// The edge policies of unmatched requests (the `[edge]` defaults).
+    pub admission: Option<Arc<crate::edge::Admission>>,
 }
 
 impl RouteTable {
@@ -202,6 +208,7 @@ impl RouteTable {
                 header: header_value(&spec.name),
                 rules: Arc::new(compile_rules(&spec.compare)),
                 capture: spec.capture.as_ref().map(crate::capture::Capturing::new),
+                admission: registry.edge.admission(&plan.edge, &spec.name, &spec.edge),
                 target,
                 spec: spec.clone(),
             });
@@ -218,6 +225,9 @@ impl RouteTable {
             matchers,
             legacy,
             unmatched: registry.route(UNMATCHED),
+            admission: registry
+                .edge
+                .admission(&plan.edge, UNMATCHED, &Default::default()),
             default_timeout: plan.proxy.default_timeout,
             served_by_headers: plan.proxy.served_by_headers,
             max_body_bytes: plan.proxy.max_body_bytes,

@@ -438,7 +438,10 @@ fn edge(enc: &mut DescriptorEncoder, table: &RouteTable) -> fmt::Result {
         admissions.iter().flat_map(|(r, a)| {
             Refused::ALL.map(|reason| {
                 (
-                    vec![("route", r.to_string()), ("reason", reason.as_str().to_string())],
+                    vec![
+                        ("route", r.to_string()),
+                        ("reason", reason.as_str().to_string()),
+                    ],
                     a.counters.get(reason),
                 )
             })

@@ -4,6 +4,8 @@
 
 mod analysis;
 mod capture;
+mod edge_auth;
+mod edge_rate;
 mod fleet;
 mod monolith_api;
 mod monolith_enrollment;
@@ -19,5 +21,6 @@ mod schedule;
 mod schemathesis;
 mod services;
 mod shadow;
+mod sidecar;
 mod sync_relay;
 mod verify;

@@ -134,13 +134,7 @@ impl Sidecar {
 }
 
 async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    if !presented.is_some_and(|t| crate::admin::same(t.as_bytes(), state.token.as_bytes())) {
+    if !crate::admin::bears(&headers, &state.token) {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],

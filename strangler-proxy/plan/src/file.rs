@@ -626,25 +626,24 @@ impl RouteSpec {
 
 /// Reads and validates the plan at `file`.
 pub fn load(file: &Path) -> Result<Plan, PlanError> {
-    let text = std::fs::read_to_string(file).map_err(|err| PlanError {
+    parse(file, &read_text(file, "the plan")?)
+}
+
+/// The text of `file` (`what` it is, for the message).
+fn read_text(file: &Path, what: &str) -> Result<String, PlanError> {
+    std::fs::read_to_string(file).map_err(|err| PlanError {
         file: file.to_path_buf(),
         line: 0,
         column: 0,
         field: String::new(),
-        message: format!("cannot read the plan: {err}"),
-    })?;
-    parse(file, &text)
+        message: format!("cannot read {what}: {err}"),
+    })
 }
 
 /// Validates plan `text`, naming `file` in errors.
 pub fn parse(file: &Path, text: &str) -> Result<Plan, PlanError> {
     let ctx = Ctx { file, text };
-    let raw: RawPlan = toml::from_str(text).map_err(|err| {
-        let span = err.span().unwrap_or(0..0);
-        let message = err.message().replace('\n', " ");
-        ctx.error(&span, "", message)
-    })?;
-    ctx.validate(raw)
+    ctx.validate(ctx.deserialize()?)
 }
 
 struct Ctx<'a> {
@@ -653,6 +652,15 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The text as `T`, a syntax or shape error pointing at its place.
+    fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T, PlanError> {
+        toml::from_str(self.text).map_err(|err| {
+            let span = err.span().unwrap_or(0..0);
+            let message = err.message().replace('\n', " ");
+            self.error(&span, "", message)
+        })
+    }
+
     fn error(&self, span: &Range<usize>, field: &str, message: impl Into<String>) -> PlanError {
         let start = span.start.min(self.text.len());
         let before = &self.text[..start];

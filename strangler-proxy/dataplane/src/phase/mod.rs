@@ -3,8 +3,8 @@
 //! 1. [`accept`]: the head checked, the path normalized, internal paths refused (400, 501,
 //!    404);
 //! 2. [`route`]: the trailing-slash rule (308), the route match, near misses counted;
-//! 3. [`admit`]: the seam for authentication and rate limits (today it admits every
-//!    request);
+//! 3. [`admit`]: the route's edge policies, JWT authentication (401, 503 before a JWKS
+//!    was fetched) and its rate limit (429);
 //! 4. [`cache`]: the seam for a response cache (today every lookup misses);
 //! 5. [`side`]: which side answers (stage, canary split), whether a shadow leg gets a copy;
 //! 6. [`forward`]: the upgrade, body and in-flight checks (403, 413, 408, 400, 503), the

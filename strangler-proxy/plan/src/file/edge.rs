@@ -96,23 +96,13 @@ struct RawPolicy {
 
 /// Reads a sidecar's policy file: an `[edge]` section and nothing else.
 pub fn load_policy(file: &Path) -> Result<EdgeSpec, PlanError> {
-    let text = std::fs::read_to_string(file).map_err(|err| PlanError {
-        file: file.to_path_buf(),
-        line: 0,
-        column: 0,
-        field: String::new(),
-        message: format!("cannot read the policy file: {err}"),
-    })?;
-    parse_policy(file, &text)
+    parse_policy(file, &super::read_text(file, "the policy file")?)
 }
 
 /// Checks policy `text`, naming `file` in errors (key files are relative to its folder).
 pub fn parse_policy(file: &Path, text: &str) -> Result<EdgeSpec, PlanError> {
     let ctx = Ctx { file, text };
-    let raw: RawPolicy = toml::from_str(text).map_err(|err| {
-        let span = err.span().unwrap_or(0..0);
-        ctx.error(&span, "", err.message().replace('\n', " "))
-    })?;
+    let raw: RawPolicy = ctx.deserialize()?;
     match &raw.edge {
         None => Ok(EdgeSpec::default()),
         Some(edge) => ctx.edge(edge.get_ref()),

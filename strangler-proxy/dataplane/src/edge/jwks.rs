@@ -24,7 +24,7 @@ use super::jwt::{Key, KeySet, Verifier};
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// A fetch that takes longer fails.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Wait before trying again after a failed fetch (until the first success, and after).
+/// Wait before trying again after a failed fetch (and at least the gap once one succeeded).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// Starts the thread for `verifier`; `wanted` receives the request path's asks.
@@ -53,9 +53,11 @@ async fn run(spec: JwksSpec, verifier: Weak<Verifier>, mut wanted: mpsc::Receive
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let mut last_fetch: Option<Instant> = None;
+    // Until a fetch succeeds, tokens are answered 503: try every second meanwhile.
+    let mut fetched_once = false;
     loop {
         // A fetch asked for soon after the last one waits for the gap.
-        if let Some(last) = last_fetch {
+        if let Some(last) = last_fetch.filter(|_| fetched_once) {
             let gap_end = last + spec.min_gap;
             tokio::time::sleep_until(gap_end.into()).await;
         }
@@ -69,6 +71,7 @@ async fn run(spec: JwksSpec, verifier: Weak<Verifier>, mut wanted: mpsc::Receive
             };
             match fetched {
                 Ok(keys) => {
+                    fetched_once = true;
                     tracing::info!(url = %spec.url, keys = keys.len(), "JWKS fetched");
                     let mut all = verifier.file_keys.clone();
                     all.extend(keys);
@@ -80,7 +83,7 @@ async fn run(spec: JwksSpec, verifier: Weak<Verifier>, mut wanted: mpsc::Receive
                 }
                 Err(err) => {
                     tracing::warn!(url = %spec.url, error = %err, "cannot fetch the JWKS; keeping the keys it had");
-                    RETRY_AFTER_FAILURE.max(spec.min_gap).min(spec.refresh)
+                    RETRY_AFTER_FAILURE.min(spec.refresh)
                 }
             }
         };

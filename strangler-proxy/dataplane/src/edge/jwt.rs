@@ -14,6 +14,9 @@ use serde_json::{Map, Value};
 use strangler_plan::edge::{Algorithm, AuthSpec};
 use tokio::sync::mpsc;
 
+/// Longest part of a token's `kid` repeated in a refusal.
+const MAX_KID_SHOWN: usize = 64;
+
 /// The verified token's claims.
 pub type Claims = Map<String, Value>;
 
@@ -189,7 +192,11 @@ impl Verifier {
                 let _ = refetch.try_send(());
             }
             return Err(Refusal::Invalid(match kid {
-                Some(kid) => format!("no {} key with kid `{kid}`", algorithm.as_str()),
+                Some(kid) => format!(
+                    "no {} key with kid `{}`",
+                    algorithm.as_str(),
+                    kid.chars().take(MAX_KID_SHOWN).collect::<String>()
+                ),
                 None => format!("no {} key", algorithm.as_str()),
             }));
         }

@@ -156,7 +156,7 @@ impl Admission {
                 why.clone(),
                 format!(
                     "Bearer realm=\"strangler\", error=\"invalid_token\", error_description=\"{}\"",
-                    why.replace(['"', '\\'], "'")
+                    header_text(&why)
                 ),
             ),
             Refusal::KeysUnavailable => (
@@ -172,7 +172,11 @@ impl Admission {
         let headers = response.headers_mut();
         if challenge.is_empty() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        } else if let Ok(value) = HeaderValue::from_str(&challenge) {
+        } else {
+            // A reason quoting what the token said may not be a valid header value.
+            let value = HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static(
+                "Bearer realm=\"strangler\", error=\"invalid_token\"",
+            ));
             headers.insert(header::WWW_AUTHENTICATE, value);
         }
         Answer {
@@ -212,6 +216,18 @@ impl Admission {
 
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+/// `text` as a quoted-string's content: printable ASCII, no quote or backslash (a reason
+/// may quote what the token said).
+fn header_text(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            c if c == ' ' || c.is_ascii_graphic() => c,
+            _ => '?',
+        })
+        .collect()
+}
 
 /// The bucket key of a claim (a missing claim is the empty key, one bucket).
 fn claim_key(claims: Option<&Claims>, claim: &str) -> String {
@@ -307,5 +323,93 @@ impl EdgeRegistry {
             counters: Arc::clone(self.counters.entry(route.to_string()).or_default()),
             route: route.to_string(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::path::Path;
+    use std::time::Duration;
+
+    use jsonwebtoken::{EncodingKey, Header};
+    use strangler_plan::edge::{Algorithm, KeySpec};
+
+    use super::*;
+
+    const PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9);
+
+    fn auth() -> EdgeSpec {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/keys/hs.secret");
+        EdgeSpec {
+            auth: Some(AuthSpec {
+                issuer: None,
+                audience: Vec::new(),
+                leeway: Duration::ZERO,
+                keys: vec![KeySpec {
+                    kid: Some("k".into()),
+                    algorithm: Algorithm::Hs256,
+                    material: std::fs::read(&file).unwrap(),
+                    file,
+                }],
+                jwks: None,
+                claims: vec![("sub".into(), HeaderName::from_static("x-user-id"))],
+            }),
+            rate_limit: None,
+        }
+    }
+
+    fn request(token: Option<String>) -> Parts {
+        let mut builder = http::Request::builder()
+            .uri("/x")
+            .header("x-user-id", "spoofed");
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn a_refusal_always_carries_a_challenge_whatever_the_token_says() {
+        let admission = EdgeRegistry::default()
+            .admission(&auth(), "r", &RouteEdge::default())
+            .unwrap();
+        let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some(format!("é\"{}", "x".repeat(500)));
+        let claims =
+            serde_json::json!({"sub": "s", "exp": jsonwebtoken::get_current_timestamp() + 60});
+        let token =
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"x")).unwrap();
+        let Step::Answer(answer) = admission.check(PEER, &mut request(Some(token))) else {
+            panic!("admitted")
+        };
+        assert_eq!(answer.response.status(), 401);
+        let challenge = answer.response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap();
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+        assert!(challenge.len() < 300, "{challenge}");
+    }
+
+    #[test]
+    fn a_public_route_admits_without_a_token_and_drops_spoofed_claims() {
+        let mut registry = EdgeRegistry::default();
+        let public = RouteEdge {
+            public: true,
+            rate_limit: None,
+        };
+        let admission = registry.admission(&auth(), "open", &public).unwrap();
+        let mut parts = request(None);
+        assert!(matches!(
+            admission.check(PEER, &mut parts),
+            Step::Continue(Admitted)
+        ));
+        assert!(parts.headers.get("x-user-id").is_none());
+        // Without any policy, a route has no admission at all.
+        assert!(
+            registry
+                .admission(&EdgeSpec::default(), "r", &public)
+                .is_none()
+        );
     }
 }

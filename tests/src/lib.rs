@@ -14,6 +14,8 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod tokens;
+
 /// A monolith served in this process on an ephemeral port, with its database in a temp dir.
 pub struct Monolith {
     /// Base URL, e.g. `http://127.0.0.1:41234`.

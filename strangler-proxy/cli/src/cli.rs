@@ -217,6 +217,9 @@ pub enum Command {
     /// Send every case of a capture bundle again and compare each answer with the
     /// monolith's. Exits 0 when all match, 1 when some differ, 2 on bad usage. No plan needed.
     Replay(crate::replay::Replay),
+    /// Run authentication, rate limits, request ids and metrics in front of one service,
+    /// with no plan file and no store (policies from --policy, a file of [edge] sections).
+    Sidecar(crate::sidecar::SidecarArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -477,6 +480,7 @@ async fn run_command(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Replay(replay) => crate::replay::run(replay).await,
+        Command::Sidecar(args) => crate::sidecar::run(args).await,
         Command::Store {
             command: StoreCommand::Copy { from, to, replace },
         } => copy_store(&from, &to, replace),

@@ -5,6 +5,7 @@
 //!   usage, 3 unconfirmed propagation);
 //! - [`bundle`]: `strangler capture export`, a route's captured cases as plain files;
 //! - [`replay`]: `strangler replay`, a bundle's requests sent again and compared;
+//! - [`sidecar`]: `strangler sidecar`, the request path beside one service;
 //! - [`up`]: `strangler up`, the demo stack as child processes and the proxy in-process;
 //! - [`verify`]: `strangler verify`, its progress and report.
 //!
@@ -39,6 +40,7 @@ macro_rules! say_raw {
 pub mod bundle;
 pub mod cli;
 pub mod replay;
+pub mod sidecar;
 pub mod up;
 pub mod verify;
 
@@ -114,7 +116,7 @@ pub async fn main() {
     };
     // The proxy logs what it does; a one-shot command prints its result and logs only trouble.
     let default_level = match cli.command {
-        Command::Serve | Command::Up => "info",
+        Command::Serve | Command::Up | Command::Sidecar(_) => "info",
         _ => "warn",
     };
     init_tracing(default_level);

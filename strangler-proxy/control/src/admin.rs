@@ -147,40 +147,43 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
+/// Whether `headers` carry `Authorization: Bearer <token>` with this very token.
+pub(crate) fn bears(headers: &header::HeaderMap, token: &str) -> bool {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
+        .is_some_and(|(_, presented)| same(presented.trim().as_bytes(), token.as_bytes()))
+}
+
+async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    if bears(request.headers(), &state.token) {
+        return next.run(request).await;
+    }
     // The dashboard's script is authorized by the session cookie; a change it asks for
     // also carries its header, which a cross-site form cannot send.
-    let by_session = presented.is_none()
+    let by_session = !request.headers().contains_key(header::AUTHORIZATION)
         && crate::dashboard::session::has_token(request.headers(), &state.token)
         && (request.method().is_safe()
             || request
                 .headers()
                 .contains_key(crate::dashboard::session::DASHBOARD_HEADER));
-    match presented {
-        Some(token) if same(token.as_bytes(), state.token.as_bytes()) => next.run(request).await,
-        None if by_session => next.run(request).await,
-        _ => {
-            let mut response = error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                format!(
-                    "send Authorization: Bearer <token> (${TOKEN_ENV} or the token file beside the state store)"
-                ),
-            );
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            response
-        }
+    if by_session {
+        return next.run(request).await;
     }
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        format!(
+            "send Authorization: Bearer <token> (${TOKEN_ENV} or the token file beside the state store)"
+        ),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 fn route_rows(table: &RouteTable) -> Vec<RouteStatus> {

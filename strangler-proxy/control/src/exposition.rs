@@ -164,6 +164,7 @@ impl Collector for Scrape {
                 })
             }),
         )?;
+        edge(&mut enc, table)?;
         counter(
             &mut enc,
             "strangler_route_cache_hits",
@@ -459,4 +460,44 @@ impl Collector for Scrape {
         )?;
         Ok(())
     }
+}
+
+/// The admit phase's refusals and rate-limit keys, for the routes an `[edge]` policy
+/// applies to (nothing at all without one).
+fn edge(enc: &mut DescriptorEncoder, table: &RouteTable) -> fmt::Result {
+    use strangler_dataplane::edge::Refused;
+    let admissions: Vec<(&str, &strangler_dataplane::edge::Admission)> = table
+        .routes
+        .iter()
+        .filter_map(|r| Some((r.spec.name.as_str(), r.admission.as_deref()?)))
+        .chain(table.admission.as_deref().map(|a| (UNMATCHED, a)))
+        .collect();
+    if admissions.is_empty() {
+        return Ok(());
+    }
+    counter(
+        enc,
+        "strangler_edge_refused",
+        "Requests the admit phase refused, per route and reason (missing_token, invalid_token, auth_keys_unavailable, rate_limited).",
+        admissions.iter().flat_map(|(r, a)| {
+            Refused::ALL.map(|reason| {
+                (
+                    vec![
+                        ("route", r.to_string()),
+                        ("reason", reason.as_str().to_string()),
+                    ],
+                    a.counters.get(reason),
+                )
+            })
+        }),
+    )?;
+    gauge(
+        enc,
+        "strangler_rate_limit_keys",
+        "Keys a route's rate limit tracks now (pruned every second, bounded by max_keys).",
+        admissions.iter().filter_map(|(r, a)| {
+            let limit = a.limit.as_ref()?;
+            Some((vec![("route", r.to_string())], limit.keys() as i64))
+        }),
+    )
 }

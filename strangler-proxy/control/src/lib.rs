@@ -25,7 +25,8 @@
 //! - [`admin`]: the admin API and its token; [`purge`]: its response-cache purge; [`exposition`]: `/metrics`, written with
 //!   `prometheus-client` from the data plane's atomics and the store's fleet figures;
 //! - [`proxy`]: a running proxy (data plane, admin, control, recorder, relays) and its
-//!   one way to stop.
+//!   one way to stop; [`sidecar`]: the data plane beside one service, without plan file or
+//!   store (`strangler sidecar`).
 //!
 //! API boundary: the only crate that both reads the store and drives the data plane. The
 //! data plane sees a route table and a results channel; the store sees typed calls.
@@ -45,6 +46,7 @@ pub mod purge;
 pub mod recorder;
 pub mod rollout;
 pub mod schedule;
+pub mod sidecar;
 pub mod status;
 pub mod telemetry;
 

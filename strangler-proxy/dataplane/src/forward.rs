@@ -407,7 +407,7 @@ impl Forwarder {
         &self,
         table: &'t RouteTable,
         peer: SocketAddr,
-        parts: Parts,
+        mut parts: Parts,
         body: Incoming,
         request_id: &HeaderValue,
         trace: Option<&Trace>,
@@ -449,8 +449,11 @@ impl Forwarder {
             trail
         );
         let trail = matched.trail(table);
-        // Admit (authentication, rate limits: a seam that passes on today), then the cache.
-        let Admitted = next!(admit::admit(matched.route(), &parts), trail);
+        // Admit (authentication, rate limits), then the cache.
+        let Admitted = next!(
+            admit::admit(table, matched.route(), peer, &mut parts),
+            trail
+        );
         let lookup = next!(cache::lookup(table, &matched, &parts), trail);
         // Choose the side, and whether a shadow leg gets a copy.
         let chosen = side::choose(

@@ -11,13 +11,14 @@
 //!   a request through the phases and records the answer; the proxy's own errors, answered
 //!   as JSON naming who caused them;
 //! - [`phase`]: the request path as named phases, in the order a request meets them:
-//!   accept & normalize, an aggregate's fan-out, match the route, admit (the seam for
-//!   authentication and rate limits, passing every request on today), the cache lookup,
-//!   choose the side, forward
+//!   accept & normalize, an aggregate's fan-out, match the route, admit (the [`edge`]
+//!   policies), the cache lookup, choose the side, forward
 //!   (with the shadow tee, fallback, upgrade), respond & record (every answer, early or
 //!   not);
 //! - [`cache`]: the response cache, one per proxy (moka, bounded by weight), keyed by
 //!   route, side, path and varied headers, filled as answers stream back;
+//! - [`edge`]: the policies the admit phase applies: JWT authentication (keys from files
+//!   or a JWKS fetched off the request path) and per-key token buckets;
 //! - [`tee`]: `TeeBody`, the copy of a body taken while it streams;
 //! - [`shadow`]: the shadow leg (mirror, compare) and the channel its results leave by;
 //! - [`capture`]: a mismatching exchange kept whole (redacted) for `strangler replay`, built
@@ -39,6 +40,7 @@
 
 pub mod cache;
 pub mod capture;
+pub mod edge;
 pub mod forward;
 pub mod headers;
 pub mod inbound;

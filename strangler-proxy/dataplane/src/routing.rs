@@ -85,6 +85,8 @@ pub struct Registry {
     shadow_slots: HashMap<String, (usize, Arc<tokio::sync::Semaphore>)>,
     /// The response cache, kept across rebuilds while `[edge.cache]` stays the same.
     cache: Option<Arc<crate::cache::ResponseCache>>,
+    /// The JWT verifier, rate-limit buckets and refusal counters.
+    edge: crate::edge::EdgeRegistry,
 }
 
 impl Registry {
@@ -158,6 +160,8 @@ pub struct ActiveRoute {
     pub capture: Option<Arc<crate::capture::Capturing>>,
     /// Its `translate` section (`None`: the new service speaks the clients' contract).
     pub translate: Option<crate::translate::Translation>,
+    /// Its edge policies, compiled (`None`: none applies, admitted without a look).
+    pub admission: Option<Arc<crate::edge::Admission>>,
 }
 
 #[derive(Debug)]
@@ -189,6 +193,8 @@ pub struct RouteTable {
     pub aggregates: Vec<crate::phase::aggregate::ActiveAggregate>,
     /// The response cache (`None`: no route caches).
     pub cache: Option<Arc<crate::cache::ResponseCache>>,
+    /// The edge policies of unmatched requests (the `[edge]` defaults).
+    pub admission: Option<Arc<crate::edge::Admission>>,
 }
 
 impl RouteTable {
@@ -231,6 +237,7 @@ impl RouteTable {
                         spec: Arc::new(t.clone()),
                         metrics: registry.route(&spec.name),
                     }),
+                admission: registry.edge.admission(&plan.edge, &spec.name, &spec.edge),
                 target,
                 spec: spec.clone(),
             });
@@ -247,6 +254,9 @@ impl RouteTable {
             matchers,
             legacy,
             unmatched: registry.route(UNMATCHED),
+            admission: registry
+                .edge
+                .admission(&plan.edge, UNMATCHED, &Default::default()),
             default_timeout: plan.proxy.default_timeout,
             served_by_headers: plan.proxy.served_by_headers,
             max_body_bytes: plan.proxy.max_body_bytes,

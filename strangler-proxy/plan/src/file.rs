@@ -12,7 +12,12 @@ use http::{HeaderName, Method, Uri};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod edge;
+
+pub use edge::{load_policy, parse_policy};
+
 use crate::analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
+use crate::edge::{EdgeSpec, RouteEdge};
 use crate::location::{self, StoreLocation};
 use crate::path::PathTemplate;
 use crate::schedule::{Cron, ScheduleSpec, When};
@@ -86,10 +91,11 @@ struct RawPlan {
     #[serde(default)]
     schedule: Vec<Spanned<RawSchedule>>,
     telemetry: Option<Spanned<crate::telemetry::RawTelemetry>>,
-    /// Defaults of the edge policies (`[edge.cache]`).
-    edge: Option<Spanned<crate::edge::RawEdge>>,
+    /// The edge policies' defaults: authentication, rate limits (before any service is
+    /// called) and the response cache (`[edge.cache]`).
+    edge: Option<Spanned<edge::RawEdge>>,
     #[serde(default)]
-    aggregates: Vec<Spanned<crate::edge::RawAggregate>>,
+    aggregates: Vec<Spanned<crate::cache::RawAggregate>>,
 }
 
 #[derive(Deserialize)]
@@ -227,7 +233,10 @@ struct RawRoute {
     analysis: Option<Spanned<RawAnalysis>>,
     steps: Option<Spanned<Vec<Spanned<RawStep>>>>,
     translate: Option<Spanned<crate::translate::RawTranslate>>,
-    cache: Option<Spanned<crate::edge::RawRouteCache>>,
+    cache: Option<Spanned<crate::cache::RawRouteCache>>,
+    #[serde(default)]
+    public: bool,
+    rate_limit: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -255,9 +264,11 @@ pub struct Plan {
     /// Where request spans are exported (`[telemetry]`; `None`: nowhere).
     pub telemetry: Option<crate::TelemetrySpec>,
     /// The proxy's response cache (`[edge.cache]`).
-    pub cache: crate::edge::CacheSettings,
+    pub cache: crate::cache::CacheSettings,
     /// Routes answered by fanning out to other routes (`[[aggregates]]`).
-    pub aggregates: Vec<crate::edge::AggregateSpec>,
+    pub aggregates: Vec<crate::cache::AggregateSpec>,
+    /// Authentication and rate limits every route gets unless it says otherwise.
+    pub edge: EdgeSpec,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -454,7 +465,9 @@ pub struct RouteSpec {
     /// How the new service's requests and answers are translated (`None`: they are not).
     pub translate: Option<crate::TranslateSpec>,
     /// Its answers kept in the proxy's response cache (`None`: not cached).
-    pub cache: Option<crate::edge::RouteCache>,
+    pub cache: Option<crate::cache::RouteCache>,
+    /// Whether it is public, and its own rate limit.
+    pub edge: RouteEdge,
 }
 
 /// How a route's answers are compared (its `compare` section), for the diff engine.
@@ -629,25 +642,24 @@ impl RouteSpec {
 
 /// Reads and validates the plan at `file`.
 pub fn load(file: &Path) -> Result<Plan, PlanError> {
-    let text = std::fs::read_to_string(file).map_err(|err| PlanError {
+    parse(file, &read_text(file, "the plan")?)
+}
+
+/// The text of `file` (`what` it is, for the message).
+fn read_text(file: &Path, what: &str) -> Result<String, PlanError> {
+    std::fs::read_to_string(file).map_err(|err| PlanError {
         file: file.to_path_buf(),
         line: 0,
         column: 0,
         field: String::new(),
-        message: format!("cannot read the plan: {err}"),
-    })?;
-    parse(file, &text)
+        message: format!("cannot read {what}: {err}"),
+    })
 }
 
 /// Validates plan `text`, naming `file` in errors.
 pub fn parse(file: &Path, text: &str) -> Result<Plan, PlanError> {
     let ctx = Ctx { file, text };
-    let raw: RawPlan = toml::from_str(text).map_err(|err| {
-        let span = err.span().unwrap_or(0..0);
-        let message = err.message().replace('\n', " ");
-        ctx.error(&span, "", message)
-    })?;
-    ctx.validate(raw)
+    ctx.validate(ctx.deserialize()?)
 }
 
 pub(crate) struct Ctx<'a> {
@@ -656,6 +668,15 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The text as `T`, a syntax or shape error pointing at its place.
+    fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T, PlanError> {
+        toml::from_str(self.text).map_err(|err| {
+            let span = err.span().unwrap_or(0..0);
+            let message = err.message().replace('\n', " ");
+            self.error(&span, "", message)
+        })
+    }
+
     fn error(&self, span: &Range<usize>, field: &str, message: impl Into<String>) -> PlanError {
         let start = span.start.min(self.text.len());
         let before = &self.text[..start];
@@ -718,7 +739,8 @@ impl Ctx<'_> {
             proxy.default_timeout,
             (default_gate, default_analysis),
         )?;
-        let cache = self.cache_settings(raw.edge.as_ref().map(Spanned::get_ref))?;
+        let cache =
+            self.cache_settings(raw.edge.as_ref().and_then(|e| e.get_ref().cache.as_ref()))?;
         for (i, (route, r)) in routes.iter_mut().zip(&raw.routes).enumerate() {
             if let Some(section) = &r.get_ref().cache {
                 route.cache = Some(self.route_cache(section, route, i, &cache)?);
@@ -755,6 +777,10 @@ impl Ctx<'_> {
             telemetry,
             cache,
             aggregates,
+            edge: match &raw.edge {
+                None => EdgeSpec::default(),
+                Some(edge) => self.edge(edge.get_ref())?,
+            },
         };
         plan.schedules = self.schedules(&raw.schedule, &plan)?;
         Ok(plan)
@@ -1415,6 +1441,7 @@ impl Ctx<'_> {
                     |(span, f, m)| self.error(&span, &field(&format!("translate.{f}")), m),
                 )?),
             };
+            let edge = self.route_edge(r.public, r.rate_limit.as_ref(), &format!("routes[{i}]"))?;
             routes.push(RouteSpec {
                 name,
                 paths,
@@ -1434,6 +1461,7 @@ impl Ctx<'_> {
                 steps,
                 translate,
                 cache: None,
+                edge,
             });
         }
         Ok(routes)

@@ -4,12 +4,14 @@
 //! - [`file`] (re-exported at the root): the plan file, deserialized with spans so that
 //!   every error names `file:line:col`, the field and the reason, then validated;
 //! - [`stage`]: a route's migration stages;
-//! - [`edge`]: the edge policies it owns: response caching and aggregate routes;
+//! - [`cache`]: `[edge.cache]`, a route's `cache` and `[[aggregates]]`: response caching
+//!   and aggregate routes;
 //! - [`analysis`]: analysis budgets, rollout steps and webhooks;
 //! - [`schedule`]: `[[schedule]]`, verifies run by themselves, every interval or by cron;
 //! - [`telemetry`]: `[telemetry]`, where request spans are exported (OTLP/HTTP);
 //! - [`translate`]: a route's `translate` section, JSON edits of what the new service is
 //!   sent and answers (the anti-corruption layer), and how they apply;
+//! - [`edge`]: `[edge]`, authentication and rate limits (a sidecar's policy file too);
 //! - [`path`]: request path normalization and path templates;
 //! - [`sync`]: `[[sync]]` links and their ends (a participant, or a PostgreSQL outbox or
 //!   inbox table).
@@ -19,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analysis;
+pub mod cache;
 pub mod edge;
 pub mod file;
 pub mod location;
@@ -30,7 +33,7 @@ pub mod telemetry;
 pub mod translate;
 
 pub use analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
-pub use edge::{AggregateSpec, CacheSettings, RouteCache};
+pub use cache::{AggregateSpec, CacheSettings, RouteCache};
 pub use file::*;
 pub use location::StoreLocation;
 pub use path::PathTemplate;

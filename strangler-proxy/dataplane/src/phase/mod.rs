@@ -4,8 +4,8 @@
 //!    404); then an aggregate route's `GET` ([`aggregate`]) is answered by asking its
 //!    parts of the proxy itself (each part meets every phase below as a request of its own);
 //! 2. [`route`]: the trailing-slash rule (308), the route match, near misses counted;
-//! 3. [`admit`]: the seam for authentication and rate limits (today it admits every
-//!    request);
+//! 3. [`admit`]: the route's edge policies, JWT authentication (401, 503 before a JWKS
+//!    was fetched) and its rate limit (429);
 //! 4. [`cache`]: the response cache: a hit answers here, a miss is stored on its way back;
 //! 5. [`side`]: which side answers (stage, canary split), whether a shadow leg gets a copy;
 //! 6. [`forward`]: the upgrade, body and in-flight checks (403, 413, 408, 400, 503), the

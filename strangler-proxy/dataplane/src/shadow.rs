@@ -20,12 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::protocols::Clients;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -441,7 +440,7 @@ fn truncated(bytes: &[u8]) -> String {
 }
 
 async fn send(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &Clients<Full<Bytes>>,
     service: &Service,
     method: &Method,
     path_and_query: &str,
@@ -464,7 +463,7 @@ async fn send(
     let started = Instant::now();
     let exchange = async {
         let response = client
-            .request(request)
+            .request(service.upstream.protocol, request)
             .await
             .map_err(|e| LegError::of(&e))?;
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
@@ -508,12 +507,7 @@ async fn send(
 }
 
 /// Runs one shadow leg to its result. Never touches the client's answer.
-pub async fn run(
-    leg: Leg,
-    client: Client<HttpConnector, Full<Bytes>>,
-    recorder: ResultSender,
-    roll: u64,
-) {
+pub async fn run(leg: Leg, client: Clients<Full<Bytes>>, recorder: ResultSender, roll: u64) {
     let Leg {
         route,
         spec,

@@ -4,6 +4,7 @@
 //! - [`file`] (re-exported at the root): the plan file, deserialized with spans so that
 //!   every error names `file:line:col`, the field and the reason, then validated;
 //! - [`stage`]: a route's migration stages;
+//! - [`edge`]: TLS on the listener, the protocol each service is spoken to in;
 //! - [`analysis`]: analysis budgets, rollout steps and webhooks;
 //! - [`schedule`]: `[[schedule]]`, verifies run by themselves, every interval or by cron;
 //! - [`path`]: request path normalization and path templates;
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analysis;
+pub mod edge;
 pub mod file;
 pub mod location;
 pub mod path;
@@ -23,6 +25,7 @@ pub mod stage;
 pub mod sync;
 
 pub use analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
+pub use edge::{TlsFiles, UpstreamProtocol};
 pub use file::*;
 pub use location::StoreLocation;
 pub use path::PathTemplate;

@@ -4,6 +4,7 @@
 
 mod analysis;
 mod capture;
+mod edge_tls;
 mod fleet;
 mod monolith_api;
 mod monolith_enrollment;

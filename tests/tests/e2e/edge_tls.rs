@@ -420,17 +420,6 @@ async fn grpc_passes_through_with_its_statuses_and_streams() {
     assert_eq!(legacy.hits(), 0);
 }
 
-/// The shadow report of `route`, as `strangler report --json` gives it.
-fn report(p: &TestProxy, route: &str) -> Value {
-    let store = strangler_store::open(&strangler_plan::StoreLocation::File(
-        p.dir.path().join("strangler.db"),
-    ))
-    .unwrap();
-    let plan = strangler_plan::load(&p.plan_path).unwrap();
-    let reports = strangler_report::gather(&plan, &*store, Some(route)).unwrap();
-    strangler_report::json(&reports)["routes"][0].clone()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http2_clients_request_is_mirrored_and_compared() {
     let legacy = EchoUpstream::start("legacy").await;
@@ -457,7 +446,7 @@ async fn an_http2_clients_request_is_mirrored_and_compared() {
         assert_eq!(seen["service"], "legacy", "legacy answers in shadow");
     }
     let r = eventually(Duration::from_secs(30), "3 comparisons", || async {
-        let r = report(&p, "students");
+        let r = p.shadow_report("students");
         (r["compared"].as_i64().unwrap_or(0) >= 3).then_some(r)
     })
     .await;

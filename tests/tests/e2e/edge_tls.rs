@@ -420,6 +420,121 @@ async fn grpc_passes_through_with_its_statuses_and_streams() {
     assert_eq!(legacy.hits(), 0);
 }
 
+/// A message of the chat service below.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Note {
+    #[prost(string, tag = "1")]
+    text: String,
+}
+
+/// A bidirectional gRPC stream: answers each note upper-cased as it arrives, and ends the
+/// call with INVALID_ARGUMENT on the note "fail".
+struct Chat;
+
+impl tonic::server::StreamingService<Note> for Chat {
+    type Response = Note;
+    type ResponseStream = tokio_stream::wrappers::ReceiverStream<Result<Note, tonic::Status>>;
+    type Future = std::future::Ready<Result<tonic::Response<Self::ResponseStream>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<tonic::Streaming<Note>>) -> Self::Future {
+        let mut notes = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Ok(Some(note)) = notes.message().await {
+                let reply = if note.text == "fail" {
+                    Err(tonic::Status::invalid_argument("told to fail"))
+                } else {
+                    Ok(Note {
+                        text: note.text.to_uppercase(),
+                    })
+                };
+                let last = reply.is_err();
+                if tx.send(reply).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        std::future::ready(Ok(tonic::Response::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// Serves [`Chat`] over h2c on a port of its own.
+async fn chat_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|request: http::Request<Incoming>| async {
+                let mut grpc =
+                    tonic::server::Grpc::new(tonic_prost::ProstCodec::<Note, Note>::default());
+                Ok::<_, Infallible>(grpc.streaming(Chat, request).await)
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_stream_flows_both_ways_and_ends_with_the_servers_status() {
+    let chat = chat_server().await;
+    let legacy = EchoUpstream::start("legacy").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = e2e::plan_toml(
+        dir.path(),
+        &[("legacy", format!("\"{}\"", legacy.url()))],
+        "",
+    );
+    plan.push_str(&format!(
+        "[services.chat]\nurls = [\"http://{chat}\"]\nprotocol = \"h2c\"\n\
+         [[routes]]\nname = \"chat\"\npaths = [\"/test.Chat/{{method}}\"]\nservice = \"chat\"\nstage = \"cutover\"\n"
+    ));
+    let p = TestProxy::start(dir, &plan).await;
+    let channel = tonic::transport::Channel::from_shared(p.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let (notes, outbound) = tokio::sync::mpsc::channel::<Note>(4);
+    let note = |text: &str| Note {
+        text: text.to_string(),
+    };
+    notes.send(note("hello")).await.unwrap();
+    let mut replies = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(outbound)),
+            http::uri::PathAndQuery::from_static("/test.Chat/Talk"),
+            tonic_prost::ProstCodec::<Note, Note>::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    /// The next reply, which must come while the call is open.
+    async fn next(replies: &mut tonic::Streaming<Note>) -> Result<Option<Note>, tonic::Status> {
+        tokio::time::timeout(Duration::from_secs(10), replies.message())
+            .await
+            .expect("each reply passes through while the call is open")
+    }
+    // Each reply comes back while the client's side of the stream is still open.
+    assert_eq!(next(&mut replies).await.unwrap().unwrap().text, "HELLO");
+    notes.send(note("again")).await.unwrap();
+    assert_eq!(next(&mut replies).await.unwrap().unwrap().text, "AGAIN");
+    notes.send(note("fail")).await.unwrap();
+    let status = next(&mut replies).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::InvalidArgument, "told to fail")
+    );
+    assert_eq!(legacy.hits(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http2_clients_request_is_mirrored_and_compared() {
     let legacy = EchoUpstream::start("legacy").await;

@@ -349,6 +349,32 @@ async fn services_are_spoken_to_over_h2c_and_h2_as_the_plan_says() {
     assert_eq!(legacy.hits(), 0);
 }
 
+/// A proxy in front of an echo `legacy` and a gRPC server at `addr` (spoken to over
+/// h2c), with the calls of its service `grpc_service` (`package.Service`) cut over to it.
+async fn grpc_proxy(addr: SocketAddr, grpc_service: &str) -> (TestProxy, EchoUpstream) {
+    let legacy = EchoUpstream::start("legacy").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = e2e::plan_toml(
+        dir.path(),
+        &[("legacy", format!("\"{}\"", legacy.url()))],
+        "",
+    );
+    plan.push_str(&format!(
+        "[services.grpc]\nurls = [\"http://{addr}\"]\nprotocol = \"h2c\"\n\
+         [[routes]]\nname = \"grpc\"\npaths = [\"/{grpc_service}/{{method}}\"]\nmethods = [\"POST\"]\nservice = \"grpc\"\nstage = \"cutover\"\n"
+    ));
+    (TestProxy::start(dir, &plan).await, legacy)
+}
+
+/// A gRPC channel to `url` (h2c).
+async fn channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_passes_through_with_its_statuses_and_streams() {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -362,29 +388,9 @@ async fn grpc_passes_through_with_its_statuses_and_streams() {
             .add_service(health)
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
-    let legacy = EchoUpstream::start("legacy").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut plan = e2e::plan_toml(
-        dir.path(),
-        &[("legacy", format!("\"{}\"", legacy.url()))],
-        "",
-    );
-    plan.push_str(&format!(
-        "[services.health]\nurls = [\"http://{grpc}\"]\nprotocol = \"h2c\"\n\
-         [[routes]]\nname = \"health\"\npaths = [\"/grpc.health.v1.Health/{{method}}\"]\nmethods = [\"POST\"]\nservice = \"health\"\nstage = \"cutover\"\n"
-    ));
-    let p = TestProxy::start(dir, &plan).await;
-    let client = |url: String| async move {
-        HealthClient::new(
-            tonic::transport::Channel::from_shared(url)
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        )
-    };
-    let mut through = client(p.url.clone()).await;
-    let mut direct = client(format!("http://{grpc}")).await;
+    let (p, legacy) = grpc_proxy(grpc, "grpc.health.v1.Health").await;
+    let mut through = HealthClient::new(channel(&p.url).await);
+    let mut direct = HealthClient::new(channel(&format!("http://{grpc}")).await);
     let ask = |service: &str| {
         tonic::Request::new(HealthCheckRequest {
             service: service.to_string(),
@@ -483,24 +489,8 @@ async fn chat_server() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_grpc_stream_flows_both_ways_and_ends_with_the_servers_status() {
     let chat = chat_server().await;
-    let legacy = EchoUpstream::start("legacy").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut plan = e2e::plan_toml(
-        dir.path(),
-        &[("legacy", format!("\"{}\"", legacy.url()))],
-        "",
-    );
-    plan.push_str(&format!(
-        "[services.chat]\nurls = [\"http://{chat}\"]\nprotocol = \"h2c\"\n\
-         [[routes]]\nname = \"chat\"\npaths = [\"/test.Chat/{{method}}\"]\nservice = \"chat\"\nstage = \"cutover\"\n"
-    ));
-    let p = TestProxy::start(dir, &plan).await;
-    let channel = tonic::transport::Channel::from_shared(p.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
+    let (p, legacy) = grpc_proxy(chat, "test.Chat").await;
+    let mut grpc = tonic::client::Grpc::new(channel(&p.url).await);
     grpc.ready().await.unwrap();
     let (notes, outbound) = tokio::sync::mpsc::channel::<Note>(4);
     let note = |text: &str| Note {

@@ -499,6 +499,18 @@ impl TestProxy {
             .unwrap()
     }
 
+    /// The shadow report of `route` read from this proxy's SQLite store, as
+    /// `strangler report --json` gives it.
+    pub fn shadow_report(&self, route: &str) -> Value {
+        let store = strangler_store::open(&strangler_plan::StoreLocation::File(
+            self.dir.path().join("strangler.db"),
+        ))
+        .unwrap();
+        let plan = strangler_plan::load(&self.plan_path).unwrap();
+        let reports = strangler_report::gather(&plan, &*store, Some(route)).unwrap();
+        strangler_report::json(&reports)["routes"][0].clone()
+    }
+
     /// One sample of the metrics (`name{labels}`), 0 when absent.
     pub async fn metric(&self, sample: &str) -> u64 {
         let text = self.metrics().await;

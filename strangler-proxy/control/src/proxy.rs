@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use strangler_dataplane::listener::{DataPlane, DataPlaneConfig, ListenError, until_stopped};
 use strangler_dataplane::shadow::results_channel;
+use strangler_dataplane::tls::{TlsError, TlsTermination, upstream_client_config};
 use strangler_plan::Plan;
 use strangler_relay::{RelayError, Relays};
 use strangler_store::StoreError;
@@ -52,6 +53,8 @@ pub enum ServeError {
     LastKnown(#[from] crate::last_known::LastKnownError),
     #[error("cannot start exporting spans: {0}")]
     Telemetry(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A proxy serving a plan.
@@ -84,6 +87,14 @@ pub struct Proxy {
 impl Proxy {
     /// Binds both listeners, reads the store and starts serving.
     pub async fn start(plan: Plan) -> Result<Self, ServeError> {
+        // Certificates first: a pair that cannot serve stops the start before anything runs.
+        let tls = plan
+            .proxy
+            .tls
+            .as_ref()
+            .map(TlsTermination::load)
+            .transpose()?;
+        let upstream_tls = Arc::new(upstream_client_config(plan.services.values())?);
         let state = plan.proxy.state.clone();
         let token_file = admin::token_file(&state, &plan.proxy.last_known);
         let token = admin::ensure_token(&token_file).map_err(|source| ServeError::Token {
@@ -157,6 +168,8 @@ impl Proxy {
                 header_read_timeout,
                 shadow_max_busy,
                 spans: spans.as_ref().map(|s| s.sink.clone()),
+                tls,
+                upstream_tls,
             },
             &table,
             &results,

@@ -81,6 +81,11 @@ impl Sidecar {
                 header_read_timeout: plan.proxy.header_read_timeout,
                 shadow_max_busy: None,
                 spans: None,
+                // The sidecar listens in the clear and speaks HTTP/1.1 to its service.
+                tls: None,
+                upstream_tls: Arc::new(strangler_dataplane::tls::upstream_client_config(
+                    plan.services.values(),
+                )?),
             },
             &table,
             &results,

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -22,9 +22,6 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::json;
 
 use crate::inbound::{Inbound, InboundError};
@@ -35,6 +32,7 @@ use crate::phase::forward::{self, Exchange};
 use crate::phase::record::{self, Trail};
 use crate::phase::{Answer, Step, route, side};
 use crate::phase::{aggregate, cache};
+use crate::protocols::Clients;
 use crate::routing::{RouteTable, Slot};
 use crate::shadow::{ResultSender, TeeBody};
 use crate::trace::{SpanSink, Trace};
@@ -48,14 +46,6 @@ pub type UpstreamBody = Either<TeeBody<Inbound<Incoming>>, Empty<Bytes>>;
 /// Body sent to the client: the upstream's, streamed (and teed for a shadow leg), or the
 /// proxy's own.
 pub type ClientBody = Either<Streamed, Full<Bytes>>;
-
-/// Idle upstream connections are closed after this; below the upstreams' own idle timeouts
-/// so the proxy, not the upstream, closes an idle connection.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Idle connections kept per upstream instance.
-const POOL_MAX_IDLE_PER_HOST: usize = 512;
-/// Connecting to an upstream that does not answer fails after this.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub const ROUTE_HEADER: HeaderName = HeaderName::from_static("x-strangler-route");
 pub const SERVED_BY_HEADER: HeaderName = HeaderName::from_static("x-strangler-served-by");
@@ -292,9 +282,10 @@ impl ForwardError {
 pub struct Forwarder {
     /// The table requests are routed by; swapped whole by the control plane.
     pub table: Arc<ArcSwap<RouteTable>>,
-    pub(crate) client: Client<HttpConnector, UpstreamBody>,
-    /// Client of the shadow legs (their bodies are buffered copies).
-    pub(crate) shadow_client: Client<HttpConnector, Full<Bytes>>,
+    /// The upstream clients, one per protocol.
+    pub(crate) client: Clients<UpstreamBody>,
+    /// Clients of the shadow legs (their bodies are buffered copies).
+    pub(crate) shadow_client: Clients<Full<Bytes>>,
     /// Where shadow results go.
     pub(crate) recorder: ResultSender,
     /// Whether this thread has time for shadow legs.
@@ -311,28 +302,19 @@ pub struct Forwarder {
 impl Forwarder {
     /// A forwarder for data-plane worker `worker` of proxy `proxy_id` (both go into the
     /// request ids it makes, so they are unique across workers), admitting shadow legs as
-    /// `governor` (its thread's) says.
+    /// `governor` (its thread's) says, trusting for `h2` services what `upstream_tls` trusts.
     pub fn new(
         table: Arc<ArcSwap<RouteTable>>,
         proxy_id: &str,
         worker: usize,
         recorder: ResultSender,
         governor: Arc<Governor>,
+        upstream_tls: &Arc<rustls::ClientConfig>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let builder = {
-            let mut b = Client::builder(TokioExecutor::new());
-            b.pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-                .pool_timer(TokioTimer::new());
-            b
-        };
         Self {
             table,
-            client: builder.build(connector.clone()),
-            shadow_client: builder.build(connector),
+            client: Clients::new(upstream_tls),
+            shadow_client: Clients::new(upstream_tls),
             recorder,
             governor,
             spans: None,
@@ -433,7 +415,7 @@ impl Forwarder {
         if let Some(aggregate) = aggregate::find(table, &parts.method, &path) {
             let trail = Trail::routed(&aggregate.metrics, &aggregate.header);
             let answer = aggregate::answer(
-                &self.client,
+                self.client.http1(),
                 self.own_address,
                 aggregate,
                 &parts,

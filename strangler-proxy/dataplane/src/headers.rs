@@ -17,14 +17,14 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), besides `TE`
+/// (removed apart: its `trailers` is kept for gRPC).
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
-    header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
@@ -127,8 +127,9 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Removes hop-by-hop headers, including every header the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Removes hop-by-hop headers, including every header the `Connection` header names;
+/// answers the `TE` it removed.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     if headers.contains_key(header::CONNECTION) {
         // Split the raw bytes: a value with one non-ASCII byte (obs-text) still names the
         // headers in its other tokens.
@@ -145,6 +146,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
+    headers.remove(header::TE)
+}
+
+/// Whether a `TE` value says the client accepts trailers (`te: trailers`, which gRPC sends
+/// and HTTP/2 allows as the one `TE` value).
+fn accepts_trailers(te: &HeaderValue) -> bool {
+    te.as_bytes().split(|b| *b == b',').any(|token| {
+        token
+            .split(|b| *b == b';')
+            .next()
+            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    })
 }
 
 /// Where a request came from and how to treat what it says about earlier hops.
@@ -173,7 +186,9 @@ pub fn rewrite_request_headers(
     peer: Peer<'_>,
     request_id: &HeaderValue,
 ) {
-    strip_hop_by_hop(headers);
+    if strip_hop_by_hop(headers).is_some_and(|te| accepts_trailers(&te)) {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     headers.remove(header::HOST);
     match &head.host {
         Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
@@ -266,6 +281,26 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn only_te_trailers_is_forwarded() {
+        let head = Head { host: None };
+        let peer = Peer {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            trusted: &[],
+        };
+        let id = HeaderValue::from_static("id");
+        for (te, kept) in [
+            ("trailers", Some("trailers")),
+            ("gzip, Trailers;q=0.5", Some("trailers")),
+            ("gzip", None),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::TE, te.parse().unwrap());
+            rewrite_request_headers(&mut h, &head, peer, &id);
+            assert_eq!(h.get(header::TE).map(|v| v.to_str().unwrap()), kept, "{te}");
+        }
     }
 
     /// Found by fuzzing (`fuzz/fuzz_targets/headers.rs`): one non-ASCII byte in the

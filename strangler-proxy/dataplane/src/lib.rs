@@ -4,6 +4,7 @@
 //! - [`routing`]: the route table (most specific template wins), the canary split, and the
 //!   registry that keeps upstreams and counters across table rebuilds;
 //! - [`upstream`]: a service's instances, round-robin, passive health;
+//! - [`protocols`]: the upstream clients, one per protocol (`http1`, `h2c`, `h2`);
 //! - [`headers`]: the request head checked (one host, a transfer coding the proxy
 //!   implements) and rewritten (hop-by-hop out, forwarding headers by trust);
 //! - [`inbound`]: the client's body, capped, timed, optionally buffered first;
@@ -30,7 +31,10 @@
 //! - [`pressure`]: per thread, how busy it is and the share of shadow legs it admits
 //!   (shadow yields when the proxy is busy);
 //! - [`metrics`]: lock-free counters and histograms, Prometheus text;
-//! - [`listener`]: one thread per core, each with its own runtime, listener and pool.
+//! - [`listener`]: one thread per core, each with its own runtime, listener and pool;
+//!   HTTP/1.1 and HTTP/2 on every connection, over TLS when the plan gives a certificate;
+//! - [`tls`]: the listener's certificate, reloaded when its files change; the trust put
+//!   in `h2` services.
 //!
 //! API boundary: the data plane never touches the state store (it does not depend on the
 //! store crate). It reads a [`routing::RouteTable`] that the control plane swaps in, and
@@ -48,9 +52,11 @@ pub mod listener;
 pub mod metrics;
 pub mod phase;
 pub mod pressure;
+pub mod protocols;
 pub mod routing;
 pub mod shadow;
 pub mod tee;
+pub mod tls;
 pub mod trace;
 pub mod translate;
 pub mod upstream;

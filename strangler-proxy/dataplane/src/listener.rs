@@ -1,6 +1,9 @@
 //! The data plane's listeners: one thread per core, each with its own current-thread
 //! runtime, `SO_REUSEPORT` listener and [`Forwarder`] (upstream pool), so a request never
-//! hops threads. Connections may switch protocols (WebSocket), and are then tunnelled.
+//! hops threads. Every connection speaks HTTP/1.1 or HTTP/2 without configuration: over
+//! TLS (when the plan gives a certificate) as ALPN settles, in the clear by the first bytes
+//! (the HTTP/2 preface: prior-knowledge h2c). HTTP/1.1 connections may switch protocols
+//! (WebSocket), and are then tunnelled.
 //! Stopped by the shutdown signal: stop accepting, let in-flight requests finish (up to
 //! [`SHUTDOWN_GRACE`]), then the threads end (a tunnel still open is closed with them).
 
@@ -9,16 +12,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::forward::Forwarder;
 use crate::pressure::{Governor, Pressure};
 use crate::routing::RouteTable;
 use crate::shadow::ResultSender;
+use crate::tls::TlsTermination;
 
 /// Longest a graceful shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -34,6 +39,13 @@ pub enum ListenError {
     Thread(std::io::Error),
 }
 
+/// What a client's first bytes start with when it speaks HTTP/2 without asking first
+/// (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How long to wait before looking again at a connection whose first bytes do not yet tell
+/// its protocol (one to three bytes of `PRI`).
+const SNIFF_AGAIN: Duration = Duration::from_millis(5);
+
 /// What the data-plane threads are started with.
 pub struct DataPlaneConfig {
     /// Where to listen (already checked free, port resolved).
@@ -48,6 +60,10 @@ pub struct DataPlaneConfig {
     pub shadow_max_busy: Option<f64>,
     /// Where request spans go (`[telemetry]`; `None`: no tracing).
     pub spans: Option<crate::trace::SpanSink>,
+    /// TLS on the listener (`None`: plain TCP).
+    pub tls: Option<Arc<TlsTermination>>,
+    /// What `h2` services' certificates are verified against.
+    pub upstream_tls: Arc<rustls::ClientConfig>,
 }
 
 /// The running data-plane threads.
@@ -66,6 +82,9 @@ impl DataPlane {
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Self, ListenError> {
         let pressure = Pressure::default();
+        if let Some(tls) = &config.tls {
+            tls.watch(shutdown.clone()).map_err(ListenError::Thread)?;
+        }
         start_workers(config, table, results, shutdown, &pressure)
             .map(|threads| Self { threads, pressure })
     }
@@ -118,6 +137,8 @@ fn start_workers(
         header_read_timeout,
         shadow_max_busy,
         spans,
+        tls,
+        upstream_tls,
     } = config;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
     let mut handles = Vec::with_capacity(n);
@@ -131,6 +152,10 @@ fn start_workers(
             stopped.clone(),
             ready_tx.clone(),
             spans.clone(),
+        );
+        let (acceptor, upstream_tls) = (
+            tls.as_ref().map(|tls| tls.acceptor()),
+            Arc::clone(&upstream_tls),
         );
         let handle = std::thread::Builder::new()
             .name(format!("strangler-data-{worker}"))
@@ -158,11 +183,12 @@ fn start_workers(
                     };
                     tokio::spawn(Arc::clone(&governor).measure(stopped.clone()));
                     let forwarder = Arc::new(
-                        Forwarder::new(table, &id, worker, recorder, governor)
+                        Forwarder::new(table, &id, worker, recorder, governor, &upstream_tls)
                             .with_spans(spans)
                             .with_own_address(listen),
                     );
-                    accept_loop(listener, forwarder, header_read_timeout, stopped).await;
+                    let protocols = Arc::new(Protocols::new(header_read_timeout, acceptor));
+                    accept_loop(listener, forwarder, protocols, stopped).await;
                 });
             })
             .map_err(ListenError::Thread)?;
@@ -189,10 +215,60 @@ fn start_workers(
     Ok(handles)
 }
 
+/// How connections are served: the HTTP/1.1 and HTTP/2 settings, and TLS if any.
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    /// Time a client has to finish its TLS handshake and send its first request's head.
+    header_read_timeout: Duration,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Protocols {
+    fn new(header_read_timeout: Duration, tls: Option<TlsAcceptor>) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2.timer(TokioTimer::new());
+        Self {
+            http1,
+            http2,
+            header_read_timeout,
+            tls,
+        }
+    }
+}
+
+/// Whether a plain connection starts with the HTTP/2 preface (`None`: it closed or sent
+/// nothing within `deadline`). Peeks, so HTTP/1.1 reads the bytes untouched.
+async fn speaks_h2(stream: &TcpStream, deadline: Duration) -> Option<bool> {
+    let sniff = async {
+        let mut first = [0u8; 4];
+        loop {
+            let n = stream.peek(&mut first).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if !H2_PREFACE.starts_with(&first[..n]) {
+                return Some(false);
+            }
+            // `PRI ` is the preface: no HTTP/1.1 request starts so.
+            if n == first.len() {
+                return Some(true);
+            }
+            tokio::time::sleep(SNIFF_AGAIN).await;
+        }
+    };
+    tokio::time::timeout(deadline, sniff).await.ok().flatten()
+}
+
 async fn accept_loop(
     listener: TcpListener,
     forwarder: Arc<Forwarder>,
-    header_read_timeout: Duration,
+    protocols: Arc<Protocols>,
     stopped: watch::Receiver<bool>,
 ) {
     let stop = until_stopped(stopped.clone());
@@ -200,10 +276,6 @@ async fn accept_loop(
     // Every connection task holds a sender; when all are gone, every connection finished
     // (hyper's GracefulShutdown cannot watch connections that may upgrade).
     let (open_tx, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .keep_alive(true);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -219,17 +291,48 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let forwarder = Arc::clone(&forwarder);
                 let service = service_fn(move |request| Arc::clone(&forwarder).handle(peer, request));
-                let connection = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
                 let stopping = until_stopped(stopped.clone());
                 let open = open_tx.clone();
+                let protocols = Arc::clone(&protocols);
                 tokio::spawn(async move {
-                    tokio::pin!(connection);
-                    let result = tokio::select! {
-                        result = connection.as_mut() => result,
-                        () = stopping => {
-                            // Finish the request in flight, then close.
-                            connection.as_mut().graceful_shutdown();
-                            connection.await
+                    /// Serves `connection` until it ends; once the proxy stops, the
+                    /// requests in flight finish and it closes.
+                    macro_rules! serve {
+                        ($connection:expr) => {{
+                            let connection = $connection;
+                            tokio::pin!(connection);
+                            tokio::select! {
+                                result = connection.as_mut() => result,
+                                () = stopping => {
+                                    connection.as_mut().graceful_shutdown();
+                                    connection.await
+                                }
+                            }
+                        }};
+                    }
+                    let Protocols { http1, http2, header_read_timeout, tls } = &*protocols;
+                    let result = match tls {
+                        None => match speaks_h2(&stream, *header_read_timeout).await {
+                            Some(false) => serve!(http1
+                                .serve_connection(TokioIo::new(stream), service)
+                                .with_upgrades()),
+                            Some(true) => serve!(http2.serve_connection(TokioIo::new(stream), service)),
+                            None => Ok(()),
+                        },
+                        Some(acceptor) => {
+                            match tokio::time::timeout(*header_read_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                                    serve!(http2.serve_connection(TokioIo::new(stream), service))
+                                }
+                                Ok(Ok(stream)) => serve!(http1
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .with_upgrades()),
+                                Ok(Err(err)) => {
+                                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                                    Ok(())
+                                }
+                                Err(_) => Ok(()),
+                            }
                         }
                     };
                     if let Err(err) = result {

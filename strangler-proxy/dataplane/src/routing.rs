@@ -350,6 +350,8 @@ fn missing_service(name: &str) -> Service {
             legacy: false,
             run: None,
             max_in_flight: strangler_plan::DEFAULT_MAX_IN_FLIGHT,
+            protocol: strangler_plan::UpstreamProtocol::Http1,
+            ca: None,
         })),
         metrics: Arc::default(),
     }

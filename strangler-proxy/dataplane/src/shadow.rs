@@ -20,12 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::protocols::Clients;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -462,7 +461,7 @@ fn truncated(bytes: &[u8]) -> String {
 }
 
 async fn send(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &Clients<Full<Bytes>>,
     service: &Service,
     method: &Method,
     path_and_query: &str,
@@ -490,7 +489,7 @@ async fn send(
     let started = Instant::now();
     let exchange = async {
         let response = client
-            .request(request)
+            .request(service.upstream.protocol, request)
             .await
             .map_err(|e| LegError::of(&e))?;
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
@@ -534,12 +533,7 @@ async fn send(
 }
 
 /// Runs one shadow leg to its result. Never touches the client's answer.
-pub async fn run(
-    mut leg: Leg,
-    client: Client<HttpConnector, Full<Bytes>>,
-    recorder: ResultSender,
-    roll: u64,
-) {
+pub async fn run(mut leg: Leg, client: Clients<Full<Bytes>>, recorder: ResultSender, roll: u64) {
     let trace = leg.trace.take().map(|trace| {
         leg.headers.insert(TRACEPARENT, trace.traceparent());
         (trace, leg.candidate.upstream.name.clone())
@@ -554,7 +548,7 @@ pub async fn run(
 /// The leg's request to the candidate and what it came to, with the route's name.
 async fn mirror(
     leg: Leg,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Clients<Full<Bytes>>,
     recorder: &ResultSender,
     roll: u64,
 ) -> (String, Outcome) {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use http::Uri;
 use http::uri::{Authority, Scheme};
 
-use strangler_plan::ServiceSpec;
+use strangler_plan::{ServiceSpec, UpstreamProtocol};
 
 /// How long an instance that failed is skipped.
 pub const EJECTION: Duration = Duration::from_secs(5);
@@ -25,6 +25,8 @@ pub struct Instance {
 pub struct Upstream {
     pub name: String,
     pub instances: Vec<Instance>,
+    /// What its instances speak.
+    pub protocol: UpstreamProtocol,
     /// Round-robin cursor.
     next: AtomicUsize,
     /// Reference point for the health clock.
@@ -47,6 +49,7 @@ impl Upstream {
         Self {
             name: spec.name.clone(),
             instances,
+            protocol: spec.protocol,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
         }
@@ -123,6 +126,8 @@ mod tests {
             legacy: false,
             run: None,
             max_in_flight: strangler_plan::DEFAULT_MAX_IN_FLIGHT,
+            protocol: UpstreamProtocol::Http1,
+            ca: None,
         })
     }
 

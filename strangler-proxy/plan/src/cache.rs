@@ -496,4 +496,15 @@ parts = { student = "/students/{id}", invoices = "/invoices?student_id={id}" }
             assert!(err.message.contains(says), "{err}");
         }
     }
+
+    #[test]
+    fn aggregates_are_refused_beside_a_tls_listener() {
+        let base = BASE.replace(
+            "state = \"data/strangler.db\"\n",
+            "state = \"data/strangler.db\"\ntls = { cert = \"c.pem\", key = \"k.pem\" }\n",
+        );
+        let err = parse(Path::new("plan.toml"), &format!("{base}{ROUTES}{OVERVIEW}")).unwrap_err();
+        assert_eq!(err.field, "aggregates[0]", "{err}");
+        assert!(err.message.contains("plain listener"), "{err}");
+    }
 }

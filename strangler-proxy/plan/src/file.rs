@@ -26,6 +26,7 @@ use crate::sync::{
     LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, RawEndpoint, RawSnapshot, RawSync,
     SnapshotQueries, SyncLink, is_identifier, is_table_name,
 };
+use crate::transport::{RawTls, TlsFiles, UpstreamProtocol};
 
 /// File read when no `--plan` or `STRANGLER_PLAN` names another.
 pub const DEFAULT_PLAN: &str = "migration-plan.toml";
@@ -200,6 +201,7 @@ struct RawProxy {
     trailing_slash: Option<Spanned<String>>,
     case_sensitive: Option<bool>,
     shadow_max_busy: Option<Spanned<String>>,
+    tls: Option<Spanned<RawTls>>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +212,8 @@ struct RawService {
     legacy: bool,
     run: Option<Spanned<Vec<String>>>,
     max_in_flight: Option<Spanned<i64>>,
+    protocol: Option<Spanned<String>>,
+    ca: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -303,6 +307,9 @@ pub struct ProxySettings {
     /// time, on a moving average, sheds shadow legs until it is calm again (`None`: `"off"`,
     /// shadow never yields).
     pub shadow_max_busy: Option<f64>,
+    /// TLS on the data-plane listener (`None`: plain TCP); either way it speaks HTTP/1.1
+    /// and HTTP/2.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Where a proxy keeps its last-known route table when the plan does not say: beside a
@@ -410,6 +417,11 @@ pub struct ServiceSpec {
     pub run: Option<Vec<String>>,
     /// Requests sent to it at once; beyond, the proxy answers 503 (`overloaded`).
     pub max_in_flight: usize,
+    /// HTTP/1.1, h2c or h2 (TLS).
+    pub protocol: UpstreamProtocol,
+    /// Extra trust anchors (PEM) for an `h2` service's certificate, resolved against the
+    /// plan's directory.
+    pub ca: Option<PathBuf>,
 }
 
 /// How a canary keeps the same caller on the same side.
@@ -747,6 +759,14 @@ impl Ctx<'_> {
             }
         }
         let aggregates = self.aggregates(&raw.aggregates, &routes)?;
+        if let (Some(_), Some(first)) = (&proxy.tls, raw.aggregates.first()) {
+            return Err(self.at(
+                first,
+                "aggregates[0]",
+                "an aggregate asks its parts of the proxy's own listener in plain HTTP, and with \
+                 proxy.tls that listener speaks only TLS: aggregates need a plain listener",
+            ));
+        }
         let notify = self.notify(&raw.notify)?;
         let sync = self.sync(&raw.sync, &services)?;
         let telemetry = raw
@@ -1172,6 +1192,26 @@ impl Ctx<'_> {
                 case_sensitive: raw.case_sensitive.unwrap_or(true),
             },
             shadow_max_busy,
+            tls: match &raw.tls {
+                None => None,
+                Some(tls) => Some(self.tls(tls.get_ref())?),
+            },
+        })
+    }
+
+    /// A path to a file the plan names, relative to the plan's directory.
+    fn plan_file(&self, value: &Spanned<String>, field: &str) -> Result<PathBuf, PlanError> {
+        if value.get_ref().trim().is_empty() {
+            return Err(self.at(value, field, "must name a file"));
+        }
+        let dir = self.file.parent().unwrap_or(Path::new("."));
+        Ok(dir.join(value.get_ref()))
+    }
+
+    fn tls(&self, raw: &RawTls) -> Result<TlsFiles, PlanError> {
+        Ok(TlsFiles {
+            cert: self.plan_file(&raw.cert, "proxy.tls.cert")?,
+            key: self.plan_file(&raw.key, "proxy.tls.key")?,
         })
     }
 
@@ -1197,10 +1237,33 @@ impl Ctx<'_> {
                     "must list at least one URL",
                 ));
             }
+            let protocol = match &svc.protocol {
+                None => UpstreamProtocol::default(),
+                Some(p) => UpstreamProtocol::parse(p.get_ref()).ok_or_else(|| {
+                    self.at(
+                        p,
+                        &format!("{field}.protocol"),
+                        "must be \"http1\", \"h2c\" or \"h2\"",
+                    )
+                })?,
+            };
+            let ca = match &svc.ca {
+                None => None,
+                Some(ca) if protocol != UpstreamProtocol::H2 => {
+                    return Err(self.at(
+                        ca,
+                        &format!("{field}.ca"),
+                        "a `ca` is only for a service with protocol = \"h2\" (TLS)",
+                    ));
+                }
+                Some(ca) => Some(self.plan_file(ca, &format!("{field}.ca"))?),
+            };
             let mut urls = Vec::new();
             for (i, url) in svc.urls.get_ref().iter().enumerate() {
                 let field = format!("{field}.urls[{i}]");
-                urls.push(parse_base_url(url.get_ref()).map_err(|m| self.at(url, &field, m))?);
+                urls.push(
+                    parse_base_url(url.get_ref(), protocol).map_err(|m| self.at(url, &field, m))?,
+                );
             }
             services.insert(
                 name.clone(),
@@ -1230,6 +1293,8 @@ impl Ctx<'_> {
                                 self.at(n, &format!("{field}.max_in_flight"), "must be 1 or more")
                             })?,
                     },
+                    protocol,
+                    ca,
                 },
             );
         }
@@ -1860,12 +1925,15 @@ fn join<I: IntoIterator<Item = T>, T: fmt::Display>(items: I) -> String {
         .join(", ")
 }
 
-fn parse_base_url(raw: &str) -> Result<Uri, String> {
+fn parse_base_url(raw: &str, protocol: UpstreamProtocol) -> Result<Uri, String> {
     let uri: Uri = raw
         .parse()
         .map_err(|_| format!("`{raw}` is not a URL like http://127.0.0.1:7000"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("`{raw}`: only http:// upstreams are supported"));
+    let scheme = protocol.scheme();
+    if uri.scheme_str() != Some(scheme) {
+        return Err(format!(
+            "`{raw}`: a service with protocol = \"{protocol}\" is reached at {scheme}:// URLs"
+        ));
     }
     if uri.authority().is_none_or(|a| a.port_u16().is_none()) {
         return Err(format!("`{raw}` needs an explicit host:port"));

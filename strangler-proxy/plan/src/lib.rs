@@ -6,6 +6,7 @@
 //! - [`stage`]: a route's migration stages;
 //! - [`cache`]: `[edge.cache]`, a route's `cache` and `[[aggregates]]`: response caching
 //!   and aggregate routes;
+//! - [`transport`]: TLS on the listener, the protocol each service is spoken to in;
 //! - [`analysis`]: analysis budgets, rollout steps and webhooks;
 //! - [`schedule`]: `[[schedule]]`, verifies run by themselves, every interval or by cron;
 //! - [`telemetry`]: `[telemetry]`, where request spans are exported (OTLP/HTTP);
@@ -31,6 +32,7 @@ pub mod stage;
 pub mod sync;
 pub mod telemetry;
 pub mod translate;
+pub mod transport;
 
 pub use analysis::{AnalysisSpec, NotifyEvent, NotifyFormat, NotifySpec, Step};
 pub use cache::{AggregateSpec, CacheSettings, RouteCache};
@@ -42,3 +44,4 @@ pub use stage::Stage;
 pub use sync::{LinkSource, LinkTarget, PgInbox, PgOutbox, PgTable, SnapshotQueries, SyncLink};
 pub use telemetry::TelemetrySpec;
 pub use translate::{Pointer, Transform, TranslateSpec};
+pub use transport::{TlsFiles, UpstreamProtocol};

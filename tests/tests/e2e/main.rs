@@ -10,6 +10,7 @@ mod edge_aggregate;
 mod edge_auth;
 mod edge_cache;
 mod edge_rate;
+mod edge_tls;
 mod fleet;
 mod monolith_api;
 mod monolith_enrollment;

@@ -36,7 +36,8 @@ async fn hop_by_hop_headers_go_and_forwarding_headers_are_appended() {
                 .header("x-drop-me", "secret")
                 .header("keep-alive", "timeout=5")
                 .header("proxy-authorization", "Basic Zm9vOmJhcg==")
-                .header("te", "trailers")
+                // `te: trailers` alone is kept (gRPC); any other coding is this hop's.
+                .header("te", "gzip")
                 .header("x-forwarded-for", "6.6.6.6")
                 .header("x-forwarded-host", "spoofed.example")
                 .header("x-keep-me", "yes")

@@ -46,13 +46,7 @@ async fn shadow_proxy(legacy: &str, candidates: &[(&str, String, &str)], gate: &
 }
 
 pub(crate) fn report(p: &TestProxy, route: &str) -> Value {
-    let store = strangler_store::open(&strangler_plan::StoreLocation::File(
-        p.dir.path().join("strangler.db"),
-    ))
-    .unwrap();
-    let plan = strangler_plan::load(&p.plan_path).unwrap();
-    let reports = strangler_report::gather(&plan, &*store, Some(route)).unwrap();
-    strangler_report::json(&reports)["routes"][0].clone()
+    p.shadow_report(route)
 }
 
 /// Waits until `route` has `n` results of any kind recorded.

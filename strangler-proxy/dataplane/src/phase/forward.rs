@@ -22,8 +22,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Incoming};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
@@ -35,6 +33,7 @@ use crate::forward::{
 use crate::headers::{self, Head, Peer};
 use crate::inbound::{self, Inbound, InboundState};
 use crate::metrics::{Cause, Side};
+use crate::protocols::Clients;
 use crate::routing::{self, RouteTable, Service, Slot};
 use crate::shadow::{self, Captured, Leg, ResponseCapture, ResultSender, TeeBody, Unmirrored};
 use crate::trace::Trace;
@@ -572,7 +571,7 @@ struct Outgoing<'a> {
 /// is tried once more (on the next instance) when the first attempt fails to connect or
 /// its reused connection breaks.
 async fn send(
-    client: &Client<HttpConnector, UpstreamBody>,
+    client: &Clients<UpstreamBody>,
     outgoing: Outgoing<'_>,
     inbound: Option<&InboundState>,
 ) -> Result<Response<Incoming>, ForwardError> {
@@ -631,7 +630,8 @@ async fn send(
         *request.headers_mut() = attempt_headers;
 
         let sent = Instant::now();
-        let outcome = tokio::time::timeout(timeout, client.request(request)).await;
+        let outcome =
+            tokio::time::timeout(timeout, client.request(service.upstream.protocol, request)).await;
         let elapsed = sent.elapsed();
         let error = match outcome {
             Ok(Ok(response)) => {

@@ -211,21 +211,28 @@ impl TlsTermination {
 pub fn upstream_client_config<'a>(
     services: impl IntoIterator<Item = &'a ServiceSpec>,
 ) -> Result<ClientConfig, TlsError> {
+    client_config(
+        services
+            .into_iter()
+            .filter(|service| service.protocol == UpstreamProtocol::H2)
+            .filter_map(|service| service.ca.as_deref()),
+    )
+}
+
+/// Client settings trusting the webpki roots and the certificates in the `cas` PEM files.
+pub fn client_config<'a>(
+    cas: impl IntoIterator<Item = &'a Path>,
+) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    for service in services {
-        if service.protocol != UpstreamProtocol::H2 {
-            continue;
-        }
-        if let Some(ca) = &service.ca {
-            for cert in certificates(ca, "CA certificate")? {
-                roots.add(cert).map_err(|err| TlsError::Read {
-                    what: "CA certificate",
-                    path: ca.clone(),
-                    reason: err.to_string(),
-                })?;
-            }
+    for ca in cas {
+        for cert in certificates(ca, "CA certificate")? {
+            roots.add(cert).map_err(|err| TlsError::Read {
+                what: "CA certificate",
+                path: ca.to_path_buf(),
+                reason: err.to_string(),
+            })?;
         }
     }
     Ok(ClientConfig::builder_with_provider(provider())

@@ -96,8 +96,11 @@ pub struct KeySpec {
 /// A JSON Web Key Set fetched from a URL.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JwksSpec {
-    /// `http://` only: the proxy's upstream client speaks no TLS.
+    /// `http://` or `https://` (the issuer's certificate verified against the webpki roots
+    /// and `ca`).
     pub url: Uri,
+    /// PEM certificates trusted for an `https://` JWKS besides the webpki roots.
+    pub ca: Option<PathBuf>,
     /// Fetched again this often.
     pub refresh: Duration,
     /// Shortest gap between fetches asked for by an unknown `kid`.

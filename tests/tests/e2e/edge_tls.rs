@@ -290,23 +290,8 @@ async fn h2_upstream(tls: Option<Arc<rustls::ServerConfig>>) -> SocketAddr {
 async fn services_are_spoken_to_over_h2c_and_h2_as_the_plan_says() {
     let pki = Pki::new();
     let leaf = pki.leaf("upstream");
-    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![CertificateDer::from(leaf.der.clone())],
-        <rustls::pki_types::PrivateKeyDer as rustls::pki_types::pem::PemObject>::from_pem_slice(
-            leaf.key.as_bytes(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    server.alpn_protocols = vec![b"h2".to_vec()];
     let cleartext = h2_upstream(None).await;
-    let secure = h2_upstream(Some(Arc::new(server))).await;
+    let secure = h2_upstream(Some(server_config(&leaf, &[b"h2"]))).await;
     let legacy = EchoUpstream::start("legacy").await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -560,4 +545,139 @@ async fn an_http2_clients_request_is_mirrored_and_compared() {
     assert_eq!(candidate.hits(), 3);
     let paths = r["mismatching_paths"].as_array().unwrap();
     assert!(paths.iter().any(|p| p["path"] == "/service"), "{r}");
+}
+
+/// A leaf's pair as a rustls server's settings, offering `alpn`.
+fn server_config(leaf: &Leaf, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from(leaf.der.clone())],
+        <rustls::pki_types::PrivateKeyDer as rustls::pki_types::pem::PemObject>::from_pem_slice(
+            leaf.key.as_bytes(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(server)
+}
+
+/// An issuer's JWKS (the test key `rsa1`) over HTTPS with `leaf`'s certificate: its address,
+/// and how many fetches were served and how many TLS handshakes failed.
+async fn jwks_over_https(
+    leaf: &Leaf,
+) -> (
+    SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let jwk: Value = serde_json::from_str(
+        &std::fs::read_to_string(e2e::tokens::keys_dir().join("rsa1.jwk.json")).unwrap(),
+    )
+    .unwrap();
+    let body = Bytes::from(json!({ "keys": [jwk] }).to_string());
+    let (served, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(leaf, &[b"http/1.1"]));
+    let (s, r) = (Arc::clone(&served), Arc::clone(&refused));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, body, served, refused) = (
+                acceptor.clone(),
+                body.clone(),
+                Arc::clone(&s),
+                Arc::clone(&r),
+            );
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                    return;
+                };
+                let service = hyper::service::service_fn(move |_: http::Request<Incoming>| {
+                    served.fetch_add(1, Ordering::SeqCst);
+                    let body = body.clone();
+                    async move { Ok::<_, Infallible>(http::Response::new(Full::new(body))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, served, refused)
+}
+
+/// A JWKS fetched over HTTPS: with the plan's `jwks_ca` naming the CA that signed the
+/// issuer's certificate, a token signed with the set's key is admitted; without it the
+/// issuer is never trusted (every handshake refused), and tokens stay 503.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jwks_over_https_is_trusted_through_the_plans_ca() {
+    use std::sync::atomic::Ordering;
+    let pki = Pki::new();
+    let (jwks, served, refused) = jwks_over_https(&pki.leaf("issuer")).await;
+    let token = e2e::tokens::sign(
+        jsonwebtoken::Algorithm::RS256,
+        "rsa1",
+        Some("rsa1"),
+        &e2e::tokens::claims("s-1"),
+    );
+    for trusted in [true, false] {
+        let legacy = EchoUpstream::start("legacy").await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("issuer-ca.pem"), &pki.ca_pem).unwrap();
+        let ca = if trusted {
+            "jwks_ca = \"issuer-ca.pem\"\n"
+        } else {
+            ""
+        };
+        let plan = format!(
+            "{}\n[edge.auth]\nissuer = \"https://id.test\"\naudience = \"school\"\njwks_url = \"https://{jwks}/jwks.json\"\n{ca}",
+            e2e::plan_toml(
+                dir.path(),
+                &[("legacy", format!("\"{}\"", legacy.url()))],
+                ""
+            )
+        );
+        let p = TestProxy::start(dir, &plan).await;
+        let client = reqwest::Client::new();
+        let status = || async {
+            client
+                .get(format!("{}/students/1", p.url))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        };
+        if trusted {
+            eventually(
+                Duration::from_secs(10),
+                "the HTTPS JWKS verifying the token",
+                || async { (status().await == 200).then_some(()) },
+            )
+            .await;
+            assert!(served.load(Ordering::SeqCst) >= 1);
+        } else {
+            let before = refused.load(Ordering::SeqCst);
+            eventually(
+                Duration::from_secs(10),
+                "two refused handshakes",
+                || async { (refused.load(Ordering::SeqCst) >= before + 2).then_some(()) },
+            )
+            .await;
+            assert_eq!(
+                status().await,
+                503,
+                "an untrusted issuer's keys must not verify"
+            );
+        }
+    }
 }

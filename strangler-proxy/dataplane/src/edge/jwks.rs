@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -50,8 +51,24 @@ pub(super) fn start(spec: JwksSpec, verifier: Weak<Verifier>, wanted: mpsc::Rece
 }
 
 async fn run(spec: JwksSpec, verifier: Weak<Verifier>, mut wanted: mpsc::Receiver<()>) {
-    let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    // An https:// set is fetched with the issuer's certificate verified (webpki roots and
+    // the plan's `jwks_ca`); a CA file that cannot be read leaves tokens answered 503.
+    let tls = match crate::tls::client_config(spec.ca.as_deref()) {
+        Ok(tls) => tls,
+        Err(err) => {
+            tracing::error!(error = %err, url = %spec.url, "cannot fetch the JWKS");
+            return;
+        }
+    };
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    let client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(https);
     let mut last_fetch: Option<Instant> = None;
     // Until a fetch succeeds, tokens are answered 503: try every second meanwhile.
     let mut fetched_once = false;
@@ -106,7 +123,7 @@ struct RawSet {
 
 /// The set's keys this proxy can use (others, such as encryption keys, are skipped).
 async fn fetch(
-    client: &Client<HttpConnector, Empty<Bytes>>,
+    client: &Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     url: &Uri,
 ) -> Result<Vec<Key>, String> {
     let request = Request::get(url.clone())

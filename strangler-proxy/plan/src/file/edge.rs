@@ -45,6 +45,7 @@ struct RawAuth {
     keys: Vec<Spanned<RawKey>>,
     jwks_url: Option<Spanned<String>>,
     jwks_refresh: Option<Spanned<String>>,
+    jwks_ca: Option<Spanned<String>>,
     #[serde(default)]
     claims: BTreeMap<String, Spanned<String>>,
 }
@@ -161,21 +162,28 @@ impl Ctx<'_> {
                     .get_ref()
                     .parse::<Uri>()
                     .ok()
-                    .filter(|u| u.scheme_str() == Some("http") && u.authority().is_some())
+                    .filter(|u| {
+                        matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+                    })
                     .ok_or_else(|| {
                         self.at(
                             url,
                             &f("jwks_url"),
-                            "must be an http:// URL (the proxy fetches it without TLS; serve \
-                             it locally, or give the keys as files)",
+                            "must be an http:// or https:// URL like \
+                             https://id.example.com/.well-known/jwks.json",
                         )
                     })?;
+                let ca = match &raw.jwks_ca {
+                    None => None,
+                    Some(ca) => Some(self.certificate_file(ca, &f("jwks_ca"))?),
+                };
                 let refresh = match &raw.jwks_refresh {
                     None => DEFAULT_JWKS_REFRESH,
                     Some(r) => self.duration(r, &f("jwks_refresh"))?,
                 };
                 Some(JwksSpec {
                     url: parsed,
+                    ca,
                     refresh,
                     min_gap: DEFAULT_JWKS_MIN_GAP.min(refresh),
                 })
@@ -183,6 +191,9 @@ impl Ctx<'_> {
         };
         if let (None, Some(r)) = (&raw.jwks_url, &raw.jwks_refresh) {
             return Err(self.at(r, &f("jwks_refresh"), "needs a jwks_url"));
+        }
+        if let (None, Some(ca)) = (&raw.jwks_url, &raw.jwks_ca) {
+            return Err(self.at(ca, &f("jwks_ca"), "needs a jwks_url"));
         }
         if keys.is_empty() && jwks.is_none() {
             return Err(self.at(
@@ -217,6 +228,22 @@ impl Ctx<'_> {
             jwks,
             claims,
         })
+    }
+
+    /// A PEM file of certificates, relative to the plan: read now, so a missing or empty one
+    /// is an error with its line rather than a JWKS that never verifies.
+    fn certificate_file(&self, raw: &Spanned<String>, field: &str) -> Result<PathBuf, PlanError> {
+        let file = self.dir().join(raw.get_ref());
+        let text = std::fs::read_to_string(&file)
+            .map_err(|err| self.at(raw, field, format!("cannot read {}: {err}", file.display())))?;
+        if !text.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(self.at(
+                raw,
+                field,
+                format!("{} holds no PEM certificate", file.display()),
+            ));
+        }
+        Ok(file)
     }
 
     fn key(&self, raw: &RawKey, field: &str) -> Result<KeySpec, PlanError> {
@@ -461,10 +488,16 @@ rate_limit = false
                 "not a header",
             ),
             (
-                "[edge.auth]\njwks_url = \"https://id.example/jwks\"\n",
+                "[edge.auth]\njwks_url = \"ftp://id.example/jwks\"\n",
                 11,
                 "edge.auth.jwks_url",
-                "http://",
+                "https://",
+            ),
+            (
+                "[edge.auth]\njwks_url = \"https://id.example/jwks\"\njwks_ca = \"missing-ca.pem\"\n",
+                12,
+                "edge.auth.jwks_ca",
+                "cannot read",
             ),
             (
                 "[edge.auth]\njwks_url = \"http://id.example/jwks\"\njwks_refresh = \"often\"\n",

@@ -390,6 +390,8 @@ async fn the_demo_stack_on_the_dashboard_draws_its_charts() {
                     let _ = client.get(format!("{base}{path}")).send().await;
                 }
                 i += 1;
+                // Steady traffic for the charts to draw (about 200 requests a second), not a
+                // wait for a condition: the test polls the page for what it expects.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
